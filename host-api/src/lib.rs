@@ -1,0 +1,144 @@
+//! The wasmtime host side of the `runner:scenario` WIT world.
+//!
+//! The WIT files in `wit/` are the contract; this crate implements each
+//! imported interface in a module named after it ([`http`], [`vu`],
+//! [`metrics`], [`types`]). [`VuState`] is the per-VU store data every host
+//! call works on; [`RunContext`] is what all VUs of a run share.
+//!
+//! Measurements go to a [`recorder::Recorder`] whose aggregates
+//! ([`recorder::Metrics`]) merge exactly, within a process and across nodes.
+
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod recorder;
+pub mod stdio;
+pub mod types;
+pub mod vu;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use limits::{CpuBudget, Limiter};
+pub use recorder::{Metrics, Recorder};
+
+/// Bindings generated from `wit/`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "load-test",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+pub use bindings::exports::runner::scenario::scenario::{ScenarioOptions, VuClass};
+pub use bindings::{LoadTest, LoadTestPre};
+
+/// The WIT package this host implements, as guests name it.
+pub const WIT_PACKAGE: &str = "runner:scenario@0.1.0";
+
+/// What every VU of a run shares.
+pub struct RunContext {
+    /// Where measurements go.
+    pub recorder: Arc<Recorder>,
+    /// Values from `-e KEY=VALUE`.
+    pub env: HashMap<String, String>,
+    /// When the run started; `vu.now` counts from here.
+    pub started: Instant,
+    /// HTTP client settings.
+    pub http: http::ClientConfig,
+    /// Rate limiter for guest log lines, so 10,000 chatty VUs cannot flood
+    /// the runner's output.
+    pub log_limit: Arc<stdio::LogLimit>,
+}
+
+/// Per-VU store data: everything a host call of this VU can touch.
+pub struct VuState {
+    run: Arc<RunContext>,
+    vu_id: u32,
+    class: Arc<str>,
+    iteration: u64,
+    table: ResourceTable,
+    wasi: Option<WasiCtx>,
+    http: http::Connections,
+    /// Memory, table and instance caps of this VU.
+    pub limiter: Limiter,
+    /// CPU time allowed and used in the current iteration.
+    pub budget: CpuBudget,
+    /// Message of the guest's panic, if it reported one before trapping.
+    pub panic_message: Option<String>,
+}
+
+impl VuState {
+    /// Fresh state for VU `vu_id` of `class`.
+    pub fn new(run: Arc<RunContext>, vu_id: u32, class: Arc<str>, limiter: Limiter, cpu: Duration) -> Self {
+        Self {
+            run,
+            vu_id,
+            class,
+            iteration: 0,
+            table: ResourceTable::new(),
+            wasi: None,
+            http: http::Connections::default(),
+            limiter,
+            budget: CpuBudget::new(cpu),
+            panic_message: None,
+        }
+    }
+
+    /// Sets the iteration number the guest sees and resets the CPU budget.
+    pub fn begin_iteration(&mut self, iteration: u64) {
+        self.iteration = iteration;
+        self.budget.reset();
+    }
+
+    /// This VU's id.
+    pub fn vu_id(&self) -> u32 {
+        self.vu_id
+    }
+
+    /// The shared run context.
+    pub fn run(&self) -> &RunContext {
+        &self.run
+    }
+
+    /// Marks the end of a host call that may have parked the VU, so the
+    /// parked time is not charged to its CPU budget.
+    fn resumed(&mut self) {
+        self.budget.resumed();
+    }
+}
+
+impl WasiView for VuState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Built on first use: a guest that never calls WASI never pays for a
+        // WASI context. Nothing is granted: no preopened directories, no
+        // sockets, no environment, no arguments; stdout and stderr go to the
+        // runner's log.
+        let vu_id = self.vu_id;
+        let limit = &self.run.log_limit;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtx::builder()
+                .stdout(stdio::LogStream::new(vu_id, stdio::Which::Stdout, limit.clone()))
+                .stderr(stdio::LogStream::new(vu_id, stdio::Which::Stderr, limit.clone()))
+                .build()
+        });
+        WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Adds every import of the world, and WASI p2 (for guests built with std),
+/// to `linker`.
+pub fn add_to_linker(linker: &mut Linker<VuState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    bindings::LoadTest::add_to_linker::<VuState, HasSelf<VuState>>(linker, |s| s)?;
+    Ok(())
+}

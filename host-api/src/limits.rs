@@ -1,0 +1,124 @@
+//! Per-VU limits: memory, tables and instances ([`Limiter`]), and the CPU
+//! time an iteration may spend running guest code ([`CpuBudget`]).
+
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+
+/// The error a guest's memory growth past its cap traps with; the runner
+/// reports such a trap as `memory-limit`.
+#[derive(Debug)]
+pub struct MemoryCapExceeded {
+    /// The cap in bytes.
+    pub cap: usize,
+    /// The size the guest asked for.
+    pub desired: usize,
+}
+
+impl std::fmt::Display for MemoryCapExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "memory cap of {} KiB exceeded (the guest asked for {} KiB)",
+            self.cap / 1024,
+            self.desired / 1024
+        )
+    }
+}
+
+impl std::error::Error for MemoryCapExceeded {}
+
+/// Caps on what one VU's instance may allocate.
+#[derive(Clone, Copy, Debug)]
+pub struct Limiter {
+    /// Bytes of linear memory, per memory.
+    pub memory: usize,
+    /// Elements per table.
+    pub table_elements: usize,
+    /// Instances, tables and memories per store.
+    pub instances: usize,
+    /// Tables per store.
+    pub tables: usize,
+    /// Memories per store.
+    pub memories: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            // Trap rather than fail the grow: a Rust guest would abort on the
+            // failed allocation anyway, and a trap with this error tells the
+            // runner why.
+            return Err(wasmtime::Error::new(MemoryCapExceeded {
+                cap: self.memory,
+                desired,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}
+
+/// The CPU time an iteration may spend in guest code.
+///
+/// The epoch ticker calls [`CpuBudget::charge`] on each tick that finds the
+/// guest running. Time parked in a host call (a sleep, an HTTP request) is
+/// not charged: host calls mark their return with [`CpuBudget::resumed`],
+/// and one charge never exceeds one tick.
+#[derive(Clone, Debug)]
+pub struct CpuBudget {
+    limit: Duration,
+    used: Duration,
+    last: Instant,
+}
+
+impl CpuBudget {
+    /// A budget of `limit` per iteration.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            used: Duration::ZERO,
+            last: Instant::now(),
+        }
+    }
+
+    /// Starts a new iteration with the full budget.
+    pub fn reset(&mut self) {
+        self.used = Duration::ZERO;
+        self.last = Instant::now();
+    }
+
+    /// Notes that the guest resumes running now, after a host call.
+    pub fn resumed(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Charges the time since the guest last resumed or was last charged,
+    /// at most `tick`; returns `false` once the budget is spent.
+    pub fn charge(&mut self, tick: Duration) -> bool {
+        let now = Instant::now();
+        self.used += now.duration_since(self.last).min(tick);
+        self.last = now;
+        self.used <= self.limit
+    }
+
+    /// The per-iteration limit.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+}

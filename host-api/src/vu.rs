@@ -1,0 +1,62 @@
+//! Host side of the `vu` interface: identity, sleep, clock, log, env.
+
+use std::time::Duration;
+
+use crate::bindings::runner::scenario::types::Level;
+use crate::bindings::runner::scenario::vu::Host;
+use crate::VuState;
+
+/// Longest panic message kept.
+const MAX_PANIC_MESSAGE: usize = 1024;
+
+impl Host for VuState {
+    async fn id(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.vu_id)
+    }
+
+    async fn class_name(&mut self) -> wasmtime::Result<String> {
+        Ok(self.class.to_string())
+    }
+
+    async fn iteration(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.iteration)
+    }
+
+    async fn sleep(&mut self, time: u64) -> wasmtime::Result<()> {
+        tokio::time::sleep(Duration::from_nanos(time)).await;
+        self.resumed();
+        Ok(())
+    }
+
+    async fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(nanos(self.run.started.elapsed()))
+    }
+
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        for line in message.lines() {
+            self.run.log_limit.emit(self.vu_id, level, line);
+        }
+        Ok(())
+    }
+
+    async fn env(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.run.env.get(&key).cloned())
+    }
+
+    async fn panicked(&mut self, mut message: String) -> wasmtime::Result<()> {
+        if message.len() > MAX_PANIC_MESSAGE {
+            let mut end = MAX_PANIC_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        self.panic_message = Some(message);
+        Ok(())
+    }
+}
+
+/// A duration in nanoseconds, saturating.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

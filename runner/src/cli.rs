@@ -1,0 +1,201 @@
+//! Command-line interface: what the user types, parsed and validated.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load tests whose scenarios are WebAssembly components, one sandboxed
+/// store per virtual user.
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The runner's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario component locally.
+    Run(RunArgs),
+    /// Serve the built-in HTTP test target (for demos and smoke tests).
+    Target(TargetArgs),
+}
+
+/// Flags of `runner run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The scenario: a WebAssembly component built against the
+    /// runner:scenario world (`cargo component build --release`).
+    pub scenario: PathBuf,
+
+    /// Virtual users. With several VU classes, scales their counts.
+    #[arg(short = 'u', long, value_parser = parse_positive_u32)]
+    pub vus: Option<u32>,
+
+    /// How long to run, e.g. `30s`, `5m`. Without it (and without
+    /// --iterations) each VU runs one iteration.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Iterations per VU; the run ends when every VU has done them (or
+    /// --duration is up, whichever is first).
+    #[arg(short, long, value_parser = parse_positive_u64)]
+    pub iterations: Option<u64>,
+
+    /// Spread the VUs' starts evenly over this time, so they do not hit the
+    /// target in one instant.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub ramp_up: Duration,
+
+    /// At the end (or on Ctrl-C), time allowed for in-flight iterations to
+    /// finish before they are cancelled.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub grace: Duration,
+
+    /// A value for the scenario, read with `vu::env("KEY")`. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// CPU time an iteration may spend in guest code before it is stopped.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub cpu_limit: Duration,
+
+    /// Also meter guest code with fuel: this many units per iteration.
+    #[arg(long, value_parser = parse_positive_u64)]
+    pub fuel: Option<u64>,
+
+    /// Linear memory a VU may use, e.g. `32MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "32MiB")]
+    pub memory_limit: u64,
+
+    /// Wall-clock time an iteration may take before it is cancelled.
+    #[arg(long, value_parser = parse_duration)]
+    pub iteration_timeout: Option<Duration>,
+
+    /// Timeout of an HTTP request that sets none.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub http_timeout: Duration,
+
+    /// Largest HTTP response body accepted, e.g. `16MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub max_body: u64,
+
+    /// Skip TLS certificate verification (self-signed targets).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Write results: `json=FILE` (the full summary). Repeatable.
+    #[arg(short, long, value_name = "FORMAT=FILE", value_parser = parse_out)]
+    pub out: Vec<Output>,
+
+    /// No live progress line and no summary table on stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Guest log lines allowed per second across all VUs; more are counted
+    /// and dropped.
+    #[arg(long, default_value_t = 100)]
+    pub log_rate: u64,
+}
+
+/// Flags of `runner target`.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Address to listen on; port 0 picks a free port (printed on start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+/// A results file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The full end-of-run summary as JSON.
+    Json(PathBuf),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 5m, 1h30m)"))
+}
+
+fn parse_positive_u32(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: expected a whole number")),
+    }
+}
+
+fn parse_positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: expected a whole number")),
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_out(s: &str) -> Result<Output, String> {
+    match s.split_once('=') {
+        Some(("json", path)) if !path.is_empty() => Ok(Output::Json(PathBuf::from(path))),
+        Some((format, _)) => Err(format!("unknown output format {format:?} (known: json=FILE)")),
+        None => Err(format!("{s:?} is not FORMAT=FILE (e.g. json=results.json)")),
+    }
+}
+
+/// Parses a byte size such as `512KiB`, `32MiB`, `1GiB`, `1000000`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 64KiB, 32MiB, 1GiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from(["runner", "run", "s.wasm", "--vus", "10", "-d", "5s", "-e", "A=b=c", "--out", "json=r.json"])
+            .expect("parses");
+        let Command::Run(a) = cli.command else { panic!("not run") };
+        assert_eq!(a.vus, Some(10));
+        assert_eq!(a.duration, Some(Duration::from_secs(5)));
+        assert_eq!(a.env, vec![("A".into(), "b=c".into())]);
+        assert_eq!(a.out, vec![Output::Json("r.json".into())]);
+        assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--vus", "0"]).is_err());
+        assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--duration", "soon"]).is_err());
+    }
+}

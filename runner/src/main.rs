@@ -1,0 +1,58 @@
+//! `runner`: the command-line entry point. All logic lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use runner::cli::{Cli, Command, Output};
+use runner::{engine, EXIT_ERROR, EXIT_USAGE};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR as u8);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let summary = runner::run::run(&args).await?;
+                if !args.quiet {
+                    println!("{}", summary.table());
+                }
+                for out in &args.out {
+                    match out {
+                        Output::Json(path) => summary.write_json(path)?,
+                    }
+                }
+                Ok(())
+            }
+            Command::Target(args) => runner::target::serve(args.listen).await,
+        }
+    });
+    // Host connection tasks may linger; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", engine::root_message(&e));
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
+}

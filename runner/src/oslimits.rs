@@ -1,0 +1,106 @@
+//! Checks what the operating system allows against what a run needs,
+//! before any VU starts, so a run fails at once with the setting to change
+//! instead of half-way with ENOMEM or EMFILE.
+
+use anyhow::{bail, Result};
+
+use crate::engine::EngineSettings;
+
+/// File descriptors the runner keeps for itself (logs, outputs, runtime).
+const FD_RESERVE: u64 = 256;
+
+/// What a run will need of the OS.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    /// The engine's pools.
+    pub engine: EngineSettings,
+    /// VUs that may hold network connections (0 if the scenario imports no
+    /// networking interface).
+    pub connecting_vus: u64,
+}
+
+/// Raises the soft open-file limit to the hard limit, then checks the
+/// kernel's map count, the open-file limit and the address-space limit.
+pub fn check(needs: &Needs) -> Result<()> {
+    check_map_count(needs.engine.map_count_needed())?;
+    check_files(needs.connecting_vus)?;
+    check_address_space(needs.engine.address_space_needed())?;
+    Ok(())
+}
+
+fn check_map_count(needed: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+        return Ok(()); // Not Linux, or no procfs: nothing to check.
+    };
+    let Ok(have) = text.trim().parse::<u64>() else {
+        return Ok(());
+    };
+    if have < needed {
+        let suggest = needed.next_power_of_two().max(1 << 20);
+        bail!(
+            "this many VUs need about {needed} kernel memory mappings but vm.max_map_count is {have}; \
+             raise it with `sudo sysctl -w vm.max_map_count={suggest}` or run fewer VUs per runner"
+        );
+    }
+    Ok(())
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t) -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    (unsafe { libc::getrlimit(resource, &mut lim) } == 0).then_some(lim)
+}
+
+fn check_files(connecting_vus: u64) -> Result<()> {
+    let Some(mut lim) = rlimit(libc::RLIMIT_NOFILE) else {
+        return Ok(());
+    };
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let needed = connecting_vus + FD_RESERVE;
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < needed {
+        bail!(
+            "{connecting_vus} VUs that may each hold a connection need about {needed} open files, but this process \
+             may open only {} (hard limit {}); raise it with `ulimit -n {needed}` (as root, or in \
+             /etc/security/limits.conf), or split the load over several runner processes",
+            lim.rlim_cur,
+            lim.rlim_max
+        );
+    }
+    Ok(())
+}
+
+fn check_address_space(needed: u64) -> Result<()> {
+    let Some(lim) = rlimit(libc::RLIMIT_AS) else {
+        return Ok(());
+    };
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < needed {
+        bail!(
+            "this many VUs reserve about {} GiB of address space but `ulimit -v` allows {} GiB; \
+             run `ulimit -v unlimited`, lower --memory-limit, or run fewer VUs",
+            needed >> 30,
+            lim.rlim_cur >> 30
+        );
+    }
+    // x86-64 user space is 128 TiB; leave room for everything else.
+    const USER_SPACE: u64 = 100 << 40;
+    if needed > USER_SPACE {
+        bail!(
+            "this many VUs would reserve {} TiB of address space, more than the machine has; \
+             lower --memory-limit or run fewer VUs",
+            needed >> 40
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The load plan: which VU classes run, how many VUs each, for how long,
+//! from the scenario's own options overridden by command-line flags.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use host_api::ScenarioOptions;
+
+use crate::cli::RunArgs;
+
+/// Most VUs one runner process will start.
+pub const MAX_VUS: u32 = 1_000_000;
+
+/// The class name used when a scenario declares none.
+pub const DEFAULT_CLASS: &str = "default";
+
+/// One VU class in the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassPlan {
+    /// The class name passed to the scenario's `run`.
+    pub name: Arc<str>,
+    /// VUs of this class.
+    pub vus: u32,
+}
+
+/// A closed-model run: VUs looping over iterations.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The classes, in the scenario's order.
+    pub classes: Vec<ClassPlan>,
+    /// Stop starting iterations after this long.
+    pub duration: Option<Duration>,
+    /// Iterations per VU.
+    pub iterations: Option<u64>,
+    /// The VUs' starts are spread evenly over this time.
+    pub ramp_up: Duration,
+    /// Time for in-flight iterations to finish at the end.
+    pub grace: Duration,
+    /// Wall-clock limit of one iteration.
+    pub iteration_timeout: Option<Duration>,
+}
+
+impl Plan {
+    /// The plan for `args` applied to the scenario's `options`.
+    pub fn new(args: &RunArgs, options: &ScenarioOptions) -> Result<Plan> {
+        let mut classes: Vec<ClassPlan> = Vec::new();
+        for c in &options.classes {
+            if c.name.is_empty() {
+                bail!("the scenario declares a VU class with an empty name");
+            }
+            if classes.iter().any(|k| *k.name == *c.name) {
+                bail!("the scenario declares the VU class {:?} twice", c.name);
+            }
+            classes.push(ClassPlan {
+                name: c.name.as_str().into(),
+                vus: c.vus,
+            });
+        }
+        if classes.is_empty() {
+            classes.push(ClassPlan {
+                name: DEFAULT_CLASS.into(),
+                vus: 1,
+            });
+        }
+        let declared: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
+        if let Some(total) = args.vus {
+            scale(&mut classes, total, declared);
+        } else if declared == 0 {
+            bail!("the scenario's VU classes declare 0 VUs; give a count with --vus");
+        }
+        let total: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
+        if total > u64::from(MAX_VUS) {
+            bail!("{total} VUs is more than one runner runs ({MAX_VUS}); split the load over several runners");
+        }
+        let iterations = match (args.duration, args.iterations) {
+            (None, None) => Some(1),
+            (_, i) => i,
+        };
+        Ok(Plan {
+            classes,
+            duration: args.duration,
+            iterations,
+            ramp_up: args.ramp_up,
+            grace: args.grace,
+            iteration_timeout: args.iteration_timeout,
+        })
+    }
+
+    /// VUs across all classes.
+    pub fn total_vus(&self) -> u32 {
+        self.classes.iter().map(|c| c.vus).sum()
+    }
+
+    /// When VU number `i` (0-based, across classes) starts, after the run's
+    /// start: evenly spread over the ramp-up.
+    pub fn start_offset(&self, i: u32) -> Duration {
+        let n = self.total_vus().max(1);
+        self.ramp_up.mul_f64(f64::from(i) / f64::from(n))
+    }
+}
+
+/// Sets the classes' counts to add up to `total`, in proportion to their
+/// declared counts (equal shares if none declared), by largest remainder.
+fn scale(classes: &mut [ClassPlan], total: u32, declared: u64) {
+    let weights: Vec<u64> = if declared == 0 {
+        vec![1; classes.len()]
+    } else {
+        classes.iter().map(|c| u64::from(c.vus)).collect()
+    };
+    let sum: u64 = weights.iter().sum();
+    let mut given = 0u64;
+    let mut rema: Vec<(u64, usize)> = Vec::with_capacity(classes.len());
+    for (i, (c, w)) in classes.iter_mut().zip(&weights).enumerate() {
+        let exact = u64::from(total) * w;
+        let share = exact / sum;
+        c.vus = u32::try_from(share).unwrap_or(u32::MAX);
+        given += share;
+        rema.push((exact % sum, i));
+    }
+    rema.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, i) in rema.into_iter().take((u64::from(total) - given) as usize) {
+        classes[i].vus += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use host_api::VuClass;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut v = vec!["runner", "run", "x.wasm"];
+        v.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(v).command {
+            crate::cli::Command::Run(a) => a,
+            crate::cli::Command::Target(_) => unreachable!(),
+        }
+    }
+
+    fn opts(classes: &[(&str, u32)]) -> ScenarioOptions {
+        ScenarioOptions {
+            classes: classes
+                .iter()
+                .map(|(n, v)| VuClass {
+                    name: (*n).into(),
+                    vus: *v,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_to_one_vu_one_iteration() {
+        let p = Plan::new(&args(&[]), &opts(&[])).expect("plan");
+        assert_eq!(p.total_vus(), 1);
+        assert_eq!(p.iterations, Some(1));
+        assert_eq!(&*p.classes[0].name, DEFAULT_CLASS);
+    }
+
+    #[test]
+    fn vus_flag_scales_declared_classes_exactly() {
+        let p = Plan::new(&args(&["--vus", "10", "-d", "1s"]), &opts(&[("a", 1), ("b", 2)])).expect("plan");
+        assert_eq!(p.total_vus(), 10);
+        assert_eq!(p.classes[0].vus, 3);
+        assert_eq!(p.classes[1].vus, 7);
+        assert_eq!(p.iterations, None);
+        let p = Plan::new(&args(&[]), &opts(&[("a", 4), ("b", 6)])).expect("plan");
+        assert_eq!((p.classes[0].vus, p.classes[1].vus), (4, 6));
+    }
+
+    #[test]
+    fn rejects_bad_classes() {
+        assert!(Plan::new(&args(&[]), &opts(&[("a", 1), ("a", 1)])).is_err());
+        assert!(Plan::new(&args(&[]), &opts(&[("a", 0)])).is_err());
+        assert!(Plan::new(&args(&[]), &opts(&[("", 1)])).is_err());
+    }
+
+    #[test]
+    fn starts_spread_over_ramp_up() {
+        let p = Plan::new(&args(&["--vus", "4", "--ramp-up", "2s"]), &opts(&[])).expect("plan");
+        assert_eq!(p.start_offset(0), Duration::ZERO);
+        assert_eq!(p.start_offset(2), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,357 @@
+//! The end-of-run summary: computed from the merged metrics, printed as a
+//! table and written as JSON (which keeps the raw, mergeable aggregates).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use host_api::recorder::Hist;
+use host_api::Metrics;
+use serde::{Deserialize, Serialize};
+
+/// Facts about the run itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    /// The scenario file.
+    pub scenario: String,
+    /// Its size in bytes.
+    pub scenario_bytes: u64,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// Wall-clock length of the run, seconds.
+    pub duration_s: f64,
+    /// VUs in all classes.
+    pub vus: u32,
+    /// VUs per class, in order.
+    pub classes: Vec<(String, u32)>,
+    /// Whether the user stopped the run early (Ctrl-C).
+    pub interrupted: bool,
+    /// Guest log lines dropped by the rate limit.
+    pub log_lines_suppressed: u64,
+}
+
+/// Percentiles of a latency histogram, in milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    /// Smallest value.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    #[serde(rename = "p99.9")]
+    pub p999: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// From a histogram in `unit`s per millisecond (1000 for microseconds,
+    /// 1 for unitless values shown as they are).
+    pub fn of(h: &Hist, per_ms: f64) -> Self {
+        let i = h.inner();
+        let v = |x: u64| x as f64 / per_ms;
+        if i.is_empty() {
+            return Self {
+                min: 0.0,
+                mean: 0.0,
+                p50: 0.0,
+                p90: 0.0,
+                p95: 0.0,
+                p99: 0.0,
+                p999: 0.0,
+                max: 0.0,
+            };
+        }
+        Self {
+            min: v(i.min()),
+            mean: i.mean() / per_ms,
+            p50: v(h.quantile(0.50)),
+            p90: v(h.quantile(0.90)),
+            p95: v(h.quantile(0.95)),
+            p99: v(h.quantile(0.99)),
+            p999: v(h.quantile(0.999)),
+            max: v(i.max()),
+        }
+    }
+}
+
+/// One request name's line of the summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HttpRow {
+    /// The request name.
+    pub name: String,
+    /// All requests.
+    pub requests: u64,
+    /// Requests per second over the run.
+    pub rate: f64,
+    /// Failed requests: no response, or status >= 400.
+    pub failed: u64,
+    /// Responses by status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests without a response, by error kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of requests with a response, milliseconds.
+    pub latency_ms: Percentiles,
+    /// Time to first byte, milliseconds.
+    pub wait_ms: Percentiles,
+    /// Response body bytes.
+    pub bytes_received: u64,
+    /// Request body bytes.
+    pub bytes_sent: u64,
+    /// New connections.
+    pub connections: u64,
+}
+
+/// One check's line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckRow {
+    /// The check name.
+    pub name: String,
+    /// Passes.
+    pub pass: u64,
+    /// Failures.
+    pub fail: u64,
+    /// Share of passes, 0–1.
+    pub rate: f64,
+}
+
+/// The whole summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// About the run.
+    pub meta: Meta,
+    /// HTTP requests per name, sorted by name.
+    pub http: Vec<HttpRow>,
+    /// Checks, sorted by name.
+    pub checks: Vec<CheckRow>,
+    /// Iterations: completed ok, failed, aborted.
+    pub iterations: IterationRow,
+    /// Iterations ended early, by kind.
+    pub traps: BTreeMap<String, u64>,
+    /// Custom counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Custom gauges: last, min, max.
+    pub gauges: BTreeMap<String, (f64, f64, f64)>,
+    /// Custom timings, milliseconds.
+    pub timings: BTreeMap<String, Percentiles>,
+    /// Custom histograms, raw values.
+    pub histograms: BTreeMap<String, Percentiles>,
+    /// The raw, mergeable aggregates (histograms as HdrHistogram V2, base64).
+    pub raw: Metrics,
+}
+
+/// Iteration totals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IterationRow {
+    /// Returned ok.
+    pub ok: u64,
+    /// Returned an error.
+    pub failed: u64,
+    /// Ended by a trap, a limit or a cancel.
+    pub aborted: u64,
+    /// Completed iterations per second.
+    pub rate: f64,
+    /// Duration of completed iterations, milliseconds.
+    pub duration_ms: Percentiles,
+}
+
+impl Summary {
+    /// Computes the summary of `m`.
+    pub fn new(meta: Meta, m: Metrics) -> Self {
+        let secs = meta.duration_s.max(1e-9);
+        let mut http: Vec<HttpRow> = m
+            .http
+            .iter()
+            .map(|(name, r)| HttpRow {
+                name: name.clone(),
+                requests: r.requests(),
+                rate: r.requests() as f64 / secs,
+                failed: r.failed(),
+                statuses: r.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
+                errors: r.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                latency_ms: Percentiles::of(&r.latency, 1000.0),
+                wait_ms: Percentiles::of(&r.wait, 1000.0),
+                bytes_received: r.bytes_received,
+                bytes_sent: r.bytes_sent,
+                connections: r.connections,
+            })
+            .collect();
+        http.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut checks: Vec<CheckRow> = m
+            .checks
+            .iter()
+            .map(|(name, c)| CheckRow {
+                name: name.clone(),
+                pass: c.pass,
+                fail: c.fail,
+                rate: c.pass as f64 / (c.pass + c.fail).max(1) as f64,
+            })
+            .collect();
+        checks.sort_by(|a, b| a.name.cmp(&b.name));
+        let it = &m.iterations;
+        Summary {
+            iterations: IterationRow {
+                ok: it.ok,
+                failed: it.failed,
+                aborted: it.aborted,
+                rate: (it.ok + it.failed) as f64 / secs,
+                duration_ms: Percentiles::of(&it.duration, 1000.0),
+            },
+            traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            counters: m.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            gauges: m.gauges.iter().map(|(k, g)| (k.clone(), (g.last, g.min, g.max))).collect(),
+            timings: m.timings.iter().map(|(k, h)| (k.clone(), Percentiles::of(h, 1000.0))).collect(),
+            histograms: m.histograms.iter().map(|(k, h)| (k.clone(), Percentiles::of(h, 1.0))).collect(),
+            meta,
+            http,
+            checks,
+            raw: m,
+        }
+    }
+
+    /// The summary as a human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let m = &self.meta;
+        let _ = writeln!(
+            s,
+            "\n  scenario {}  ·  {} VUs  ·  {:.1}s{}",
+            m.scenario,
+            m.vus,
+            m.duration_s,
+            if m.interrupted { "  ·  stopped by Ctrl-C" } else { "" }
+        );
+        let it = &self.iterations;
+        let _ = writeln!(
+            s,
+            "  iterations {} ok, {} failed, {} aborted  ({:.1}/s, p50 {}, p95 {})",
+            it.ok,
+            it.failed,
+            it.aborted,
+            it.rate,
+            ms(it.duration_ms.p50),
+            ms(it.duration_ms.p95)
+        );
+        if !self.http.is_empty() {
+            let w = self.http.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 60);
+            let _ = writeln!(
+                s,
+                "\n  {:<w$}  {:>9} {:>9} {:>7}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "HTTP", "requests", "req/s", "failed", "p50", "p90", "p95", "p99", "p99.9", "max"
+            );
+            for r in &self.http {
+                let l = &r.latency_ms;
+                let _ = writeln!(
+                    s,
+                    "  {:<w$}  {:>9} {:>9.1} {:>7}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    clip(&r.name, w),
+                    r.requests,
+                    r.rate,
+                    r.failed,
+                    ms(l.p50),
+                    ms(l.p90),
+                    ms(l.p95),
+                    ms(l.p99),
+                    ms(l.p999),
+                    ms(l.max)
+                );
+                let mut why: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                why.extend(r.statuses.iter().filter(|(k, _)| **k >= 400).map(|(k, v)| format!("status {k} {v}")));
+                if !why.is_empty() {
+                    let _ = writeln!(s, "  {:<w$}  failures: {}", "", why.join(", "));
+                }
+            }
+        }
+        if !self.checks.is_empty() {
+            let _ = writeln!(s, "\n  checks");
+            for c in &self.checks {
+                let mark = if c.fail == 0 { "✓" } else { "✗" };
+                let _ = writeln!(
+                    s,
+                    "  {mark} {:<40} {:>7.2}%  {} pass, {} fail",
+                    c.name,
+                    c.rate * 100.0,
+                    c.pass,
+                    c.fail
+                );
+            }
+        }
+        if !self.traps.is_empty() {
+            let _ = writeln!(s, "\n  iterations ended early");
+            for (k, v) in &self.traps {
+                let _ = writeln!(s, "    {k:<20} {v}");
+            }
+        }
+        for (k, v) in &self.counters {
+            let _ = writeln!(s, "  counter {k}: {v}");
+        }
+        for (k, (last, min, max)) in &self.gauges {
+            let _ = writeln!(s, "  gauge {k}: {last} (min {min}, max {max})");
+        }
+        for (k, p) in &self.timings {
+            let _ = writeln!(s, "  timing {k}: p50 {} p95 {} p99 {} max {}", ms(p.p50), ms(p.p95), ms(p.p99), ms(p.max));
+        }
+        for (k, p) in &self.histograms {
+            let _ = writeln!(s, "  histogram {k}: p50 {} p95 {} p99 {} max {}", p.p50, p.p95, p.p99, p.max);
+        }
+        if m.log_lines_suppressed > 0 {
+            let _ = writeln!(s, "\n  {} guest log lines suppressed (--log-rate)", m.log_lines_suppressed);
+        }
+        s
+    }
+
+    /// Writes the summary as JSON to `path`, atomically: a reader sees the
+    /// old file or the complete new one, never a partial write.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).context("cannot encode the summary")?;
+        write_atomic(path, &text)
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over
+/// `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.2}s", v / 1000.0)
+    } else if v >= 1.0 {
+        format!("{v:.2}ms")
+    } else {
+        format!("{:.0}µs", v * 1000.0)
+    }
+}
+
+fn clip(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

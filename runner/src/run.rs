@@ -1,0 +1,206 @@
+//! One local run, start to finish: load and check the scenario, plan, check
+//! the OS, start the VUs, aggregate metrics, stop gracefully, summarize.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, Context, Result};
+use host_api::{Metrics, Recorder, RunContext, ScenarioOptions, VuState};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
+
+use crate::cli::RunArgs;
+use crate::engine::{self, EngineSettings};
+use crate::oslimits;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::report::{Meta, Summary};
+use crate::vu::{self, Shared, TrapLog};
+
+/// Longest the scenario's `options()` may take.
+const OPTIONS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often shards are drained and the progress line refreshed.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Time VUs get to exit after a hard stop before their tasks are aborted.
+const ABORT_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs `args` to completion and returns the summary.
+pub async fn run(args: &RunArgs) -> Result<Summary> {
+    let mut settings = EngineSettings {
+        instances: 1,
+        memory_limit: args.memory_limit,
+        fuel: args.fuel.is_some(),
+    };
+    let probe_engine = engine::build(&settings, false)?;
+    let scenario = engine::load(&probe_engine, &args.scenario)?;
+
+    let recorder = Arc::new(Recorder::new(shard_count()));
+    let ctx = Arc::new(RunContext {
+        recorder: recorder.clone(),
+        env: args.env.iter().cloned().collect::<HashMap<_, _>>(),
+        started: Instant::now(),
+        http: host_api::http::ClientConfig::new(args.http_timeout, args.max_body, args.insecure),
+        log_limit: Arc::new(host_api::stdio::LogLimit::new(args.log_rate)),
+    });
+
+    let options = scenario_options(&probe_engine, &scenario.component, args, &ctx, &settings).await?;
+    let plan = Plan::new(args, &options)?;
+    let total = plan.total_vus();
+    settings.instances = total + 1;
+    oslimits::check(&oslimits::Needs {
+        engine: settings,
+        connecting_vus: if scenario.uses_network { u64::from(total) } else { 0 },
+    })?;
+
+    let engine = engine::build(&settings, true)?;
+    let component = engine::transfer(&scenario.component, &engine)?;
+    let pre = engine::link(&engine, &component, &args.scenario)?;
+    let _ticker = engine::EpochTicker::start(engine.clone())?;
+    // Options probing recorded nothing worth keeping.
+    recorder.drain_into(&mut Metrics::default());
+
+    let shared = Arc::new(Shared {
+        engine,
+        pre,
+        ctx: ctx.clone(),
+        settings,
+        cpu_limit: args.cpu_limit,
+        fuel: args.fuel,
+        iteration_timeout: plan.iteration_timeout,
+        iterations: plan.iterations,
+        stop: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
+        active: AtomicUsize::new(0),
+        trap_log: TrapLog::default(),
+    });
+
+    let started_wall = SystemTime::now();
+    let started = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut id = 0u32;
+    for class in &plan.classes {
+        for _ in 0..class.vus {
+            let at = started + plan.start_offset(id);
+            tasks.spawn(vu::run(shared.clone(), id, class.name.clone(), at));
+            id += 1;
+        }
+    }
+
+    let mut progress = Progress::new(args.quiet, total);
+    let mut totals = Metrics::default();
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = plan.duration.map(|d| started + d);
+    let mut grace_end: Option<tokio::time::Instant> = None;
+    let mut abort_at: Option<tokio::time::Instant> = None;
+    let mut interrupted_by_user = false;
+    let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
+
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let mut m = Metrics::default();
+                recorder.drain_into(&mut m);
+                progress.update(started.elapsed(), shared.active.load(Ordering::Relaxed), &m, &totals);
+                totals.merge(&m);
+            }
+            done = tasks.join_next() => {
+                match done {
+                    None => break,
+                    Some(Err(e)) if e.is_panic() => {
+                        // A host-side bug in one VU; the rest go on.
+                        tracing::error!("a VU task failed: {e}");
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ = tokio::time::sleep_until(end.unwrap_or(far)), if end.is_some() && grace_end.is_none() => {
+                shared.stop.cancel();
+                grace_end = Some(tokio::time::Instant::now() + plan.grace);
+            }
+            _ = tokio::signal::ctrl_c() => {
+                if grace_end.is_none() {
+                    interrupted_by_user = true;
+                    progress.note(&format!("stopping: in-flight iterations have {:?} to finish (Ctrl-C again to cancel them)", plan.grace));
+                    shared.stop.cancel();
+                    grace_end = Some(tokio::time::Instant::now() + plan.grace);
+                } else {
+                    shared.hard_stop.cancel();
+                    abort_at.get_or_insert(tokio::time::Instant::now() + ABORT_AFTER);
+                }
+            }
+            _ = tokio::time::sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() && !shared.hard_stop.is_cancelled() => {
+                shared.hard_stop.cancel();
+                abort_at = Some(tokio::time::Instant::now() + ABORT_AFTER);
+            }
+            _ = tokio::time::sleep_until(abort_at.unwrap_or(far)), if abort_at.is_some() => {
+                tracing::error!("{} VUs did not stop in time; aborting them", tasks.len());
+                tasks.abort_all();
+                abort_at = None;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    recorder.drain_into(&mut totals);
+    progress.finish();
+
+    let meta = Meta {
+        scenario: args.scenario.display().to_string(),
+        scenario_bytes: scenario.size,
+        started_unix_ms: started_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        duration_s: elapsed.as_secs_f64(),
+        vus: total,
+        classes: plan.classes.iter().map(|c| (c.name.to_string(), c.vus)).collect(),
+        interrupted: interrupted_by_user,
+        log_lines_suppressed: ctx.log_limit.suppressed(),
+    };
+    Ok(Summary::new(meta, totals))
+}
+
+/// Asks the scenario for its options on a throwaway instance.
+async fn scenario_options(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+    args: &RunArgs,
+    ctx: &Arc<RunContext>,
+    settings: &EngineSettings,
+) -> Result<ScenarioOptions> {
+    let shown = args.scenario.display();
+    let pre = engine::link(engine, component, &args.scenario)?;
+    let state = VuState::new(ctx.clone(), u32::MAX, "options".into(), settings.limiter(), args.cpu_limit);
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Yield on every tick so the wall-clock timeout below can fire even if
+    // the guest spins.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    let call = async {
+        let bindings = pre.instantiate_async(&mut store).await?;
+        bindings.runner_scenario_scenario().call_options(&mut store).await
+    };
+    let ticker = engine::EpochTicker::start(engine.clone())?;
+    let result = tokio::time::timeout(OPTIONS_TIMEOUT, call).await;
+    drop(ticker);
+    match result {
+        Err(_) => Err(anyhow!("{shown}: the scenario's options() did not return within {OPTIONS_TIMEOUT:?}")),
+        Ok(Err(e)) => {
+            let abort = vu::classify(&e, store.data());
+            Err(anyhow!("{shown}: the scenario failed while starting up ({}: {})", abort.kind, abort.message))
+        }
+        Ok(Ok(o)) => Ok(o),
+    }
+    .context("cannot start the run")
+}
+
+/// Shards for the recorder: enough that worker threads rarely share one.
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4) * 2
+}

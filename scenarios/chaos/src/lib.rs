@@ -1,0 +1,80 @@
+//! VU classes that misbehave beside one that does not, to show (and test)
+//! that a VU's failure stays in that VU.
+//!
+//! Class counts come from `-e`: `STEADY` (default 4) VUs GET `BASE_URL`
+//! every `THINK_MS` (default 50) ms; `PANIC`, `SPIN` (infinite loop),
+//! `HOG` (allocates without bound), `DEEP` (unbounded recursion) and
+//! `FAIL` (returns an error) VUs, default 0 each.
+
+use std::time::Duration;
+
+use guest_sdk::{check, http, sleep, vu, Options, Scenario};
+
+struct Chaos;
+
+fn count(key: &str, default: u32) -> u32 {
+    vu::env(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn steady() -> guest_sdk::Result {
+    let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
+    let think: u64 = vu::env_or("THINK_MS", "50").parse()?;
+    let r = http::get(format!("{base}/"))?;
+    check("status is 200", r.status() == 200);
+    sleep(Duration::from_millis(think));
+    Ok(())
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)] // on purpose: a stack overflow
+fn deep(n: u64) -> u64 {
+    // Recursion the optimizer cannot turn into a loop.
+    let mut frame = [n; 64];
+    frame[(n % 64) as usize] = std::hint::black_box(deep(n + 1));
+    frame.iter().sum()
+}
+
+impl Scenario for Chaos {
+    fn options() -> Options {
+        Options::new()
+            .class("steady", count("STEADY", 4))
+            .class("panic", count("PANIC", 0))
+            .class("spin", count("SPIN", 0))
+            .class("hog", count("HOG", 0))
+            .class("deep", count("DEEP", 0))
+            .class("fail", count("FAIL", 0))
+    }
+
+    fn run(class: &str) -> guest_sdk::Result {
+        match class {
+            "panic" => {
+                sleep(Duration::from_millis(20));
+                panic!("chaos: VU {} panics on purpose", vu::id());
+            }
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "deep" => {
+                std::hint::black_box(deep(0));
+                Ok(())
+            }
+            "fail" => {
+                sleep(Duration::from_millis(20));
+                Err("chaos: this iteration fails on purpose".into())
+            }
+            _ => steady(),
+        }
+    }
+}
+
+guest_sdk::export_scenario!(Chaos);

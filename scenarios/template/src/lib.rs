@@ -1,0 +1,19 @@
+//! A scenario template: copy this folder, rename the package, and edit
+//! `iteration`. Build with `cargo component build --release`; run with
+//! `runner run target/wasm32-wasip1/release/<name>.wasm --vus 10 -d 30s`.
+
+use std::time::Duration;
+
+use guest_sdk::{check, http, sleep, vu};
+
+/// One iteration of one virtual user. Returning an error counts a failed
+/// iteration; a panic ends only this VU's iteration.
+fn iteration() -> guest_sdk::Result {
+    let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
+    let r = http::get(format!("{base}/"))?;
+    check("status is 200", r.status() == 200);
+    sleep(Duration::from_secs(1));
+    Ok(())
+}
+
+guest_sdk::main!(iteration);
