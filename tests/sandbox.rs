@@ -1,0 +1,149 @@
+//! Containment: a VU that panics, spins, eats memory, overflows its stack
+//! or hangs ends only its own iteration; the other VUs go on at their
+//! normal rate and the run ends normally.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn chaos_run(target: &Target, name: &str, extra: &[&str]) -> (serde_json::Value, Run) {
+    let dir = scratch(name);
+    let json = dir.join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let out = format!("json={}", json.display());
+    let mut args = vec![
+        "run",
+        component("chaos").to_str().unwrap().to_owned().leak(),
+        "--duration",
+        "4s",
+        "--ramp-up",
+        "0s",
+        "--grace",
+        "5s",
+        "-e",
+        &base,
+        "-e",
+        "STEADY=4",
+        "-e",
+        "THINK_MS=20",
+        "--quiet",
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args, Duration::from_secs(90));
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    (summary(&json), r)
+}
+
+fn steady_requests(s: &serde_json::Value) -> u64 {
+    total_requests(s)
+}
+
+#[test]
+fn misbehaving_vus_are_contained() {
+    let target = Target::start();
+    let (baseline, _) = chaos_run(&target, "baseline", &[]);
+    let before = target.requests();
+    let (chaos, r) = chaos_run(
+        &target,
+        "chaos",
+        &[
+            "-e",
+            "PANIC=2",
+            "-e",
+            "SPIN=1",
+            "-e",
+            "HOG=1",
+            "-e",
+            "DEEP=1",
+            "-e",
+            "FAIL=1",
+            "--cpu-limit",
+            "300ms",
+            "--memory-limit",
+            "16MiB",
+        ],
+    );
+    let served = target.requests() - before;
+
+    // Every kind of misbehaviour was stopped and counted by kind.
+    assert!(count(&chaos, "traps", "panic") >= 2, "traps: {}", chaos["traps"]);
+    assert!(count(&chaos, "traps", "cpu-limit") >= 1, "traps: {}", chaos["traps"]);
+    assert!(count(&chaos, "traps", "memory-limit") >= 1, "traps: {}", chaos["traps"]);
+    assert!(count(&chaos, "traps", "memory-fault") >= 1, "traps: {}", chaos["traps"]);
+    assert!(chaos["iterations"]["failed"].as_u64().unwrap() >= 1);
+    // The panic's own message reaches the log, with the VU id.
+    assert!(r.stderr.contains("ended by panic: panicked at"), "stderr: {}", r.stderr);
+    assert!(r.stderr.contains("panics on purpose"), "stderr: {}", r.stderr);
+
+    // The well-behaved VUs kept their rate, and every request was counted.
+    let (b, c) = (steady_requests(&baseline), steady_requests(&chaos));
+    assert!(b > 200, "baseline too small to compare: {b}");
+    assert!(c * 100 >= b * 75, "steady VUs slowed down: {c} requests beside misbehaving VUs vs {b} alone");
+    assert_eq!(c, served, "runner and server disagree");
+    assert_eq!(chaos["checks"][0]["fail"], 0);
+
+    // The run ended on time: the spinning VU did not hold it up.
+    assert!(r.elapsed < Duration::from_secs(15), "run took {:?}", r.elapsed);
+}
+
+#[test]
+fn a_stuck_iteration_is_cancelled_by_its_timeout() {
+    let dir = scratch("timeout");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("idle").to_str().unwrap(),
+            "--vus",
+            "3",
+            "--duration",
+            "1s",
+            "--iteration-timeout",
+            "200ms",
+            "-e",
+            "SLEEP_MS=60000",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert!(count(&s, "traps", "timeout") >= 3, "traps: {}", s["traps"]);
+    assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
+}
+
+#[test]
+fn the_grace_period_ends_with_cancellation() {
+    let dir = scratch("grace");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("idle").to_str().unwrap(),
+            "--vus",
+            "5",
+            "--duration",
+            "500ms",
+            "--grace",
+            "500ms",
+            "--ramp-up",
+            "0s",
+            "-e",
+            "SLEEP_MS=60000",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(count(&s, "traps", "interrupted"), 5, "traps: {}", s["traps"]);
+    assert!(r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
+}

@@ -99,7 +99,10 @@ pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
         .memory_reservation_for_growth(0)
         // Copy-on-write init costs two more mappings per VU and buys
         // nothing for small guests.
-        .memory_init_cow(false);
+        .memory_init_cow(false)
+        // Traps are classified by code; capturing backtraces would make a
+        // VU that traps in a loop expensive for everyone else.
+        .wasm_backtrace_max_frames(None);
     if pooling {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -20,6 +20,12 @@ use crate::engine::{EngineSettings, TICK};
 /// scenario whose start-up always traps does not spin.
 const REINSTANTIATE_BACKOFF: Duration = Duration::from_secs(1);
 
+/// First restart delay after a trap; it doubles with each consecutive trap
+/// of the same VU up to [`MAX_RESTART_BACKOFF`], so a class that traps on
+/// every iteration cannot starve the well-behaved VUs of CPU.
+const RESTART_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
 /// What every VU task shares.
 pub struct Shared {
     /// The pooled engine.
@@ -91,7 +97,7 @@ pub fn classify(e: &wasmtime::Error, state: &VuState) -> Abort {
     let detail = || {
         let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         parts.dedup();
-        parts.join(": ").lines().next().unwrap_or_default().to_owned()
+        parts.join(": ").replace('\n', " ")
     };
     if let Some(msg) = &state.panic_message {
         return Abort {
@@ -105,15 +111,20 @@ pub fn classify(e: &wasmtime::Error, state: &VuState) -> Abort {
             message: m.to_string(),
         };
     }
-    let (kind, message) = match e.downcast_ref::<Trap>() {
+    let trap = e.chain().find_map(|c| c.downcast_ref::<Trap>()).or_else(|| e.downcast_ref::<Trap>());
+    let (kind, message) = match trap {
         Some(Trap::Interrupt) => (
             "cpu-limit",
             format!("used more than {:?} of CPU in one iteration", state.budget.limit()),
         ),
         Some(Trap::OutOfFuel) => ("fuel", "ran out of fuel in one iteration".to_owned()),
         Some(Trap::StackOverflow) => ("stack-overflow", "wasm stack overflow".to_owned()),
-        Some(Trap::UnreachableCodeReached) => ("unreachable", detail()),
-        Some(_) => ("trap", detail()),
+        Some(Trap::UnreachableCodeReached) => ("unreachable", "wasm `unreachable` (an abort without a panic message)".to_owned()),
+        Some(Trap::MemoryOutOfBounds) => (
+            "memory-fault",
+            "out-of-bounds memory access (a guest stack overflow, or unsafe code)".to_owned(),
+        ),
+        Some(t) => ("trap", t.to_string()),
         None => ("error", detail()),
     };
     Abort { kind, message }
@@ -162,9 +173,19 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
     let recorder = shared.ctx.recorder.clone();
     let mut instance: Option<Instance> = None;
     let mut iteration: u64 = 0;
+    let mut consecutive_traps: u32 = 0;
     loop {
         if shared.stop.is_cancelled() || shared.iterations.is_some_and(|n| iteration >= n) {
             return;
+        }
+        if instance.is_none() && consecutive_traps > 0 {
+            let backoff = RESTART_BACKOFF
+                .saturating_mul(1 << (consecutive_traps - 1).min(16))
+                .min(MAX_RESTART_BACKOFF);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shared.stop.cancelled() => return,
+            }
         }
         let inst = match instance.as_mut() {
             Some(i) => i,
@@ -204,8 +225,12 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
         };
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match outcome {
-            Ok(Ok(())) => recorder.iteration(true, micros),
+            Ok(Ok(())) => {
+                consecutive_traps = 0;
+                recorder.iteration(true, micros);
+            }
             Ok(Err(msg)) => {
+                consecutive_traps = 0;
                 recorder.iteration(false, micros);
                 let abort = Abort {
                     kind: "failed",
@@ -214,6 +239,7 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
                 shared.trap_log.log(id, iteration, &abort);
             }
             Err(abort) => {
+                consecutive_traps = consecutive_traps.saturating_add(1);
                 recorder.trap(abort.kind);
                 shared.trap_log.log(id, iteration, &abort);
                 // The store refuses re-entry after a trap or a cancel: drop

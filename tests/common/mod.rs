@@ -1,0 +1,158 @@
+//! Helpers shared by the integration tests: the runner binary, the example
+//! components (built once by scripts/setup.sh), the built-in target as a
+//! real server process, and bounded process runs.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The runner binary under test.
+pub fn runner() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_runner"))
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An example component built by scripts/setup.sh.
+pub fn component(name: &str) -> PathBuf {
+    let p = root().join("target/scenarios").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh first (it builds the example scenarios)", p.display());
+    p
+}
+
+/// A scratch directory for one test.
+pub fn scratch(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("runner-test-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// The built-in HTTP target, as its own process on a free loopback port.
+pub struct Target {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl Target {
+    /// Starts `runner target --listen 127.0.0.1:0` and waits for its address.
+    pub fn start() -> Target {
+        let mut child = Command::new(runner())
+            .args(["target", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the target");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the target's address");
+        let url = line.trim().strip_prefix("listening on ").expect("address line").to_owned();
+        Target { child, url }
+    }
+
+    /// Requests the target has served (its own ground truth).
+    pub fn requests(&self) -> u64 {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).expect("connect to target");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(s, "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        let body = text.split("\r\n\r\n").nth(1).expect("body");
+        let v: serde_json::Value = serde_json::from_str(body.trim()).expect("stats json");
+        v["requests"].as_u64().expect("requests")
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a bounded run of the runner produced.
+pub struct Run {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+/// Runs the runner with `args`, killing it after `limit`.
+pub fn run(args: &[&str], limit: Duration) -> Run {
+    let child = Command::new(runner())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the runner");
+    wait(child, limit)
+}
+
+/// Waits for `child` for at most `limit`, then kills it; collects output.
+pub fn wait(mut child: Child, limit: Duration) -> Run {
+    let started = Instant::now();
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    assert!(status.is_some(), "the runner did not finish within {limit:?}; stderr:\n{stderr}");
+    Run {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+        elapsed,
+    }
+}
+
+/// Reads a JSON summary written with `--out json=FILE`.
+pub fn summary(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("summary is JSON")
+}
+
+/// Total requests of all names in a summary.
+pub fn total_requests(s: &serde_json::Value) -> u64 {
+    s["http"].as_array().map(|a| a.iter().map(|r| r["requests"].as_u64().unwrap_or(0)).sum()).unwrap_or(0)
+}
+
+/// A count from an object in the summary (`traps`, ...), 0 if absent.
+pub fn count(s: &serde_json::Value, section: &str, key: &str) -> u64 {
+    s[section][key].as_u64().unwrap_or(0)
+}
