@@ -12,8 +12,16 @@ use common::*;
 fn fails_with(args: &[&str], code: i32, needle: &str) {
     let r = run(args, Duration::from_secs(60));
     assert_eq!(r.code, Some(code), "args {args:?}; stderr: {}", r.stderr);
-    assert!(r.stderr.contains(needle), "args {args:?}: expected {needle:?} in stderr: {}", r.stderr);
-    assert!(!r.stderr.contains("panicked"), "the runner panicked: {}", r.stderr);
+    assert!(
+        r.stderr.contains(needle),
+        "args {args:?}: expected {needle:?} in stderr: {}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("panicked"),
+        "the runner panicked: {}",
+        r.stderr
+    );
 }
 
 /// Assembles component or module text with wasm-tools (installed by setup).
@@ -34,7 +42,11 @@ fn assemble(dir: &Path, name: &str, wat: &str) -> String {
 
 #[test]
 fn a_missing_file() {
-    fails_with(&["run", "/nonexistent/scenario.wasm"], 1, "cannot read scenario /nonexistent/scenario.wasm");
+    fails_with(
+        &["run", "/nonexistent/scenario.wasm"],
+        1,
+        "cannot read scenario /nonexistent/scenario.wasm",
+    );
 }
 
 #[test]
@@ -42,14 +54,22 @@ fn a_file_that_is_not_wasm() {
     let dir = scratch("notwasm");
     let p = dir.join("scenario.wasm");
     std::fs::write(&p, "#!/bin/sh\necho hello\n").unwrap();
-    fails_with(&["run", p.to_str().unwrap()], 1, "is not a WebAssembly file");
+    fails_with(
+        &["run", p.to_str().unwrap()],
+        1,
+        "is not a WebAssembly file",
+    );
 }
 
 #[test]
 fn a_core_module_instead_of_a_component() {
     let dir = scratch("core");
     let p = assemble(&dir, "core", "(module (func (export \"run\")))");
-    fails_with(&["run", &p], 1, "is a core WebAssembly module, not a component");
+    fails_with(
+        &["run", &p],
+        1,
+        "is a core WebAssembly module, not a component",
+    );
 }
 
 #[test]
@@ -60,14 +80,22 @@ fn a_component_for_another_world() {
         "other",
         "(component (import \"other:pkg/api@1.0.0\" (instance (export \"f\" (func)))))",
     );
-    fails_with(&["run", &p], 1, "does not fit the runner:scenario@0.1.0 world");
+    fails_with(
+        &["run", &p],
+        1,
+        "does not fit the runner:scenario@0.1.0 world",
+    );
 }
 
 #[test]
 fn a_component_that_exports_no_scenario() {
     let dir = scratch("noexport");
     let p = assemble(&dir, "empty", "(component)");
-    fails_with(&["run", &p], 1, "does not export the runner:scenario@0.1.0 scenario interface");
+    fails_with(
+        &["run", &p],
+        1,
+        "does not export the runner:scenario@0.1.0 scenario interface",
+    );
 }
 
 #[test]
@@ -76,7 +104,11 @@ fn a_truncated_component() {
     let bytes = std::fs::read(component("hello-http")).unwrap();
     let p = dir.join("cut.wasm");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(&["run", p.to_str().unwrap()], 1, "is not a valid WebAssembly component");
+    fails_with(
+        &["run", p.to_str().unwrap()],
+        1,
+        "is not a valid WebAssembly component",
+    );
 }
 
 #[test]
@@ -86,8 +118,16 @@ fn bad_flag_values() {
     fails_with(&["run", c, "--vus", "0"], 2, "--vus");
     fails_with(&["run", c, "--vus", "many"], 2, "--vus");
     fails_with(&["run", c, "--duration", "soon"], 2, "--duration");
-    fails_with(&["run", c, "--memory-limit", "12 parsecs"], 2, "--memory-limit");
-    fails_with(&["run", c, "--out", "xml=a.xml"], 2, "unknown output format");
+    fails_with(
+        &["run", c, "--memory-limit", "12 parsecs"],
+        2,
+        "--memory-limit",
+    );
+    fails_with(
+        &["run", c, "--out", "xml=a.xml"],
+        2,
+        "unknown output format",
+    );
     fails_with(&["run", c, "-e", "NOEQUALS"], 2, "is not KEY=VALUE");
     fails_with(&["target", "--listen", "not-an-address"], 2, "--listen");
 }

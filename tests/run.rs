@@ -34,8 +34,15 @@ fn request_counts_match_the_servers_ground_truth() {
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     let s = summary(&json);
     let sent = total_requests(&s);
-    assert!(sent > 500, "20 VUs thinking 10 ms for 3 s should send well over 500 requests, sent {sent}");
-    assert_eq!(sent, target.requests(), "runner and server disagree on the request count");
+    assert!(
+        sent > 500,
+        "20 VUs thinking 10 ms for 3 s should send well over 500 requests, sent {sent}"
+    );
+    assert_eq!(
+        sent,
+        target.requests(),
+        "runner and server disagree on the request count"
+    );
     let row = &s["http"][0];
     assert_eq!(row["failed"], 0);
     assert_eq!(row["statuses"]["200"].as_u64(), Some(sent));
@@ -45,7 +52,11 @@ fn request_counts_match_the_servers_ground_truth() {
     // Keep-alive: each VU opens one connection and reuses it.
     assert_eq!(row["connections"].as_u64(), Some(20));
     // The summary table names the request.
-    assert!(r.stdout.contains(&format!("GET {}/", target.url)), "table: {}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("GET {}/", target.url)),
+        "table: {}",
+        r.stdout
+    );
     // The raw aggregates carry a decodable HdrHistogram of every response.
     let raw = &s["raw"]["http"][row["name"].as_str().unwrap()];
     assert_eq!(raw["responses"].as_u64(), Some(sent));
@@ -86,7 +97,11 @@ fn iterations_per_vu_are_exact() {
 #[test]
 fn a_dead_target_is_reported_as_typed_errors() {
     // Bind and drop a listener to get a port where nothing listens.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = scratch("dead");
     let json = dir.join("r.json");
     let r = run(
@@ -104,14 +119,23 @@ fn a_dead_target_is_reported_as_typed_errors() {
         ],
         Duration::from_secs(60),
     );
-    assert_eq!(r.code, Some(0), "a run against a dead target still completes; stderr: {}", r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "a run against a dead target still completes; stderr: {}",
+        r.stderr
+    );
     let s = summary(&json);
     let row = &s["http"][0];
     assert_eq!(row["errors"]["connection-refused"].as_u64(), Some(12));
     assert_eq!(row["failed"].as_u64(), Some(12));
     // The scenario propagates the error with `?`: each iteration fails.
     assert_eq!(s["iterations"]["failed"].as_u64(), Some(12));
-    assert!(r.stderr.contains("connection refused"), "stderr: {}", r.stderr);
+    assert!(
+        r.stderr.contains("connection refused"),
+        "stderr: {}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -143,7 +167,11 @@ fn ctrl_c_stops_gracefully_and_still_writes_results() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let r = wait(child, Duration::from_secs(20));
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    assert!(r.elapsed < Duration::from_secs(10), "stopped after {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_secs(10),
+        "stopped after {:?}",
+        r.elapsed
+    );
     let s = summary(&json);
     assert_eq!(s["meta"]["interrupted"], true);
     let sent = total_requests(&s);

@@ -70,24 +70,55 @@ fn misbehaving_vus_are_contained() {
     let served = target.requests() - before;
 
     // Every kind of misbehaviour was stopped and counted by kind.
-    assert!(count(&chaos, "traps", "panic") >= 2, "traps: {}", chaos["traps"]);
-    assert!(count(&chaos, "traps", "cpu-limit") >= 1, "traps: {}", chaos["traps"]);
-    assert!(count(&chaos, "traps", "memory-limit") >= 1, "traps: {}", chaos["traps"]);
-    assert!(count(&chaos, "traps", "memory-fault") >= 1, "traps: {}", chaos["traps"]);
+    assert!(
+        count(&chaos, "traps", "panic") >= 2,
+        "traps: {}",
+        chaos["traps"]
+    );
+    assert!(
+        count(&chaos, "traps", "cpu-limit") >= 1,
+        "traps: {}",
+        chaos["traps"]
+    );
+    assert!(
+        count(&chaos, "traps", "memory-limit") >= 1,
+        "traps: {}",
+        chaos["traps"]
+    );
+    assert!(
+        count(&chaos, "traps", "memory-fault") >= 1,
+        "traps: {}",
+        chaos["traps"]
+    );
     assert!(chaos["iterations"]["failed"].as_u64().unwrap() >= 1);
     // The panic's own message reaches the log, with the VU id.
-    assert!(r.stderr.contains("ended by panic: panicked at"), "stderr: {}", r.stderr);
-    assert!(r.stderr.contains("panics on purpose"), "stderr: {}", r.stderr);
+    assert!(
+        r.stderr.contains("ended by panic: panicked at"),
+        "stderr: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("panics on purpose"),
+        "stderr: {}",
+        r.stderr
+    );
 
     // The well-behaved VUs kept their rate, and every request was counted.
     let (b, c) = (steady_requests(&baseline), steady_requests(&chaos));
     assert!(b > 200, "baseline too small to compare: {b}");
-    assert!(c * 100 >= b * 75, "steady VUs slowed down: {c} requests beside misbehaving VUs vs {b} alone");
+    assert!(
+        c * 100 >= b * 75,
+        "steady VUs slowed down: {c} requests beside misbehaving VUs vs {b} alone"
+    );
     assert_eq!(c, served, "runner and server disagree");
     assert_eq!(chaos["checks"][0]["fail"], 0);
 
     // The run ended on time: the spinning VU did not hold it up.
-    assert!(r.elapsed < Duration::from_secs(15), "run took {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_secs(15),
+        "run took {:?}",
+        r.elapsed
+    );
 }
 
 #[test]
@@ -144,6 +175,11 @@ fn the_grace_period_ends_with_cancellation() {
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     let s = summary(&json);
-    assert_eq!(count(&s, "traps", "interrupted"), 5, "traps: {}", s["traps"]);
+    assert_eq!(
+        count(&s, "traps", "interrupted"),
+        5,
+        "traps: {}",
+        s["traps"]
+    );
     assert!(r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
 }

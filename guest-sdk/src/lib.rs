@@ -139,10 +139,14 @@ macro_rules! export_scenario {
         const _: () = {
             struct __Export;
             impl $crate::__bindings::exports::runner::scenario::scenario::Guest for __Export {
-                fn options() -> $crate::__bindings::exports::runner::scenario::scenario::ScenarioOptions {
+                fn options(
+                ) -> $crate::__bindings::exports::runner::scenario::scenario::ScenarioOptions
+                {
                     $crate::__options::<$ty>()
                 }
-                fn run(class: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn run(
+                    class: ::std::string::String,
+        ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__run::<$ty>(&class)
                 }
             }

@@ -101,7 +101,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -110,7 +115,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -147,7 +157,10 @@ impl Sender {
         }
     }
 
-    async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+    async fn send(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
         match self {
             Sender::H1(s) => {
                 s.ready().await?;
@@ -224,7 +237,9 @@ fn io_error(e: &std::io::Error, what: &str) -> Error {
     let text = format!("{what}: {e}");
     match e.kind() {
         K::ConnectionRefused => Error::ConnectionRefused(text),
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => Error::ConnectionReset(text),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            Error::ConnectionReset(text)
+        }
         K::TimedOut => Error::Timeout,
         _ => {
             // rustls reports handshake failures as io errors wrapping its own.
@@ -314,15 +329,22 @@ async fn connect(origin: Origin, cfg: ClientConfig) -> Result<(Sender, ConnectTi
         Some(Version::Http1) => cfg.tls_h1,
         Some(Version::Http2) => cfg.tls_h2,
     };
-    let bare = origin.host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let name = ServerName::try_from(bare).map_err(|e| Error::InvalidRequest(format!("host {}: {e}", origin.host)))?;
+    let bare = origin
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = ServerName::try_from(bare)
+        .map_err(|e| Error::InvalidRequest(format!("host {}: {e}", origin.host)))?;
     let tls = tokio_rustls::TlsConnector::from(tls_cfg)
         .connect(name, tcp)
         .await
-        .map_err(|e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(r) => Error::Tls(format!("{}: {r}", origin.host)),
-            None => io_error(&e, "TLS handshake"),
-        })?;
+        .map_err(
+            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(r) => Error::Tls(format!("{}: {r}", origin.host)),
+                None => io_error(&e, "TLS handshake"),
+            },
+        )?;
     times.tls = t.elapsed();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let sender = handshake(tls, h2).await?;
@@ -355,17 +377,25 @@ struct Prepared {
 
 fn prepare(req: Request) -> Result<Prepared, Error> {
     let method = method_of(&req.method)?;
-    let url = url::Url::parse(&req.url).map_err(|e| Error::InvalidRequest(format!("URL {:?}: {e}", req.url)))?;
+    let url = url::Url::parse(&req.url)
+        .map_err(|e| Error::InvalidRequest(format!("URL {:?}: {e}", req.url)))?;
     let https = match url.scheme() {
         "http" => false,
         "https" => true,
-        other => return Err(Error::InvalidRequest(format!("URL {:?}: scheme {other:?} is not http or https", req.url))),
+        other => {
+            return Err(Error::InvalidRequest(format!(
+                "URL {:?}: scheme {other:?} is not http or https",
+                req.url
+            )))
+        }
     };
     let host = url
         .host_str()
         .ok_or_else(|| Error::InvalidRequest(format!("URL {:?} has no host", req.url)))?
         .to_owned();
-    let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
     let host_header = match url.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
@@ -457,7 +487,9 @@ impl VuState {
                 Some(s) => (s, ConnectTimes::default(), false),
                 None => {
                     let task = tokio::spawn(connect(p.origin.clone(), cfg.clone()));
-                    let (s, t) = task.await.map_err(|e| Error::Io(format!("connect task: {e}")))??;
+                    let (s, t) = task
+                        .await
+                        .map_err(|e| Error::Io(format!("connect task: {e}")))??;
                     (s, t, true)
                 }
             };
@@ -468,7 +500,13 @@ impl VuState {
                 Ok(r) => r,
                 // A kept-alive connection the server closed while idle:
                 // retry once on a new one, as browsers do.
-                Err(e) if !fresh && attempt == 1 && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => continue,
+                Err(e)
+                    if !fresh
+                        && attempt == 1
+                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(hyper_error(&e)),
             };
             let wait = sent_at.elapsed();
@@ -476,7 +514,12 @@ impl VuState {
             let headers = head
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let mut incoming = head.into_body();
             let mut body = Vec::new();
@@ -514,12 +557,17 @@ impl VuState {
 impl Host for VuState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, Error>> {
         let started = Instant::now();
-        let timeout = request.timeout.map(Duration::from_nanos).unwrap_or(self.run.http.default_timeout);
+        let timeout = request
+            .timeout
+            .map(Duration::from_nanos)
+            .unwrap_or(self.run.http.default_timeout);
         let discard = request.discard_body;
         let prepared = match prepare(request) {
             Ok(p) => p,
             Err(e) => {
-                self.run.recorder.http("invalid", 0, false, HttpOutcome::Error(error_kind(&e)));
+                self.run
+                    .recorder
+                    .http("invalid", 0, false, HttpOutcome::Error(error_kind(&e)));
                 return Ok(Err(e));
             }
         };
@@ -558,7 +606,12 @@ impl Host for VuState {
                 }))
             }
             Err(e) => {
-                recorder.http(&prepared.name, sent, false, HttpOutcome::Error(error_kind(&e)));
+                recorder.http(
+                    &prepared.name,
+                    sent,
+                    false,
+                    HttpOutcome::Error(error_kind(&e)),
+                );
                 Ok(Err(e))
             }
         }

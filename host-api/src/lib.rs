@@ -76,7 +76,13 @@ pub struct VuState {
 
 impl VuState {
     /// Fresh state for VU `vu_id` of `class`.
-    pub fn new(run: Arc<RunContext>, vu_id: u32, class: Arc<str>, limiter: Limiter, cpu: Duration) -> Self {
+    pub fn new(
+        run: Arc<RunContext>,
+        vu_id: u32,
+        class: Arc<str>,
+        limiter: Limiter,
+        cpu: Duration,
+    ) -> Self {
         Self {
             run,
             vu_id,
@@ -124,8 +130,16 @@ impl WasiView for VuState {
         let limit = &self.run.log_limit;
         let ctx = self.wasi.get_or_insert_with(|| {
             WasiCtx::builder()
-                .stdout(stdio::LogStream::new(vu_id, stdio::Which::Stdout, limit.clone()))
-                .stderr(stdio::LogStream::new(vu_id, stdio::Which::Stderr, limit.clone()))
+                .stdout(stdio::LogStream::new(
+                    vu_id,
+                    stdio::Which::Stdout,
+                    limit.clone(),
+                ))
+                .stderr(stdio::LogStream::new(
+                    vu_id,
+                    stdio::Which::Stderr,
+                    limit.clone(),
+                ))
                 .build()
         });
         WasiCtxView {

@@ -60,7 +60,8 @@ impl Hist {
         if self.0.add(&other.0).is_err() {
             // Only possible when ranges differ; fall back to re-recording.
             for v in other.0.iter_recorded() {
-                self.0.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                self.0
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
             }
         }
     }
@@ -365,7 +366,9 @@ impl Recorder {
     /// A recorder with `shards` shards; use at least the number of threads
     /// that record.
     pub fn new(shards: usize) -> Self {
-        let shards = (0..shards.max(1)).map(|_| Mutex::new(Metrics::default())).collect();
+        let shards = (0..shards.max(1))
+            .map(|_| Mutex::new(Metrics::default()))
+            .collect();
         Self { shards }
     }
 
@@ -541,7 +544,13 @@ mod tests {
         assert_eq!(s.requests(), 4004);
         assert_eq!(s.failed(), 404);
         assert_eq!(s.latency.count(), 4000);
-        assert_eq!(m.checks["ok"], CheckStats { pass: 2000, fail: 2000 });
+        assert_eq!(
+            m.checks["ok"],
+            CheckStats {
+                pass: 2000,
+                fail: 2000
+            }
+        );
 
         // Draining empties the shards.
         let mut again = Metrics::default();
@@ -554,6 +563,9 @@ mod tests {
         let mut twice = m.clone();
         twice.merge(&back);
         assert_eq!(twice.http["GET /"].requests(), 8008);
-        assert_eq!(twice.http["GET /"].latency.quantile(1.0), s.latency.quantile(1.0));
+        assert_eq!(
+            twice.http["GET /"].latency.quantile(1.0),
+            s.latency.quantile(1.0)
+        );
     }
 }

@@ -18,6 +18,7 @@ pub struct Cli {
 
 /// The runner's subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing buys nothing
 pub enum Command {
     /// Run a scenario component locally.
     Run(RunArgs),
@@ -147,7 +148,9 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 fn parse_out(s: &str) -> Result<Output, String> {
     match s.split_once('=') {
         Some(("json", path)) if !path.is_empty() => Ok(Output::Json(PathBuf::from(path))),
-        Some((format, _)) => Err(format!("unknown output format {format:?} (known: json=FILE)")),
+        Some((format, _)) => Err(format!(
+            "unknown output format {format:?} (known: json=FILE)"
+        )),
         None => Err(format!("{s:?} is not FORMAT=FILE (e.g. json=results.json)")),
     }
 }
@@ -170,7 +173,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GiB" => 1 << 30,
         other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[cfg(test)]
@@ -188,9 +192,23 @@ mod tests {
 
     #[test]
     fn flags_parse() {
-        let cli = Cli::try_parse_from(["runner", "run", "s.wasm", "--vus", "10", "-d", "5s", "-e", "A=b=c", "--out", "json=r.json"])
-            .expect("parses");
-        let Command::Run(a) = cli.command else { panic!("not run") };
+        let cli = Cli::try_parse_from([
+            "runner",
+            "run",
+            "s.wasm",
+            "--vus",
+            "10",
+            "-d",
+            "5s",
+            "-e",
+            "A=b=c",
+            "--out",
+            "json=r.json",
+        ])
+        .expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(a.vus, Some(10));
         assert_eq!(a.duration, Some(Duration::from_secs(5)));
         assert_eq!(a.env, vec![("A".into(), "b=c".into())]);

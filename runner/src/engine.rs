@@ -74,7 +74,8 @@ impl EngineSettings {
 pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     let n = settings.instances;
-    let memory = usize::try_from(settings.memory_limit).context("--memory-limit is too large for this machine")?;
+    let memory = usize::try_from(settings.memory_limit)
+        .context("--memory-limit is too large for this machine")?;
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_VU))
         .total_memories(n.saturating_mul(MEMORIES_PER_VU))
@@ -106,7 +107,9 @@ pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
     if pooling {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
-    Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot set up the WebAssembly engine")
+    Engine::new(&cfg)
+        .map_err(anyhow::Error::from)
+        .context("cannot set up the WebAssembly engine")
 }
 
 /// A compiled, checked scenario component.
@@ -136,8 +139,12 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Scenario> {
              (or wrap it with `wasm-tools component new`)"
         );
     }
-    let component = Component::new(engine, &bytes)
-        .map_err(|e| anyhow::anyhow!("{shown} is not a valid WebAssembly component: {}", root_message(&e.into())))?;
+    let component = Component::new(engine, &bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{shown} is not a valid WebAssembly component: {}",
+            root_message(&e.into())
+        )
+    })?;
     if let Some(r) = component.resources_required() {
         if r.num_memories > MEMORIES_PER_VU || r.num_tables > TABLES_PER_VU {
             bail!(

@@ -161,7 +161,11 @@ mod tests {
 
     #[test]
     fn vus_flag_scales_declared_classes_exactly() {
-        let p = Plan::new(&args(&["--vus", "10", "-d", "1s"]), &opts(&[("a", 1), ("b", 2)])).expect("plan");
+        let p = Plan::new(
+            &args(&["--vus", "10", "-d", "1s"]),
+            &opts(&[("a", 1), ("b", 2)]),
+        )
+        .expect("plan");
         assert_eq!(p.total_vus(), 10);
         assert_eq!(p.classes[0].vus, 3);
         assert_eq!(p.classes[1].vus, 7);

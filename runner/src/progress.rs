@@ -19,7 +19,10 @@ impl Progress {
     pub fn new(quiet: bool, vus: u32) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
@@ -32,13 +35,22 @@ impl Progress {
 
     /// Shows the state after the interval `interval` (just drained), with
     /// `totals` the sum of all earlier intervals.
-    pub fn update(&mut self, elapsed: Duration, active: usize, interval: &Metrics, totals: &Metrics) {
+    pub fn update(
+        &mut self,
+        elapsed: Duration,
+        active: usize,
+        interval: &Metrics,
+        totals: &Metrics,
+    ) {
         let dt = (elapsed - self.last).as_secs_f64().max(1e-3);
         self.last = elapsed;
         let Some(bar) = &self.bar else { return };
         let rate = interval.http_requests() as f64 / dt;
         let errors = totals.http_failed() + interval.http_failed();
-        let iterations = totals.iterations.ok + totals.iterations.failed + interval.iterations.ok + interval.iterations.failed;
+        let iterations = totals.iterations.ok
+            + totals.iterations.failed
+            + interval.iterations.ok
+            + interval.iterations.failed;
         let traps = totals.iterations.aborted + interval.iterations.aborted;
         bar.set_message(format!(
             "{:>6.1}s  VUs {active}/{}  {rate:>8.0} req/s  errors {errors}  iterations {iterations}  traps {traps}",

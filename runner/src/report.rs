@@ -208,9 +208,21 @@ impl Summary {
             },
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             counters: m.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            gauges: m.gauges.iter().map(|(k, g)| (k.clone(), (g.last, g.min, g.max))).collect(),
-            timings: m.timings.iter().map(|(k, h)| (k.clone(), Percentiles::of(h, 1000.0))).collect(),
-            histograms: m.histograms.iter().map(|(k, h)| (k.clone(), Percentiles::of(h, 1.0))).collect(),
+            gauges: m
+                .gauges
+                .iter()
+                .map(|(k, g)| (k.clone(), (g.last, g.min, g.max)))
+                .collect(),
+            timings: m
+                .timings
+                .iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h, 1000.0)))
+                .collect(),
+            histograms: m
+                .histograms
+                .iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h, 1.0)))
+                .collect(),
             meta,
             http,
             checks,
@@ -228,7 +240,11 @@ impl Summary {
             m.scenario,
             m.vus,
             m.duration_s,
-            if m.interrupted { "  ·  stopped by Ctrl-C" } else { "" }
+            if m.interrupted {
+                "  ·  stopped by Ctrl-C"
+            } else {
+                ""
+            }
         );
         let it = &self.iterations;
         let _ = writeln!(
@@ -242,7 +258,13 @@ impl Summary {
             ms(it.duration_ms.p95)
         );
         if !self.http.is_empty() {
-            let w = self.http.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 60);
+            let w = self
+                .http
+                .iter()
+                .map(|r| r.name.len())
+                .max()
+                .unwrap_or(4)
+                .clamp(4, 60);
             let _ = writeln!(
                 s,
                 "\n  {:<w$}  {:>9} {:>9} {:>7}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -264,8 +286,14 @@ impl Summary {
                     ms(l.p999),
                     ms(l.max)
                 );
-                let mut why: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                why.extend(r.statuses.iter().filter(|(k, _)| **k >= 400).map(|(k, v)| format!("status {k} {v}")));
+                let mut why: Vec<String> =
+                    r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                why.extend(
+                    r.statuses
+                        .iter()
+                        .filter(|(k, _)| **k >= 400)
+                        .map(|(k, v)| format!("status {k} {v}")),
+                );
                 if !why.is_empty() {
                     let _ = writeln!(s, "  {:<w$}  failures: {}", "", why.join(", "));
                 }
@@ -298,13 +326,28 @@ impl Summary {
             let _ = writeln!(s, "  gauge {k}: {last} (min {min}, max {max})");
         }
         for (k, p) in &self.timings {
-            let _ = writeln!(s, "  timing {k}: p50 {} p95 {} p99 {} max {}", ms(p.p50), ms(p.p95), ms(p.p99), ms(p.max));
+            let _ = writeln!(
+                s,
+                "  timing {k}: p50 {} p95 {} p99 {} max {}",
+                ms(p.p50),
+                ms(p.p95),
+                ms(p.p99),
+                ms(p.max)
+            );
         }
         for (k, p) in &self.histograms {
-            let _ = writeln!(s, "  histogram {k}: p50 {} p95 {} p99 {} max {}", p.p50, p.p95, p.p99, p.max);
+            let _ = writeln!(
+                s,
+                "  histogram {k}: p50 {} p95 {} p99 {} max {}",
+                p.p50, p.p95, p.p99, p.max
+            );
         }
         if m.log_lines_suppressed > 0 {
-            let _ = writeln!(s, "\n  {} guest log lines suppressed (--log-rate)", m.log_lines_suppressed);
+            let _ = writeln!(
+                s,
+                "\n  {} guest log lines suppressed (--log-rate)",
+                m.log_lines_suppressed
+            );
         }
         s
     }
@@ -321,8 +364,14 @@ impl Summary {
 /// `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

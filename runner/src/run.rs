@@ -48,13 +48,18 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         log_limit: Arc::new(host_api::stdio::LogLimit::new(args.log_rate)),
     });
 
-    let options = scenario_options(&probe_engine, &scenario.component, args, &ctx, &settings).await?;
+    let options =
+        scenario_options(&probe_engine, &scenario.component, args, &ctx, &settings).await?;
     let plan = Plan::new(args, &options)?;
     let total = plan.total_vus();
     settings.instances = total + 1;
     oslimits::check(&oslimits::Needs {
         engine: settings,
-        connecting_vus: if scenario.uses_network { u64::from(total) } else { 0 },
+        connecting_vus: if scenario.uses_network {
+            u64::from(total)
+        } else {
+            0
+        },
     })?;
 
     let engine = engine::build(&settings, true)?;
@@ -158,7 +163,11 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
             .unwrap_or(0),
         duration_s: elapsed.as_secs_f64(),
         vus: total,
-        classes: plan.classes.iter().map(|c| (c.name.to_string(), c.vus)).collect(),
+        classes: plan
+            .classes
+            .iter()
+            .map(|c| (c.name.to_string(), c.vus))
+            .collect(),
         interrupted: interrupted_by_user,
         log_lines_suppressed: ctx.log_limit.suppressed(),
     };
@@ -175,7 +184,13 @@ async fn scenario_options(
 ) -> Result<ScenarioOptions> {
     let shown = args.scenario.display();
     let pre = engine::link(engine, component, &args.scenario)?;
-    let state = VuState::new(ctx.clone(), u32::MAX, "options".into(), settings.limiter(), args.cpu_limit);
+    let state = VuState::new(
+        ctx.clone(),
+        u32::MAX,
+        "options".into(),
+        settings.limiter(),
+        args.cpu_limit,
+    );
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // Yield on every tick so the wall-clock timeout below can fire even if
@@ -184,16 +199,25 @@ async fn scenario_options(
     store.epoch_deadline_async_yield_and_update(1);
     let call = async {
         let bindings = pre.instantiate_async(&mut store).await?;
-        bindings.runner_scenario_scenario().call_options(&mut store).await
+        bindings
+            .runner_scenario_scenario()
+            .call_options(&mut store)
+            .await
     };
     let ticker = engine::EpochTicker::start(engine.clone())?;
     let result = tokio::time::timeout(OPTIONS_TIMEOUT, call).await;
     drop(ticker);
     match result {
-        Err(_) => Err(anyhow!("{shown}: the scenario's options() did not return within {OPTIONS_TIMEOUT:?}")),
+        Err(_) => Err(anyhow!(
+            "{shown}: the scenario's options() did not return within {OPTIONS_TIMEOUT:?}"
+        )),
         Ok(Err(e)) => {
             let abort = vu::classify(&e, store.data());
-            Err(anyhow!("{shown}: the scenario failed while starting up ({}: {})", abort.kind, abort.message))
+            Err(anyhow!(
+                "{shown}: the scenario failed while starting up ({}: {})",
+                abort.kind,
+                abort.message
+            ))
         }
         Ok(Ok(o)) => Ok(o),
     }
@@ -202,5 +226,8 @@ async fn scenario_options(
 
 /// Shards for the recorder: enough that worker threads rarely share one.
 fn shard_count() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4) * 2
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(4)
+        * 2
 }

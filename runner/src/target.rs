@@ -71,20 +71,33 @@ async fn accept_loop(listener: TcpListener, stats: Arc<Stats>) -> Result<()> {
     }
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, stats: Arc<Stats>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    stats: Arc<Stats>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     if path == "/stats" {
         let n = stats.requests.load(Ordering::Relaxed);
-        return Ok(reply(StatusCode::OK, Bytes::from(format!("{{\"requests\":{n}}}\n"))));
+        return Ok(reply(
+            StatusCode::OK,
+            Bytes::from(format!("{{\"requests\":{n}}}\n")),
+        ));
     }
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let route = parts.next().unwrap_or("");
     let arg = parts.next().unwrap_or("");
     let r = match route {
-        "status" => match arg.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+        "status" => match arg
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+        {
             Some(code) => reply(code, Bytes::from_static(b"status\n")),
-            None => reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"bad status code\n")),
+            None => reply(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"bad status code\n"),
+            ),
         },
         "delay" => match arg.parse::<u64>() {
             Ok(ms) => {

@@ -71,7 +71,13 @@ pub struct Abort {
 
 /// Creates a fresh store and instance for a VU.
 async fn instantiate(shared: &Shared, id: u32, class: &Arc<str>) -> Result<Instance, Abort> {
-    let state = VuState::new(shared.ctx.clone(), id, class.clone(), shared.settings.limiter(), shared.cpu_limit);
+    let state = VuState::new(
+        shared.ctx.clone(),
+        id,
+        class.clone(),
+        shared.settings.limiter(),
+        shared.cpu_limit,
+    );
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
@@ -111,15 +117,24 @@ pub fn classify(e: &wasmtime::Error, state: &VuState) -> Abort {
             message: m.to_string(),
         };
     }
-    let trap = e.chain().find_map(|c| c.downcast_ref::<Trap>()).or_else(|| e.downcast_ref::<Trap>());
+    let trap = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Trap>())
+        .or_else(|| e.downcast_ref::<Trap>());
     let (kind, message) = match trap {
         Some(Trap::Interrupt) => (
             "cpu-limit",
-            format!("used more than {:?} of CPU in one iteration", state.budget.limit()),
+            format!(
+                "used more than {:?} of CPU in one iteration",
+                state.budget.limit()
+            ),
         ),
         Some(Trap::OutOfFuel) => ("fuel", "ran out of fuel in one iteration".to_owned()),
         Some(Trap::StackOverflow) => ("stack-overflow", "wasm stack overflow".to_owned()),
-        Some(Trap::UnreachableCodeReached) => ("unreachable", "wasm `unreachable` (an abort without a panic message)".to_owned()),
+        Some(Trap::UnreachableCodeReached) => (
+            "unreachable",
+            "wasm `unreachable` (an abort without a panic message)".to_owned(),
+        ),
         Some(Trap::MemoryOutOfBounds) => (
             "memory-fault",
             "out-of-bounds memory access (a guest stack overflow, or unsafe code)".to_owned(),
@@ -146,8 +161,16 @@ impl TrapLog {
             *n
         };
         if n <= 10 || n.is_power_of_two() {
-            let nth = if n > 10 { format!(" (#{n} of this kind)") } else { String::new() };
-            tracing::warn!("vu {vu}: iteration {iteration} ended by {}: {}{nth}", abort.kind, abort.message);
+            let nth = if n > 10 {
+                format!(" (#{n} of this kind)")
+            } else {
+                String::new()
+            };
+            tracing::warn!(
+                "vu {vu}: iteration {iteration} ended by {}: {}{nth}",
+                abort.kind,
+                abort.message
+            );
         }
     }
 }
@@ -212,7 +235,10 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
             let _ = inst.store.set_fuel(f);
         }
         let started = Instant::now();
-        let call = inst.bindings.runner_scenario_scenario().call_run(&mut inst.store, &class);
+        let call = inst
+            .bindings
+            .runner_scenario_scenario()
+            .call_run(&mut inst.store, &class);
         let outcome = tokio::select! {
             biased;
             _ = shared.hard_stop.cancelled() => Err(Abort { kind: "interrupted", message: "cancelled at the end of the grace period".into() }),

@@ -23,7 +23,11 @@ pub fn root() -> PathBuf {
 /// An example component built by scripts/setup.sh.
 pub fn component(name: &str) -> PathBuf {
     let p = root().join("target/scenarios").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh first (it builds the example scenarios)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh first (it builds the example scenarios)",
+        p.display()
+    );
     p
 }
 
@@ -53,8 +57,14 @@ impl Target {
             .expect("start the target");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the target's address");
-        let url = line.trim().strip_prefix("listening on ").expect("address line").to_owned();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the target's address");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("address line")
+            .to_owned();
         Target { child, url }
     }
 
@@ -62,8 +72,13 @@ impl Target {
     pub fn requests(&self) -> u64 {
         let addr = self.url.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).expect("connect to target");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        write!(s, "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
         let mut text = String::new();
         s.read_to_string(&mut text).expect("read");
         let body = text.split("\r\n\r\n").nth(1).expect("body");
@@ -132,7 +147,10 @@ pub fn wait(mut child: Child, limit: Duration) -> Run {
     let elapsed = started.elapsed();
     let stdout = t_out.join().unwrap_or_default();
     let stderr = t_err.join().unwrap_or_default();
-    assert!(status.is_some(), "the runner did not finish within {limit:?}; stderr:\n{stderr}");
+    assert!(
+        status.is_some(),
+        "the runner did not finish within {limit:?}; stderr:\n{stderr}"
+    );
     Run {
         code: status.and_then(|s| s.code()),
         stdout,
@@ -143,13 +161,17 @@ pub fn wait(mut child: Child, limit: Duration) -> Run {
 
 /// Reads a JSON summary written with `--out json=FILE`.
 pub fn summary(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("summary is JSON")
 }
 
 /// Total requests of all names in a summary.
 pub fn total_requests(s: &serde_json::Value) -> u64 {
-    s["http"].as_array().map(|a| a.iter().map(|r| r["requests"].as_u64().unwrap_or(0)).sum()).unwrap_or(0)
+    s["http"]
+        .as_array()
+        .map(|a| a.iter().map(|r| r["requests"].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0)
 }
 
 /// A count from an object in the summary (`traps`, ...), 0 if absent.

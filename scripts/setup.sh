@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for this project, idempotently: system
+# packages, the Rust cargo tools, the wasm toolchain; then builds the runner
+# (release) and the example scenarios, copied to target/scenarios/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export SUDO
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+# System packages: a C compiler (ring), the benchmark peers (nginx, wrk),
+# the brokers (mosquitto, nats-server).
+APT_PACKAGES=(build-essential pkg-config ca-certificates python3 nginx-light wrk mosquitto nats-server)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt_updated=1
+fi
+# Debian enables these services on install; the project starts its own.
+for svc in nginx mosquitto nats-server; do
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+done
+
+# A host Rust toolchain: rustup's if present, else Debian's (1.96).
+if ! command -v cargo >/dev/null 2>&1; then
+    say "no cargo found: installing Debian's Rust toolchain"
+    [ -n "${apt_updated:-}" ] || $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rustc-web cargo-web >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Cargo tools, pinned.
+install_tool() { # binary crate version
+    if ! "$1" --version 2>/dev/null | grep -q "$3"; then
+        say "installing $2 $3 (a few minutes, once)"
+        cargo install --quiet --locked "$2" --version "$3"
+    fi
+}
+install_tool cargo-component cargo-component 0.21.1
+install_tool wasm-tools wasm-tools 1.263.0
+
+say "building the runner"
+cargo build --release --workspace --quiet
+
+say "building the example scenarios"
+scripts/build-scenarios.sh
+say "ready: runner at target/release/runner, scenario components in target/scenarios/"
