@@ -27,6 +27,9 @@ pub struct Meta {
     pub classes: Vec<(String, u32)>,
     /// Whether the user stopped the run early (Ctrl-C).
     pub interrupted: bool,
+    /// Seconds from the start until every VU had its instance (includes
+    /// the ramp-up); absent if some VU never started.
+    pub startup_s: Option<f64>,
     /// Guest log lines dropped by the rate limit.
     pub log_lines_suppressed: u64,
 }

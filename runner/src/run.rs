@@ -69,6 +69,8 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     // Options probing recorded nothing worth keeping.
     recorder.drain_into(&mut Metrics::default());
 
+    let started_wall = SystemTime::now();
+    let started = tokio::time::Instant::now();
     let shared = Arc::new(Shared {
         engine,
         pre,
@@ -81,11 +83,13 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         stop: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
         active: AtomicUsize::new(0),
+        ready: AtomicUsize::new(0),
+        all_ready: std::sync::OnceLock::new(),
+        total: total as usize,
+        started,
         trap_log: TrapLog::default(),
     });
 
-    let started_wall = SystemTime::now();
-    let started = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
     let mut id = 0u32;
     for class in &plan.classes {
@@ -169,6 +173,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
             .map(|c| (c.name.to_string(), c.vus))
             .collect(),
         interrupted: interrupted_by_user,
+        startup_s: shared.all_ready.get().map(Duration::as_secs_f64),
         log_lines_suppressed: ctx.log_limit.suppressed(),
     };
     Ok(Summary::new(meta, totals))

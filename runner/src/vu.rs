@@ -50,6 +50,14 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
     /// VUs currently started and not finished.
     pub active: AtomicUsize,
+    /// VUs that have instantiated at least once.
+    pub ready: AtomicUsize,
+    /// How long after the start every VU had instantiated.
+    pub all_ready: std::sync::OnceLock<Duration>,
+    /// VUs in the run.
+    pub total: usize,
+    /// When the VUs were spawned.
+    pub started: tokio::time::Instant,
     /// Per-kind counts of trap log lines, to keep the log readable.
     pub trap_log: TrapLog,
 }
@@ -213,7 +221,12 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
         let inst = match instance.as_mut() {
             Some(i) => i,
             None => match instantiate(&shared, id, &class).await {
-                Ok(i) => instance.insert(i),
+                Ok(i) => {
+                    if iteration == 0 && shared.ready.fetch_add(1, Ordering::Relaxed) + 1 == shared.total {
+                        let _ = shared.all_ready.set(shared.started.elapsed());
+                    }
+                    instance.insert(i)
+                }
                 Err(abort) => {
                     recorder.trap("instantiate");
                     let abort = Abort {

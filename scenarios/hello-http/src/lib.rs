@@ -1,17 +1,33 @@
 //! The demo scenario: each VU requests `BASE_URL`, checks the answer, then
-//! thinks for `THINK_MS` milliseconds (default 100) before its next
-//! iteration.
+//! thinks for `THINK_MS` milliseconds (default 100; 0 for none) before its
+//! next iteration.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use guest_sdk::{check, http, sleep, vu};
 
+struct Config {
+    url: String,
+    think: Duration,
+}
+
+/// Read once per VU instance: the environment does not change in a run.
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| Config {
+        url: format!("{}/", vu::env_or("BASE_URL", "http://127.0.0.1:8080")),
+        think: Duration::from_millis(vu::env_or("THINK_MS", "100").parse().unwrap_or(100)),
+    })
+}
+
 fn iteration() -> guest_sdk::Result {
-    let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
-    let think: u64 = vu::env_or("THINK_MS", "100").parse()?;
-    let r = http::Request::get(format!("{base}/")).discard_body().send()?;
+    let c = config();
+    let r = http::Request::get(c.url.as_str()).discard_body().send()?;
     check("status is 200", r.status() == 200);
-    sleep(Duration::from_millis(think));
+    if !c.think.is_zero() {
+        sleep(c.think);
+    }
     Ok(())
 }
 

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Benchmarks of the runner, printed as a Markdown table (paste into
+BENCHMARKS.md). Run after scripts/setup.sh:
+
+    scripts/bench.py [--quick]
+
+1. Start-up: time and resident memory to start 1,000 and 10,000 VUs of the
+   `idle` scenario (VUs parked in a sleep).
+2. HTTP: requests/s and client CPU microseconds per request, 50 connections
+   (VUs) in a plain GET loop against a local nginx, side by side with
+   `wrk -t1 -c50` against the same server.
+"""
+
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(ROOT, "target/release/runner")
+SCENARIOS = os.path.join(ROOT, "target/scenarios")
+QUICK = "--quick" in sys.argv
+HTTP_SECONDS = 5 if QUICK else 10
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def startup(vus, tmp):
+    """Starts `vus` idle VUs at once; returns (startup seconds, RSS KiB once parked)."""
+    out = os.path.join(tmp, f"idle-{vus}.json")
+    hold = 6.0
+    p = subprocess.Popen(
+        [RUNNER, "run", os.path.join(SCENARIOS, "idle.wasm"), "--vus", str(vus),
+         "--duration", f"{hold}s", "--ramp-up", "0s", "--grace", "0s",
+         "-e", "SLEEP_MS=600000", "--quiet", "--out", f"json={out}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(hold - 1.0)
+    rss = rss_kib(p.pid)
+    _, err = p.communicate(timeout=120)
+    if p.returncode != 0:
+        sys.exit(f"bench: runner failed: {err.decode()}")
+    meta = json.load(open(out))["meta"]
+    return meta["startup_s"], rss
+
+
+def start_nginx(tmp, port):
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return p
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("bench: nginx did not start")
+
+
+def measure(cmd):
+    """Runs cmd; returns (wall seconds, CPU seconds of the process, stdout)."""
+    cpu0 = child_cpu()
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit(f"bench: {cmd[0]} failed: {r.stderr}")
+    return wall, child_cpu() - cpu0, r.stdout
+
+
+def wrk_requests(text):
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] == "requests" and parts[0].isdigit():
+            return int(parts[0])
+    sys.exit("bench: cannot read wrk's request count")
+
+
+def main():
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing: run scripts/setup.sh")
+    tmp = tempfile.mkdtemp(prefix="runner-bench-")
+    rows = []
+
+    print("| measurement | value |")
+    print("|---|---|")
+    results = {}
+    for vus in (1000, 10000):
+        secs, rss = startup(vus, tmp)
+        results[vus] = (secs, rss)
+        print(f"| start {vus:,} idle VUs | {secs:.3f} s to all instantiated; RSS {rss / 1024:.1f} MiB ({rss / vus:.1f} KiB per VU) |")
+    (_, r1), (_, r10) = results[1000], results[10000]
+    print(f"| marginal RSS per idle VU (10k − 1k) / 9k | {(r10 - r1) / 9000:.1f} KiB |")
+
+    port = free_port()
+    nginx = start_nginx(tmp, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wall, cpu, out = measure(["wrk", "-t1", "-c50", f"-d{HTTP_SECONDS}s", url + "/"])
+        n = wrk_requests(out)
+        wrk = (n / wall, cpu * 1e6 / n)
+        summary = os.path.join(tmp, "http.json")
+        wall, cpu, _ = measure([RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"),
+                                "--vus", "50", "--duration", f"{HTTP_SECONDS}s", "--ramp-up", "0s",
+                                "-e", f"BASE_URL={url}", "-e", "THINK_MS=0", "--quiet",
+                                "--out", f"json={summary}"])
+        s = json.load(open(summary))
+        n = sum(r["requests"] for r in s["http"])
+        failed = sum(r["failed"] for r in s["http"])
+        ours = (n / s["meta"]["duration_s"], cpu * 1e6 / n)
+        print(f"| wrk -t1 -c50, {HTTP_SECONDS}s, GET nginx | {wrk[0]:,.0f} req/s, {wrk[1]:.1f} µs CPU/request |")
+        print(f"| runner 50 VUs hello-http THINK_MS=0, {HTTP_SECONDS}s | {ours[0]:,.0f} req/s, {ours[1]:.1f} µs CPU/request ({failed} failed) |")
+        print(f"| runner / wrk | {ours[0] / wrk[0]:.2f}× the rate, {ours[1] / wrk[1]:.2f}× the CPU per request |")
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
