@@ -131,3 +131,22 @@ fn bad_flag_values() {
     fails_with(&["run", c, "-e", "NOEQUALS"], 2, "is not KEY=VALUE");
     fails_with(&["target", "--listen", "not-an-address"], 2, "--listen");
 }
+
+#[test]
+fn more_vus_than_the_kernel_allows_is_refused_with_the_setting_to_change() {
+    let have: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    // The runner estimates ~5 mappings per VU; 1,000,000 VUs is its maximum.
+    if have >= 6_000_000 {
+        eprintln!("skipped: vm.max_map_count {have} allows even the largest run");
+        return;
+    }
+    let vus = (have / 5 + 10_000).min(1_000_000).to_string();
+    fails_with(
+        &["run", component("idle").to_str().unwrap(), "--vus", &vus],
+        1,
+        "sudo sysctl -w vm.max_map_count=",
+    );
+}

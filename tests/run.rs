@@ -178,3 +178,71 @@ fn ctrl_c_stops_gracefully_and_still_writes_results() {
     assert!(sent > 0);
     assert_eq!(sent, target.requests());
 }
+
+fn hello(target_url: &str, json: &std::path::Path, extra: &[&str]) -> (Run, serde_json::Value) {
+    let mut args = vec![
+        "run".to_owned(),
+        component("hello-http").to_str().unwrap().to_owned(),
+        "--vus".into(),
+        "2".into(),
+        "--iterations".into(),
+        "3".into(),
+        "-e".into(),
+        format!("BASE_URL={target_url}"),
+        "-e".into(),
+        "THINK_MS=1".into(),
+        "--quiet".into(),
+        "--out".into(),
+        format!("json={}", json.display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&args, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(json);
+    (r, s)
+}
+
+#[test]
+fn http2_by_prior_knowledge_and_http1_on_request() {
+    let target = Target::start();
+    let dir = scratch("h2c");
+    let (_, s) = hello(&target.url, &dir.join("a.json"), &["-e", "HTTP_VERSION=2"]);
+    assert_eq!(s["http"][0]["statuses"]["200"].as_u64(), Some(6));
+    let stats = target.stats();
+    assert_eq!(stats["http2"].as_u64(), Some(6), "stats: {stats}");
+    let (_, _) = hello(&target.url, &dir.join("b.json"), &["-e", "HTTP_VERSION=1"]);
+    let stats = target.stats();
+    assert_eq!(stats["http1"].as_u64(), Some(6), "stats: {stats}");
+}
+
+#[test]
+fn https_verifies_certificates_unless_insecure() {
+    let target = Target::start_tls();
+    let dir = scratch("tls");
+    // A self-signed certificate is refused by default, as a typed TLS error.
+    let (r, s) = hello(&target.url, &dir.join("strict.json"), &[]);
+    assert_eq!(
+        s["http"][0]["errors"]["tls"].as_u64(),
+        Some(6),
+        "summary: {}",
+        s["http"]
+    );
+    assert!(r.stderr.contains("TLS error"), "stderr: {}", r.stderr);
+    // With --insecure it is accepted, and ALPN picks HTTP/2.
+    let (_, s) = hello(&target.url, &dir.join("insecure.json"), &["--insecure"]);
+    let row = &s["http"][0];
+    assert_eq!(row["statuses"]["200"].as_u64(), Some(6), "summary: {row}");
+    assert_eq!(
+        row["connections"].as_u64(),
+        Some(2),
+        "one kept-alive TLS connection per VU"
+    );
+    // Forcing HTTP/1.1 over TLS works too.
+    let (_, s) = hello(
+        &target.url,
+        &dir.join("h1.json"),
+        &["--insecure", "-e", "HTTP_VERSION=1"],
+    );
+    assert_eq!(s["http"][0]["statuses"]["200"].as_u64(), Some(6));
+}

@@ -183,3 +183,100 @@ fn the_grace_period_ends_with_cancellation() {
     );
     assert!(r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
 }
+
+#[test]
+fn fuel_metering_stops_a_runaway_loop() {
+    let dir = scratch("fuel");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("chaos").to_str().unwrap(),
+            "--iterations",
+            "2",
+            "-e",
+            "STEADY=0",
+            "-e",
+            "SPIN=1",
+            "--fuel",
+            "50000000",
+            "--cpu-limit",
+            "60s",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(count(&s, "traps", "fuel"), 2, "traps: {}", s["traps"]);
+}
+
+#[test]
+fn guest_output_reaches_the_log_with_the_vu_id_and_is_rate_limited() {
+    let dir = scratch("chatty");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("chaos").to_str().unwrap(),
+            "--iterations",
+            "1",
+            "-e",
+            "STEADY=0",
+            "-e",
+            "CHATTY=2",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    for needle in [
+        "vu 0: stdout line 0 of VU 0",
+        "vu 1: stdout line 2 of VU 1",
+        "vu 1: stderr line 1",
+        "vu 0: log line 2",
+    ] {
+        assert!(
+            r.stderr.contains(needle),
+            "{needle:?} missing from: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(summary(&json)["meta"]["log_lines_suppressed"], 0);
+
+    // 2 VUs × 100 lines × 3 streams against a budget of 10 lines a second.
+    let r = run(
+        &[
+            "run",
+            component("chaos").to_str().unwrap(),
+            "--iterations",
+            "1",
+            "-e",
+            "STEADY=0",
+            "-e",
+            "CHATTY=2",
+            "-e",
+            "LINES=100",
+            "--log-rate",
+            "10",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let suppressed = summary(&json)["meta"]["log_lines_suppressed"]
+        .as_u64()
+        .unwrap();
+    assert!(suppressed >= 500, "suppressed {suppressed} of 600 lines");
+    assert!(
+        r.stderr.lines().filter(|l| l.contains("line")).count() <= 40,
+        "stderr: {}",
+        r.stderr
+    );
+}

@@ -146,11 +146,11 @@ macro_rules! export_scenario {
                 }
                 fn run(
                     class: ::std::string::String,
-        ) -> ::std::result::Result<(), ::std::string::String> {
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__run::<$ty>(&class)
                 }
             }
-            $crate::__bindings::__export_load_test!(__Export with_types_in $crate::__bindings);
+    $crate::__bindings::__export_load_test!(__Export with_types_in $crate::__bindings);
         };
     };
 }

@@ -109,6 +109,11 @@ pub struct TargetArgs {
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with a fresh self-signed
+    /// certificate; clients need `--insecure`.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// A results file.

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Target(args) => runner::target::serve(args.listen).await,
+            Command::Target(args) => runner::target::serve(args.listen, args.tls).await,
         }
     });
     // Host connection tasks may linger; do not wait for them.

@@ -198,6 +198,9 @@ async fn scenario_options(
     );
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    if let Some(f) = args.fuel {
+        store.set_fuel(f).map_err(anyhow::Error::from)?;
+    }
     // Yield on every tick so the wall-clock timeout below can fire even if
     // the guest spins.
     store.set_epoch_deadline(1);

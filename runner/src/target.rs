@@ -3,8 +3,10 @@
 //!
 //! Routes: `/` answers `ok`; `/status/CODE` answers with that status;
 //! `/delay/MS` answers after MS milliseconds; `/bytes/N` answers N bytes;
-//! `/stats` returns `{"requests": N}`, the requests served so far (not
-//! counting `/stats` itself). HTTP/1.1 and HTTP/2 (prior knowledge).
+//! `/stats` returns `{"requests": N, "http1": N1, "http2": N2}`, the
+//! requests served so far (not counting `/stats` itself), by protocol.
+//! HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN with `--tls`, which serves
+//! a self-signed certificate for localhost and 127.0.0.1).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,26 +32,57 @@ const MAX_DELAY_MS: u64 = 60_000;
 #[derive(Default)]
 pub struct Stats {
     requests: AtomicU64,
+    http2: AtomicU64,
 }
 
 /// Binds `addr`, prints the bound address on stdout, and serves until
-/// Ctrl-C.
-pub async fn serve(addr: SocketAddr) -> Result<()> {
+/// Ctrl-C; with `tls`, over TLS with a fresh self-signed certificate.
+pub async fn serve(addr: SocketAddr, tls: bool) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}; pick another address with --listen"))?;
     let local = listener.local_addr()?;
-    println!("listening on http://{local}");
+    let acceptor = if tls { Some(tls_acceptor()?) } else { None };
+    println!(
+        "listening on {}://{local}",
+        if tls { "https" } else { "http" }
+    );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let stats = Arc::new(Stats::default());
     tokio::select! {
-        r = accept_loop(listener, stats) => r,
+        r = accept_loop(listener, acceptor, stats) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
-async fn accept_loop(listener: TcpListener, stats: Arc<Stats>) -> Result<()> {
+/// A TLS acceptor with a self-signed certificate for local names, offering
+/// HTTP/2 and HTTP/1.1 by ALPN.
+fn tls_acceptor() -> Result<tokio_rustls::TlsAcceptor> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let cert = rcgen::generate_simple_self_signed(names)
+        .context("cannot make a self-signed certificate")?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .context("TLS certificate")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stats: Arc<Stats>,
+) -> Result<()> {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -62,11 +95,17 @@ async fn accept_loop(listener: TcpListener, stats: Arc<Stats>) -> Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let stats = stats.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(req, stats.clone()));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let server = auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                None => server.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => server.serve_connection(TokioIo::new(tls), svc).await,
+                    Err(_) => return, // a client that rejected our certificate
+                },
+            };
         });
     }
 }
@@ -78,12 +117,17 @@ async fn handle(
     let path = req.uri().path();
     if path == "/stats" {
         let n = stats.requests.load(Ordering::Relaxed);
-        return Ok(reply(
-            StatusCode::OK,
-            Bytes::from(format!("{{\"requests\":{n}}}\n")),
-        ));
+        let h2 = stats.http2.load(Ordering::Relaxed);
+        let body = format!(
+            "{{\"requests\":{n},\"http1\":{},\"http2\":{h2}}}\n",
+            n.saturating_sub(h2)
+        );
+        return Ok(reply(StatusCode::OK, Bytes::from(body)));
     }
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    if req.version() == hyper::Version::HTTP_2 {
+        stats.http2.fetch_add(1, Ordering::Relaxed);
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let route = parts.next().unwrap_or("");
     let arg = parts.next().unwrap_or("");

@@ -222,7 +222,9 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
             Some(i) => i,
             None => match instantiate(&shared, id, &class).await {
                 Ok(i) => {
-                    if iteration == 0 && shared.ready.fetch_add(1, Ordering::Relaxed) + 1 == shared.total {
+                    if iteration == 0
+                        && shared.ready.fetch_add(1, Ordering::Relaxed) + 1 == shared.total
+                    {
                         let _ = shared.all_ready.set(shared.started.elapsed());
                     }
                     instance.insert(i)

@@ -49,8 +49,18 @@ pub struct Target {
 impl Target {
     /// Starts `runner target --listen 127.0.0.1:0` and waits for its address.
     pub fn start() -> Target {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Target::start`], serving HTTPS with a self-signed certificate.
+    pub fn start_tls() -> Target {
+        Self::start_with(&["--tls"])
+    }
+
+    fn start_with(extra: &[&str]) -> Target {
         let mut child = Command::new(runner())
             .args(["target", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -70,6 +80,11 @@ impl Target {
 
     /// Requests the target has served (its own ground truth).
     pub fn requests(&self) -> u64 {
+        self.stats()["requests"].as_u64().expect("requests")
+    }
+
+    /// The target's `/stats`: `requests`, `http1`, `http2`. Plain HTTP only.
+    pub fn stats(&self) -> serde_json::Value {
         let addr = self.url.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).expect("connect to target");
         s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -82,8 +97,7 @@ impl Target {
         let mut text = String::new();
         s.read_to_string(&mut text).expect("read");
         let body = text.split("\r\n\r\n").nth(1).expect("body");
-        let v: serde_json::Value = serde_json::from_str(body.trim()).expect("stats json");
-        v["requests"].as_u64().expect("requests")
+        serde_json::from_str(body.trim()).expect("stats json")
     }
 }
 

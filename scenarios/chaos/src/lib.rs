@@ -4,7 +4,8 @@
 //! Class counts come from `-e`: `STEADY` (default 4) VUs GET `BASE_URL`
 //! every `THINK_MS` (default 50) ms; `PANIC`, `SPIN` (infinite loop),
 //! `HOG` (allocates without bound), `DEEP` (unbounded recursion) and
-//! `FAIL` (returns an error) VUs, default 0 each.
+//! `FAIL` (returns an error) and `CHATTY` (prints `LINES` lines, default 3,
+//! to stdout, stderr and the log) VUs, default 0 each.
 
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ impl Scenario for Chaos {
             .class("hog", count("HOG", 0))
             .class("deep", count("DEEP", 0))
             .class("fail", count("FAIL", 0))
+            .class("chatty", count("CHATTY", 0))
     }
 
     fn run(class: &str) -> guest_sdk::Result {
@@ -66,6 +68,14 @@ impl Scenario for Chaos {
             }
             "deep" => {
                 std::hint::black_box(deep(0));
+                Ok(())
+            }
+            "chatty" => {
+                for i in 0..count("LINES", 3) {
+                    println!("stdout line {i} of VU {}", vu::id());
+                    eprintln!("stderr line {i}");
+                    guest_sdk::log::info(&format!("log line {i}"));
+                }
                 Ok(())
             }
             "fail" => {

@@ -1,6 +1,7 @@
 //! The demo scenario: each VU requests `BASE_URL`, checks the answer, then
 //! thinks for `THINK_MS` milliseconds (default 100; 0 for none) before its
-//! next iteration.
+//! next iteration. `HTTP_VERSION=2` forces HTTP/2 (prior knowledge over
+//! `http://`), `HTTP_VERSION=1` HTTP/1.1; by default `https://` negotiates.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use guest_sdk::{check, http, sleep, vu};
 struct Config {
     url: String,
     think: Duration,
+    version: Option<u8>,
 }
 
 /// Read once per VU instance: the environment does not change in a run.
@@ -18,12 +20,19 @@ fn config() -> &'static Config {
     CONFIG.get_or_init(|| Config {
         url: format!("{}/", vu::env_or("BASE_URL", "http://127.0.0.1:8080")),
         think: Duration::from_millis(vu::env_or("THINK_MS", "100").parse().unwrap_or(100)),
+        version: vu::env("HTTP_VERSION").and_then(|v| v.parse().ok()),
     })
 }
 
 fn iteration() -> guest_sdk::Result {
     let c = config();
-    let r = http::Request::get(c.url.as_str()).discard_body().send()?;
+    let mut req = http::Request::get(c.url.as_str()).discard_body();
+    req = match c.version {
+        Some(1) => req.http1(),
+        Some(2) => req.http2(),
+        _ => req,
+    };
+    let r = req.send()?;
     check("status is 200", r.status() == 200);
     if !c.think.is_zero() {
         sleep(c.think);
