@@ -23,12 +23,15 @@
 //! declared by implementing [`Scenario`] and exporting it with
 //! [`export_scenario!`].
 
+#![warn(missing_docs)]
+
 pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod vu;
 
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod __bindings {
     wit_bindgen::generate!({
         path: "../wit",

@@ -8,6 +8,8 @@
 //! Measurements go to a [`recorder::Recorder`] whose aggregates
 //! ([`recorder::Metrics`]) merge exactly, within a process and across nodes.
 
+#![warn(missing_docs)]
+
 pub mod http;
 pub mod limits;
 pub mod metrics;
@@ -27,6 +29,7 @@ pub use limits::{CpuBudget, Limiter};
 pub use recorder::{Metrics, Recorder};
 
 /// Bindings generated from `wit/`.
+#[allow(missing_docs)]
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",

@@ -6,6 +6,8 @@
 //! engine), [`oslimits`] (OS checks), [`run`] (one run, start to finish),
 //! [`progress`] and [`report`] (output), [`target`] (the built-in target).
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod engine;
 pub mod oslimits;
