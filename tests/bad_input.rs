@@ -150,3 +150,24 @@ fn more_vus_than_the_kernel_allows_is_refused_with_the_setting_to_change() {
         "sudo sysctl -w vm.max_map_count=",
     );
 }
+
+#[test]
+fn limits_too_small_for_the_scenario_name_the_flag_to_raise() {
+    let c = component("idle");
+    let c = c.to_str().unwrap();
+    fails_with(
+        &["run", c, "--memory-limit", "64KiB"],
+        1,
+        "raise --memory-limit",
+    );
+    fails_with(
+        &["run", c, "--instance-limit", "1"],
+        1,
+        "raise --instance-limit",
+    );
+    fails_with(
+        &["run", c, "--table-elements", "4"],
+        1,
+        "raise --table-elements",
+    );
+}

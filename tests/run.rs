@@ -246,3 +246,21 @@ fn https_verifies_certificates_unless_insecure() {
     );
     assert_eq!(s["http"][0]["statuses"]["200"].as_u64(), Some(6));
 }
+
+#[test]
+fn slow_responses_time_out_as_typed_errors() {
+    let target = Target::start();
+    let dir = scratch("timeouts");
+    let slow = format!("{}/delay/2000", target.url);
+    let started = std::time::Instant::now();
+    let (_, s) = hello(&slow, &dir.join("r.json"), &["--http-timeout", "200ms"]);
+    let row = &s["http"][0];
+    assert_eq!(row["errors"]["timeout"].as_u64(), Some(6), "summary: {row}");
+    assert_eq!(s["iterations"]["failed"].as_u64(), Some(6));
+    // 3 sequential iterations per VU, each cut at 200 ms, not 2 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -73,6 +73,18 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_size, default_value = "32MiB")]
     pub memory_limit: u64,
 
+    /// Core WebAssembly instances a VU's component may create.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub instance_limit: u32,
+
+    /// Tables a VU's component may create.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub table_limit: u32,
+
+    /// Elements a table may grow to.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub table_elements: u32,
+
     /// Wall-clock time an iteration may take before it is cancelled.
     #[arg(long, value_parser = parse_duration)]
     pub iteration_timeout: Option<Duration>,

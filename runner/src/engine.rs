@@ -12,15 +12,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch ticker advances; the granularity of CPU limits.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Core instances one component instance may hold (a wasip1-adapted
-/// component has several: the module, the adapter, shims).
-const CORE_INSTANCES_PER_VU: u32 = 8;
-/// Memories one component instance may hold.
+/// Memories one component instance may hold (a wasip1-adapted component
+/// has two: the guest's and the adapter's).
 const MEMORIES_PER_VU: u32 = 2;
-/// Tables one component instance may hold.
-const TABLES_PER_VU: u32 = 4;
-/// Table elements per table.
-const TABLE_ELEMENTS: usize = 20_000;
 /// Guard after each linear memory. Small, so 100,000 memories fit in the
 /// address space; bounds checks are explicit instead.
 const MEMORY_GUARD: u64 = 64 << 10;
@@ -38,6 +32,13 @@ pub struct EngineSettings {
     pub memory_limit: u64,
     /// Meter fuel as well as epochs.
     pub fuel: bool,
+    /// Core instances per VU (a wasip1-adapted component has several:
+    /// the module, the adapter, shims).
+    pub core_instances: u32,
+    /// Tables per VU.
+    pub tables: u32,
+    /// Elements per table.
+    pub table_elements: u32,
 }
 
 impl EngineSettings {
@@ -45,9 +46,9 @@ impl EngineSettings {
     pub fn limiter(&self) -> host_api::Limiter {
         host_api::Limiter {
             memory: usize::try_from(self.memory_limit).unwrap_or(usize::MAX),
-            table_elements: TABLE_ELEMENTS,
-            instances: CORE_INSTANCES_PER_VU as usize + 1,
-            tables: TABLES_PER_VU as usize,
+            table_elements: self.table_elements as usize,
+            instances: self.core_instances as usize + 1,
+            tables: self.tables as usize,
             memories: MEMORIES_PER_VU as usize,
         }
     }
@@ -77,16 +78,16 @@ pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
     let memory = usize::try_from(settings.memory_limit)
         .context("--memory-limit is too large for this machine")?;
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_VU))
+        .total_core_instances(n.saturating_mul(settings.core_instances))
         .total_memories(n.saturating_mul(MEMORIES_PER_VU))
-        .total_tables(n.saturating_mul(TABLES_PER_VU))
+        .total_tables(n.saturating_mul(settings.tables))
         .total_stacks(n)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_VU)
+        .max_core_instances_per_component(settings.core_instances)
         .max_memories_per_component(MEMORIES_PER_VU)
-        .max_tables_per_component(TABLES_PER_VU)
+        .max_tables_per_component(settings.tables)
         .max_memories_per_module(1)
-        .max_tables_per_module(TABLES_PER_VU)
-        .table_elements(TABLE_ELEMENTS)
+        .max_tables_per_module(settings.tables)
+        .table_elements(settings.table_elements as usize)
         .max_memory_size(memory)
         .decommit_batch_size(32);
 
@@ -127,7 +128,7 @@ const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
 /// Reads, checks, compiles and links the scenario at `path`. Every failure
 /// is one clear sentence naming the file and what to do.
-pub fn load(engine: &Engine, path: &Path) -> Result<Scenario> {
+pub fn load(engine: &Engine, path: &Path, settings: &EngineSettings) -> Result<Scenario> {
     let shown = path.display();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read scenario {shown}"))?;
     if bytes.len() < 8 || bytes[..4] != WASM_MAGIC {
@@ -146,10 +147,15 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Scenario> {
         )
     })?;
     if let Some(r) = component.resources_required() {
-        if r.num_memories > MEMORIES_PER_VU || r.num_tables > TABLES_PER_VU {
+        if r.num_memories > MEMORIES_PER_VU {
             bail!(
-                "{shown} needs {} memories and {} tables per instance; the runner allows {MEMORIES_PER_VU} and {TABLES_PER_VU}",
-                r.num_memories,
+                "{shown} needs {} memories per instance; the runner allows {MEMORIES_PER_VU}",
+                r.num_memories
+            );
+        }
+        if r.num_tables > settings.tables {
+            bail!(
+                "{shown} needs {} tables per instance; raise --table-limit to at least that",
                 r.num_tables
             );
         }

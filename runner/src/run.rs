@@ -35,9 +35,12 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         instances: 1,
         memory_limit: args.memory_limit,
         fuel: args.fuel.is_some(),
+        core_instances: args.instance_limit,
+        tables: args.table_limit,
+        table_elements: args.table_elements,
     };
     let probe_engine = engine::build(&settings, false)?;
-    let scenario = engine::load(&probe_engine, &args.scenario)?;
+    let scenario = engine::load(&probe_engine, &args.scenario, &settings)?;
 
     let recorder = Arc::new(Recorder::new(shard_count()));
     let ctx = Arc::new(RunContext {
@@ -221,8 +224,17 @@ async fn scenario_options(
         )),
         Ok(Err(e)) => {
             let abort = vu::classify(&e, store.data());
+            let hint = if abort.kind == "memory-limit" {
+                "; raise --memory-limit"
+            } else if abort.message.contains("instance count") {
+                "; raise --instance-limit"
+            } else if abort.message.contains("table") {
+                "; raise --table-elements or --table-limit"
+            } else {
+                ""
+            };
             Err(anyhow!(
-                "{shown}: the scenario failed while starting up ({}: {})",
+                "{shown}: the scenario failed while starting up ({}: {}){hint}",
                 abort.kind,
                 abort.message
             ))

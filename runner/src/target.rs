@@ -128,7 +128,7 @@ async fn handle(
     if req.version() == hyper::Version::HTTP_2 {
         stats.http2.fetch_add(1, Ordering::Relaxed);
     }
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let mut parts = path.trim_matches('/').splitn(2, '/');
     let route = parts.next().unwrap_or("");
     let arg = parts.next().unwrap_or("");
     let r = match route {
