@@ -264,3 +264,67 @@ fn slow_responses_time_out_as_typed_errors() {
         started.elapsed()
     );
 }
+
+#[test]
+fn every_host_call_works_end_to_end() {
+    let target = Target::start();
+    let dir = scratch("tour");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("tour").to_str().unwrap(),
+            "--vus",
+            "3",
+            "--iterations",
+            "2",
+            "-e",
+            &format!("BASE_URL={}", target.url),
+            "-e",
+            "TOUR_MARK=here",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(
+        s["iterations"]["ok"].as_u64(),
+        Some(6),
+        "stderr: {}",
+        r.stderr
+    );
+    let checks = s["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 14, "checks: {checks:?}");
+    for c in checks {
+        assert_eq!(c["fail"], 0, "check failed: {c}");
+        assert_eq!(c["pass"], 6, "check: {c}");
+    }
+    // Named requests, statuses as failures, and the invalid request.
+    let by_name = |n: &str| {
+        s["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+    };
+    assert_eq!(by_name("create").unwrap()["statuses"]["201"], 6);
+    assert_eq!(by_name("missing").unwrap()["failed"], 6);
+    assert_eq!(by_name("h2").unwrap()["statuses"]["200"], 6);
+    assert_eq!(by_name("invalid").unwrap()["errors"]["invalid-request"], 6);
+    // 4 requests per iteration reached the server.
+    assert_eq!(target.requests(), 24);
+    assert_eq!(target.stats()["http2"], 6);
+    // Custom metrics.
+    assert_eq!(s["counters"]["tour_iterations"], 6);
+    assert_eq!(s["histograms"]["tour_bytes"]["max"].as_f64(), Some(1000.0));
+    assert!(s["timings"]["tour_sleep"]["min"].as_f64().unwrap() >= 20.0);
+    let gauge = &s["gauges"]["tour_vu"];
+    assert_eq!(
+        (gauge[1].as_f64(), gauge[2].as_f64()),
+        (Some(0.0), Some(2.0)),
+        "gauge: {gauge}"
+    );
+}

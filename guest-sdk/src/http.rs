@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::__bindings::runner::scenario::http as wit;
 
+pub use wit::Error as ErrorKind;
 pub use wit::Method;
 
 /// Why a request got no response.
@@ -28,7 +29,7 @@ pub struct Error(wit::Error);
 
 impl Error {
     /// The typed reason.
-    pub fn kind(&self) -> &wit::Error {
+    pub fn kind(&self) -> &ErrorKind {
         &self.0
     }
 
@@ -73,53 +74,53 @@ pub struct Timings {
     pub total: Duration,
 }
 
-/// A complete response.
-#[derive(Clone, Debug)]
-pub struct Response(wit::Response);
+/// A complete response. It stays in the runner until asked for: reading
+/// the status does not copy headers or body into the scenario.
+#[derive(Debug)]
+pub struct Response {
+    inner: wit::Response,
+    body: std::cell::OnceCell<Vec<u8>>,
+}
 
 impl Response {
     /// The status code.
     pub fn status(&self) -> u16 {
-        self.0.status
+        self.inner.status()
     }
 
     /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.0
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.inner.header(name)
     }
 
     /// All headers, in order.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.0.headers
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.inner.headers()
     }
 
     /// The body bytes (empty if the request discarded them).
     pub fn body(&self) -> &[u8] {
-        &self.0.body
+        self.body.get_or_init(|| self.inner.body())
     }
 
     /// The body as text, invalid UTF-8 replaced.
     pub fn text(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.0.body)
+        String::from_utf8_lossy(self.body())
     }
 
     /// The body length in bytes, also when discarded.
     pub fn body_size(&self) -> u64 {
-        self.0.body_size
+        self.inner.body_size()
     }
 
     /// Whether the response came over HTTP/2.
     pub fn is_http2(&self) -> bool {
-        matches!(self.0.version, wit::Version::Http2)
+        matches!(self.inner.version(), wit::Version::Http2)
     }
 
     /// Host-measured timings.
     pub fn timings(&self) -> Timings {
-        let t = &self.0.timings;
+        let t = self.inner.timings();
         Timings {
             dns: Duration::from_nanos(t.dns),
             connect: Duration::from_nanos(t.connect),
@@ -227,7 +228,12 @@ impl Request {
     /// Sends the request and waits for the whole response; only this VU
     /// waits.
     pub fn send(self) -> Result<Response, Error> {
-        wit::send(&self.0).map(Response).map_err(Error)
+        wit::send(&self.0)
+            .map(|inner| Response {
+                inner,
+                body: std::cell::OnceCell::new(),
+            })
+            .map_err(Error)
     }
 }
 

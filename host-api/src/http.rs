@@ -19,8 +19,10 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use wasmtime::component::Resource;
+
 use crate::bindings::runner::scenario::http::{
-    Error, Host, Method, Request, Response, Timings, Version,
+    Error, Host, HostResponse, Method, Request, Timings, Version,
 };
 use crate::recorder::HttpOutcome;
 use crate::vu::nanos;
@@ -355,12 +357,26 @@ async fn connect(origin: Origin, cfg: ClientConfig) -> Result<(Sender, ConnectTi
 struct Exchange {
     status: u16,
     version: Version,
-    headers: Vec<(String, String)>,
+    headers: hyper::HeaderMap,
     body: Vec<u8>,
     body_size: u64,
     times: ConnectTimes,
     wait: Duration,
     receive: Duration,
+}
+
+/// Most responses a VU may hold at once; more means the guest leaks them.
+const MAX_LIVE_RESPONSES: usize = 1024;
+
+/// A response held by the host for the guest (the WIT `response`
+/// resource). Headers stay in hyper's map until the guest asks for them.
+pub struct ResponseData {
+    status: u16,
+    version: Version,
+    headers: hyper::HeaderMap,
+    body: Vec<u8>,
+    body_size: u64,
+    timings: Timings,
 }
 
 /// A parsed, validated request ready to send.
@@ -511,17 +527,8 @@ impl VuState {
             };
             let wait = sent_at.elapsed();
             let status = head.status().as_u16();
-            let headers = head
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let mut incoming = head.into_body();
+            let (parts, mut incoming) = head.into_parts();
+            let headers = parts.headers;
             let mut body = Vec::new();
             let mut body_size = 0u64;
             let body_at = Instant::now();
@@ -555,7 +562,10 @@ impl VuState {
 }
 
 impl Host for VuState {
-    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, Error>> {
+    async fn send(
+        &mut self,
+        request: Request,
+    ) -> wasmtime::Result<Result<Resource<ResponseData>, Error>> {
         let started = Instant::now();
         let timeout = request
             .timeout
@@ -589,7 +599,12 @@ impl Host for VuState {
                     received: ex.body_size,
                 };
                 recorder.http(&prepared.name, sent, fresh, outcome);
-                Ok(Ok(Response {
+                if self.live_responses >= MAX_LIVE_RESPONSES {
+                    wasmtime::bail!(
+                        "the VU holds {MAX_LIVE_RESPONSES} HTTP responses without dropping them"
+                    );
+                }
+                let data = ResponseData {
                     status: ex.status,
                     version: ex.version,
                     headers: ex.headers,
@@ -603,7 +618,10 @@ impl Host for VuState {
                         receive: nanos(ex.receive),
                         total: nanos(total),
                     },
-                }))
+                };
+                let handle = self.table.push(data)?;
+                self.live_responses += 1;
+                Ok(Ok(handle))
             }
             Err(e) => {
                 recorder.http(
@@ -615,6 +633,65 @@ impl Host for VuState {
                 Ok(Err(e))
             }
         }
+    }
+}
+
+impl HostResponse for VuState {
+    async fn status(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<u16> {
+        Ok(self.table.get(&r)?.status)
+    }
+
+    async fn version(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<Version> {
+        Ok(self.table.get(&r)?.version)
+    }
+
+    async fn header(
+        &mut self,
+        r: Resource<ResponseData>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        let data = self.table.get(&r)?;
+        Ok(data
+            .headers
+            .get(name.as_str())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()))
+    }
+
+    async fn headers(
+        &mut self,
+        r: Resource<ResponseData>,
+    ) -> wasmtime::Result<Vec<(String, String)>> {
+        let data = self.table.get(&r)?;
+        Ok(data
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    async fn body(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<Vec<u8>> {
+        // Moved out on first read: a body is read once, and keeping a copy
+        // would double its memory.
+        Ok(std::mem::take(&mut self.table.get_mut(&r)?.body))
+    }
+
+    async fn body_size(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&r)?.body_size)
+    }
+
+    async fn timings(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<Timings> {
+        Ok(self.table.get(&r)?.timings)
+    }
+
+    async fn drop(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        self.live_responses = self.live_responses.saturating_sub(1);
+        Ok(())
     }
 }
 

@@ -36,6 +36,7 @@ pub mod bindings {
         world: "load-test",
         imports: { default: async | trappable },
         exports: { default: async },
+        with: { "runner:scenario/http.response": crate::http::ResponseData },
     });
 }
 
@@ -69,6 +70,7 @@ pub struct VuState {
     table: ResourceTable,
     wasi: Option<WasiCtx>,
     http: http::Connections,
+    live_responses: usize,
     /// Memory, table and instance caps of this VU.
     pub limiter: Limiter,
     /// CPU time allowed and used in the current iteration.
@@ -94,6 +96,7 @@ impl VuState {
             table: ResourceTable::new(),
             wasi: None,
             http: http::Connections::default(),
+            live_responses: 0,
             limiter,
             budget: CpuBudget::new(cpu),
             panic_message: None,
