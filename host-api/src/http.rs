@@ -179,17 +179,18 @@ impl Sender {
 /// The keep-alive connections one VU holds. Dropping it closes them.
 #[derive(Default)]
 pub struct Connections {
-    open: Vec<(Origin, Sender)>,
+    open: Vec<(Arc<Origin>, Sender)>,
+    targets: Vec<Arc<Target>>,
 }
 
 impl Connections {
     fn take(&mut self, origin: &Origin) -> Option<Sender> {
-        let i = self.open.iter().position(|(o, _)| o == origin)?;
+        let i = self.open.iter().position(|(o, _)| **o == *origin)?;
         let (_, sender) = self.open.swap_remove(i);
         (!sender.is_closed()).then_some(sender)
     }
 
-    fn put(&mut self, origin: Origin, sender: Sender) {
+    fn put(&mut self, origin: Arc<Origin>, sender: Sender) {
         if self.open.len() >= MAX_CONNECTIONS_PER_VU {
             self.open.remove(0);
         }
@@ -306,7 +307,7 @@ where
     }
 }
 
-async fn connect(origin: Origin, cfg: ClientConfig) -> Result<(Sender, ConnectTimes), Error> {
+async fn connect(origin: Arc<Origin>, cfg: ClientConfig) -> Result<(Sender, ConnectTimes), Error> {
     let mut times = ConnectTimes::default();
     let t = Instant::now();
     let addr = resolve(&origin.host, origin.port).await?;
@@ -379,35 +380,52 @@ pub struct ResponseData {
     timings: Timings,
 }
 
-/// A parsed, validated request ready to send.
-struct Prepared {
-    origin: Origin,
+/// What a method and URL resolve to; cached per VU, since a scenario
+/// requests the same few URLs over and over.
+struct Target {
+    url: String,
     method: hyper::Method,
+    version: Option<Version>,
+    origin: Arc<Origin>,
     uri_h1: hyper::Uri,
     uri_h2: hyper::Uri,
     host_header: String,
-    headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
-    body: Bytes,
+    /// The default metric name: method and URL without query.
     name: String,
 }
 
-fn prepare(req: Request) -> Result<Prepared, Error> {
-    let method = method_of(&req.method)?;
-    let url = url::Url::parse(&req.url)
-        .map_err(|e| Error::InvalidRequest(format!("URL {:?}: {e}", req.url)))?;
+/// Targets a VU remembers.
+const TARGET_CACHE: usize = 4;
+
+/// A parsed, validated request ready to send.
+struct Prepared {
+    target: Arc<Target>,
+    headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    body: Bytes,
+    name: Option<String>,
+}
+
+impl Prepared {
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.target.name)
+    }
+}
+
+fn parse_target(
+    raw: &str,
+    method: hyper::Method,
+    version: Option<Version>,
+) -> Result<Target, Error> {
+    let invalid = |e: &dyn std::fmt::Display| Error::InvalidRequest(format!("URL {raw:?}: {e}"));
+    let url = url::Url::parse(raw).map_err(|e| invalid(&e))?;
     let https = match url.scheme() {
         "http" => false,
         "https" => true,
-        other => {
-            return Err(Error::InvalidRequest(format!(
-                "URL {:?}: scheme {other:?} is not http or https",
-                req.url
-            )))
-        }
+        other => return Err(invalid(&format!("scheme {other:?} is not http or https"))),
     };
     let host = url
         .host_str()
-        .ok_or_else(|| Error::InvalidRequest(format!("URL {:?} has no host", req.url)))?
+        .ok_or_else(|| invalid(&"no host"))?
         .to_owned();
     let port = url
         .port_or_known_default()
@@ -420,12 +438,57 @@ fn prepare(req: Request) -> Result<Prepared, Error> {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
     };
-    let uri_h1: hyper::Uri = path_query
-        .parse()
-        .map_err(|e| Error::InvalidRequest(format!("URL {:?}: {e}", req.url)))?;
+    let uri_h1: hyper::Uri = path_query.parse().map_err(|e| invalid(&e))?;
     let uri_h2: hyper::Uri = format!("{}://{host_header}{path_query}", url.scheme())
         .parse()
-        .map_err(|e| Error::InvalidRequest(format!("URL {:?}: {e}", req.url)))?;
+        .map_err(|e| invalid(&e))?;
+    let mut bare = url.clone();
+    bare.set_query(None);
+    bare.set_fragment(None);
+    let name = truncate(format!("{method} {bare}"), MAX_NAME);
+    Ok(Target {
+        url: raw.to_owned(),
+        method,
+        version,
+        origin: Arc::new(Origin {
+            https,
+            host,
+            port,
+            version,
+        }),
+        uri_h1,
+        uri_h2,
+        host_header,
+        name,
+    })
+}
+
+impl Connections {
+    fn target(
+        &mut self,
+        raw: &str,
+        method: hyper::Method,
+        version: Option<Version>,
+    ) -> Result<Arc<Target>, Error> {
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|t| t.url == raw && t.method == method && t.version == version)
+        {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(parse_target(raw, method, version)?);
+        if self.targets.len() >= TARGET_CACHE {
+            self.targets.remove(0);
+        }
+        self.targets.push(t.clone());
+        Ok(t)
+    }
+}
+
+fn prepare(req: Request, conns: &mut Connections) -> Result<Prepared, Error> {
+    let method = method_of(&req.method)?;
+    let target = conns.target(&req.url, method, req.version)?;
     let mut headers = Vec::with_capacity(req.headers.len());
     for (k, v) in &req.headers {
         let name = hyper::header::HeaderName::from_bytes(k.as_bytes())
@@ -434,30 +497,11 @@ fn prepare(req: Request) -> Result<Prepared, Error> {
             .map_err(|_| Error::InvalidRequest(format!("invalid value for header {k:?}")))?;
         headers.push((name, value));
     }
-    let name = match req.name {
-        Some(n) => n,
-        None => {
-            let mut bare = url.clone();
-            bare.set_query(None);
-            bare.set_fragment(None);
-            format!("{method} {bare}")
-        }
-    };
-    let name = truncate(name, MAX_NAME);
     Ok(Prepared {
-        origin: Origin {
-            https,
-            host,
-            port,
-            version: req.version,
-        },
-        method,
-        uri_h1,
-        uri_h2,
-        host_header,
+        target,
         headers,
         body: Bytes::from(req.body),
-        name,
+        name: req.name.map(|n| truncate(n, MAX_NAME)),
     })
 }
 
@@ -473,18 +517,19 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 fn build(p: &Prepared, version: Version) -> Result<hyper::Request<Full<Bytes>>, Error> {
-    let mut b = hyper::Request::builder().method(p.method.clone());
+    let t = &p.target;
+    let mut b = hyper::Request::builder().method(t.method.clone());
     b = match version {
         Version::Http1 => {
             let has_host = p.headers.iter().any(|(k, _)| k == hyper::header::HOST);
-            let b = b.uri(p.uri_h1.clone()).version(hyper::Version::HTTP_11);
+            let b = b.uri(t.uri_h1.clone()).version(hyper::Version::HTTP_11);
             if has_host {
                 b
             } else {
-                b.header(hyper::header::HOST, p.host_header.as_str())
+                b.header(hyper::header::HOST, t.host_header.as_str())
             }
         }
-        Version::Http2 => b.uri(p.uri_h2.clone()).version(hyper::Version::HTTP_2),
+        Version::Http2 => b.uri(t.uri_h2.clone()).version(hyper::Version::HTTP_2),
     };
     for (k, v) in &p.headers {
         b = b.header(k, v);
@@ -499,10 +544,10 @@ impl VuState {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut sender, times, fresh) = match self.http.take(&p.origin) {
+            let (mut sender, times, fresh) = match self.http.take(&p.target.origin) {
                 Some(s) => (s, ConnectTimes::default(), false),
                 None => {
-                    let task = tokio::spawn(connect(p.origin.clone(), cfg.clone()));
+                    let task = tokio::spawn(connect(p.target.origin.clone(), cfg.clone()));
                     let (s, t) = task
                         .await
                         .map_err(|e| Error::Io(format!("connect task: {e}")))??;
@@ -545,7 +590,7 @@ impl VuState {
                 }
             }
             let receive = body_at.elapsed();
-            self.http.put(p.origin.clone(), sender);
+            self.http.put(p.target.origin.clone(), sender);
             let ex = Exchange {
                 status,
                 version,
@@ -572,7 +617,7 @@ impl Host for VuState {
             .map(Duration::from_nanos)
             .unwrap_or(self.run.http.default_timeout);
         let discard = request.discard_body;
-        let prepared = match prepare(request) {
+        let prepared = match prepare(request, &mut self.http) {
             Ok(p) => p,
             Err(e) => {
                 self.run
@@ -598,7 +643,7 @@ impl Host for VuState {
                     wait_us: micros(ex.wait),
                     received: ex.body_size,
                 };
-                recorder.http(&prepared.name, sent, fresh, outcome);
+                recorder.http(prepared.name(), sent, fresh, outcome);
                 if self.live_responses >= MAX_LIVE_RESPONSES {
                     wasmtime::bail!(
                         "the VU holds {MAX_LIVE_RESPONSES} HTTP responses without dropping them"
@@ -625,7 +670,7 @@ impl Host for VuState {
             }
             Err(e) => {
                 recorder.http(
-                    &prepared.name,
+                    prepared.name(),
                     sent,
                     false,
                     HttpOutcome::Error(error_kind(&e)),
