@@ -58,6 +58,7 @@ pub type Result<T = (), E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     classes: Vec<(String, u32)>,
+    thresholds: Vec<String>,
 }
 
 impl Options {
@@ -70,6 +71,14 @@ impl Options {
     /// the class name.
     pub fn class(mut self, name: impl Into<String>, vus: u32) -> Self {
         self.classes.push((name.into(), vus));
+        self
+    }
+
+    /// Adds a pass/fail criterion, k6-style: `"http_req_duration p(95)<200ms"`,
+    /// `"checks rate>0.99"`, `"errors count<10 abort"`. A failed threshold
+    /// makes `runner run` exit with code 99.
+    pub fn threshold(mut self, expression: impl Into<String>) -> Self {
+        self.thresholds.push(expression.into());
         self
     }
 }
@@ -106,6 +115,7 @@ pub fn __options<S: Scenario>() -> wit::ScenarioOptions {
             .into_iter()
             .map(|(name, vus)| wit::VuClass { name, vus })
             .collect(),
+        thresholds: o.thresholds,
     }
 }
 

@@ -101,6 +101,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub insecure: bool,
 
+    /// A pass/fail criterion, e.g. `'http_req_duration{name:login} p(99)<300ms'`,
+    /// `'checks rate>0.99'`, `'errors count<10 abort'` (abort: stop the run
+    /// as soon as it fails). Repeatable; replaces the scenario's thresholds.
+    /// A failed threshold makes the run exit with code 99.
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
+    pub thresholds: Vec<crate::thresholds::Threshold>,
+
     /// Write results: `json=FILE` (the full summary). Repeatable.
     #[arg(short, long, value_name = "FORMAT=FILE", value_parser = parse_out)]
     pub out: Vec<Output>,
@@ -133,6 +140,12 @@ pub struct TargetArgs {
 pub enum Output {
     /// The full end-of-run summary as JSON.
     Json(PathBuf),
+}
+
+fn parse_threshold(s: &str) -> Result<crate::thresholds::Threshold, String> {
+    let t = crate::thresholds::Threshold::parse(s)?;
+    t.validate()?;
+    Ok(t)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -16,9 +16,12 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod target;
+pub mod thresholds;
 pub mod vu;
 
 /// Exit code of a run that could not start or failed.
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code of bad command-line usage.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code of a run that completed with a failed threshold (as k6).
+pub const EXIT_THRESHOLDS: i32 = 99;

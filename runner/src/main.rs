@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use runner::cli::{Cli, Command, Output};
-use runner::{engine, EXIT_ERROR, EXIT_USAGE};
+use runner::{engine, EXIT_ERROR, EXIT_THRESHOLDS, EXIT_USAGE};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -46,15 +46,27 @@ fn main() -> ExitCode {
                         Output::Json(path) => summary.write_json(path)?,
                     }
                 }
-                Ok(())
+                if !summary.thresholds_passed() {
+                    let failed: Vec<&str> = summary
+                        .thresholds
+                        .iter()
+                        .filter(|t| !t.pass)
+                        .map(|t| t.threshold.as_str())
+                        .collect();
+                    eprintln!("thresholds failed: {}", failed.join("; "));
+                    return Ok(EXIT_THRESHOLDS);
+                }
+                Ok(0)
             }
-            Command::Target(args) => runner::target::serve(args.listen, args.tls).await,
+            Command::Target(args) => runner::target::serve(args.listen, args.tls)
+                .await
+                .map(|()| 0),
         }
     });
     // Host connection tasks may linger; do not wait for them.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {}", engine::root_message(&e));
             ExitCode::from(EXIT_ERROR as u8)

@@ -148,6 +148,7 @@ mod tests {
                     vus: *v,
                 })
                 .collect(),
+            thresholds: Vec::new(),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Meta {
     pub classes: Vec<(String, u32)>,
     /// Whether the user stopped the run early (Ctrl-C).
     pub interrupted: bool,
+    /// The `abort` threshold that stopped the run early, if one did.
+    pub aborted_by_threshold: Option<String>,
     /// Seconds from the start until every VU had its instance (includes
     /// the ramp-up); absent if some VU never started.
     pub startup_s: Option<f64>,
@@ -148,6 +150,8 @@ pub struct Summary {
     pub timings: BTreeMap<String, Percentiles>,
     /// Custom histograms, raw values.
     pub histograms: BTreeMap<String, Percentiles>,
+    /// Thresholds and their outcomes, in the order given.
+    pub thresholds: Vec<crate::thresholds::Outcome>,
     /// The raw, mergeable aggregates (histograms as HdrHistogram V2, base64).
     pub raw: Metrics,
 }
@@ -229,8 +233,14 @@ impl Summary {
             meta,
             http,
             checks,
+            thresholds: Vec::new(),
             raw: m,
         }
+    }
+
+    /// Whether every threshold held.
+    pub fn thresholds_passed(&self) -> bool {
+        self.thresholds.iter().all(|t| t.pass)
     }
 
     /// The summary as a human-readable table.
@@ -344,6 +354,15 @@ impl Summary {
                 "  histogram {k}: p50 {} p95 {} p99 {} max {}",
                 p.p50, p.p95, p.p99, p.max
             );
+        }
+        if !self.thresholds.is_empty() {
+            let _ = writeln!(s, "\n  thresholds");
+            for t in &self.thresholds {
+                let _ = writeln!(s, "  {t}");
+            }
+        }
+        if let Some(t) = &m.aborted_by_threshold {
+            let _ = writeln!(s, "\n  stopped early: threshold {t} was crossed");
         }
         if m.log_lines_suppressed > 0 {
             let _ = writeln!(

@@ -18,6 +18,7 @@ use crate::oslimits;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Meta, Summary};
+use crate::thresholds::Threshold;
 use crate::vu::{self, Shared, TrapLog};
 
 /// Longest the scenario's `options()` may take.
@@ -54,6 +55,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     let options =
         scenario_options(&probe_engine, &scenario.component, args, &ctx, &settings).await?;
     let plan = Plan::new(args, &options)?;
+    let thresholds = thresholds_for(args, &options)?;
     let total = plan.total_vus();
     settings.instances = total + 1;
     oslimits::check(&oslimits::Needs {
@@ -111,6 +113,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     let mut grace_end: Option<tokio::time::Instant> = None;
     let mut abort_at: Option<tokio::time::Instant> = None;
     let mut interrupted_by_user = false;
+    let mut aborted_by: Option<String> = None;
     let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
 
     loop {
@@ -120,6 +123,14 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                 recorder.drain_into(&mut m);
                 progress.update(started.elapsed(), shared.active.load(Ordering::Relaxed), &m, &totals);
                 totals.merge(&m);
+                if grace_end.is_none() {
+                    if let Some(t) = first_crossed(&thresholds, &totals, started.elapsed()) {
+                        progress.note(&format!("threshold crossed: {t}; stopping the run"));
+                        aborted_by = Some(t);
+                        shared.stop.cancel();
+                        grace_end = Some(tokio::time::Instant::now() + plan.grace);
+                    }
+                }
             }
             done = tasks.join_next() => {
                 match done {
@@ -176,10 +187,43 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
             .map(|c| (c.name.to_string(), c.vus))
             .collect(),
         interrupted: interrupted_by_user,
+        aborted_by_threshold: aborted_by,
         startup_s: shared.all_ready.get().map(Duration::as_secs_f64),
         log_lines_suppressed: ctx.log_limit.suppressed(),
     };
-    Ok(Summary::new(meta, totals))
+    let mut summary = Summary::new(meta, totals);
+    summary.thresholds = thresholds
+        .iter()
+        .map(|t| t.evaluate(&summary.raw, summary.meta.duration_s))
+        .collect();
+    Ok(summary)
+}
+
+/// The thresholds in force: the command line's if it gives any, else the
+/// scenario's.
+fn thresholds_for(args: &RunArgs, options: &ScenarioOptions) -> Result<Vec<Threshold>> {
+    if !args.thresholds.is_empty() {
+        return Ok(args.thresholds.clone());
+    }
+    options
+        .thresholds
+        .iter()
+        .map(|text| {
+            let t = Threshold::parse(text).map_err(|e| anyhow!("the scenario's options: {e}"))?;
+            t.validate()
+                .map_err(|e| anyhow!("the scenario's options: {e}"))?;
+            Ok(t)
+        })
+        .collect()
+}
+
+/// The first `abort` threshold that fails on the data so far (thresholds
+/// with no data yet do not abort).
+fn first_crossed(thresholds: &[Threshold], totals: &Metrics, elapsed: Duration) -> Option<String> {
+    thresholds.iter().filter(|t| t.abort).find_map(|t| {
+        let o = t.evaluate(totals, elapsed.as_secs_f64());
+        (o.value.is_some() && !o.pass).then(|| t.source.clone())
+    })
 }
 
 /// Asks the scenario for its options on a throwaway instance.

@@ -5,7 +5,8 @@
 //! every `THINK_MS` (default 50) ms; `PANIC`, `SPIN` (infinite loop),
 //! `HOG` (allocates without bound), `DEEP` (unbounded recursion) and
 //! `FAIL` (returns an error) and `CHATTY` (prints `LINES` lines, default 3,
-//! to stdout, stderr and the log) VUs, default 0 each.
+//! to stdout, stderr and the log) VUs, default 0 each. `THRESHOLD` adds a
+//! threshold to the scenario's options.
 
 use std::time::Duration;
 
@@ -37,14 +38,19 @@ fn deep(n: u64) -> u64 {
 
 impl Scenario for Chaos {
     fn options() -> Options {
-        Options::new()
+        let options = Options::new()
             .class("steady", count("STEADY", 4))
             .class("panic", count("PANIC", 0))
             .class("spin", count("SPIN", 0))
             .class("hog", count("HOG", 0))
             .class("deep", count("DEEP", 0))
             .class("fail", count("FAIL", 0))
-            .class("chatty", count("CHATTY", 0))
+            .class("chatty", count("CHATTY", 0));
+        // A scenario-defined threshold, for tests of `--threshold` overrides.
+        match vu::env("THRESHOLD") {
+            Some(t) => options.threshold(t),
+            None => options,
+        }
     }
 
     fn run(class: &str) -> guest_sdk::Result {

@@ -1,0 +1,455 @@
+//! Thresholds: pass/fail criteria on any metric, k6-style, from the command
+//! line (`--threshold`) and from the scenario's options.
+//!
+//! ```text
+//! METRIC[{KEY:VALUE}] AGGREGATE OP NUMBER[UNIT] [abort]
+//! http_req_duration{name:login} p(99)<300ms
+//! checks rate>0.99
+//! errors count<10 abort
+//! ```
+//!
+//! Metrics: `http_req_duration`, `http_req_waiting` (trends, ms; filter
+//! `{name:..}`), `http_reqs` (count, rate per second), `http_req_failed`
+//! (rate = failed share, count), `iterations` (count, rate),
+//! `iteration_duration` (trend), `checks` (rate = pass share, count of
+//! failures; filter `{name:..}`), `errors` (failed requests plus failed and
+//! aborted iterations: count, rate), `traps` (count; filter `{kind:..}`),
+//! and the scenario's own counters (count, rate), gauges (value, min, max),
+//! timings (trend, ms) and histograms (trend, raw values). Trend aggregates:
+//! `avg`, `min`, `max`, `med`, `p(N)`.
+
+use std::fmt;
+
+use host_api::recorder::Hist;
+use host_api::Metrics;
+use serde::{Deserialize, Serialize};
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+impl Op {
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Op::Lt => a < b,
+            Op::Le => a <= b,
+            Op::Gt => a > b,
+            Op::Ge => a >= b,
+            Op::Eq => a == b,
+            Op::Ne => a != b,
+        }
+    }
+}
+
+/// What is computed from a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Aggregate {
+    /// Mean of a trend.
+    Avg,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Median.
+    Med,
+    /// Percentile 0–100.
+    P(f64),
+    /// A count.
+    Count,
+    /// Per second for counters; a share (0–1) for rate metrics.
+    Rate,
+    /// A gauge's last value.
+    Value,
+}
+
+/// One parsed threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// The text as given.
+    pub source: String,
+    /// The metric name.
+    pub metric: String,
+    /// An optional `{key:value}` filter.
+    pub filter: Option<(String, String)>,
+    /// The aggregate compared.
+    pub aggregate: Aggregate,
+    /// The comparison.
+    pub op: Op,
+    /// The bound, in the metric's unit (ms for durations).
+    pub bound: f64,
+    /// Stop the run as soon as the threshold fails.
+    pub abort: bool,
+}
+
+/// The outcome of one threshold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The threshold as given.
+    pub threshold: String,
+    /// Whether it held.
+    pub pass: bool,
+    /// The observed value (absent when the metric had no data).
+    pub value: Option<f64>,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.pass { "✓" } else { "✗" };
+        match self.value {
+            Some(v) => write!(f, "{mark} {}  (observed {})", self.threshold, round(v)),
+            None => write!(f, "{mark} {}  (no data)", self.threshold),
+        }
+    }
+}
+
+fn round(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+impl Threshold {
+    /// Parses one threshold expression.
+    pub fn parse(text: &str) -> Result<Threshold, String> {
+        let err = |why: &str| {
+            format!("threshold {text:?}: {why} (example: 'http_req_duration p(95)<200ms')")
+        };
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        let abort = words.last() == Some(&"abort");
+        if abort {
+            words.pop();
+        }
+        let (target, condition) = match words.as_slice() {
+            [t, c] => (*t, *c),
+            [_] => {
+                return Err(err(
+                    "expected a metric, then a condition such as p(95)<200ms",
+                ))
+            }
+            _ => return Err(err("expected METRIC CONDITION [abort]")),
+        };
+        let (metric, filter) = match target.split_once('{') {
+            None => (target.to_owned(), None),
+            Some((m, rest)) => {
+                let inner = rest.strip_suffix('}').ok_or_else(|| err("unclosed '{'"))?;
+                let (k, v) = inner
+                    .split_once(':')
+                    .ok_or_else(|| err("a filter is {key:value}"))?;
+                (
+                    m.to_owned(),
+                    Some((k.trim().to_owned(), v.trim().to_owned())),
+                )
+            }
+        };
+        if metric.is_empty() {
+            return Err(err("no metric name"));
+        }
+        let op_at = condition
+            .find(['<', '>', '=', '!'])
+            .ok_or_else(|| err("no comparison (<, <=, >, >=, ==, !=)"))?;
+        let (agg_text, rest) = condition.split_at(op_at);
+        let (op, number) = [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .iter()
+        .find_map(|(s, op)| rest.strip_prefix(s).map(|n| (*op, n)))
+        .ok_or_else(|| err("bad comparison"))?;
+        let aggregate = match agg_text {
+            "avg" => Aggregate::Avg,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "med" => Aggregate::Med,
+            "count" => Aggregate::Count,
+            "rate" => Aggregate::Rate,
+            "value" => Aggregate::Value,
+            p => {
+                let n = p
+                    .strip_prefix("p(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .filter(|n| (0.0..=100.0).contains(n))
+                    .ok_or_else(|| {
+                        err("aggregate is avg, min, max, med, p(N), count, rate or value")
+                    })?;
+                Aggregate::P(n)
+            }
+        };
+        let split = number
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+            .unwrap_or(number.len());
+        let (num, unit) = number.split_at(split);
+        let value: f64 = num.parse().map_err(|_| err("the bound is not a number"))?;
+        let scale = match unit {
+            "" | "ms" => 1.0,
+            "s" => 1000.0,
+            "us" | "µs" => 0.001,
+            "m" => 60_000.0,
+            other => return Err(err(&format!("unknown unit {other:?} (ms, s, us, m)"))),
+        };
+        Ok(Threshold {
+            source: text.trim().to_owned(),
+            metric,
+            filter,
+            aggregate,
+            op,
+            bound: value * scale,
+            abort,
+        })
+    }
+
+    /// Evaluates against metrics gathered over `seconds`.
+    pub fn evaluate(&self, m: &Metrics, seconds: f64) -> Outcome {
+        let value = self.observe(m, seconds);
+        Outcome {
+            threshold: self.source.clone(),
+            // No data fails: a threshold on requests that never happened
+            // must not pass silently.
+            pass: value.is_some_and(|v| self.op.holds(v, self.bound)),
+            value,
+        }
+    }
+
+    fn filter_is(&self, key: &str) -> Option<&str> {
+        self.filter
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn observe(&self, m: &Metrics, seconds: f64) -> Option<f64> {
+        let per_second = |n: u64| n as f64 / seconds.max(1e-9);
+        let http = || {
+            m.http
+                .iter()
+                .filter(move |(name, _)| self.filter_is("name").is_none_or(|f| f == name.as_str()))
+                .map(|(_, r)| r)
+        };
+        match self.metric.as_str() {
+            "http_req_duration" | "http_req_waiting" => {
+                let mut h = Hist::micros();
+                for r in http() {
+                    h.merge(if self.metric == "http_req_duration" {
+                        &r.latency
+                    } else {
+                        &r.wait
+                    });
+                }
+                trend(&h, self.aggregate, 1000.0)
+            }
+            "http_reqs" => {
+                let n: u64 = http().map(|r| r.requests()).sum();
+                counter(n, self.aggregate, per_second)
+            }
+            "http_req_failed" => {
+                let (failed, total) =
+                    http().fold((0, 0), |(f, t), r| (f + r.failed(), t + r.requests()));
+                rate(failed, total, self.aggregate)
+            }
+            "iterations" => {
+                let it = &m.iterations;
+                counter(it.ok + it.failed, self.aggregate, per_second)
+            }
+            "iteration_duration" => trend(&m.iterations.duration, self.aggregate, 1000.0),
+            "checks" => {
+                let (pass, fail) = m
+                    .checks
+                    .iter()
+                    .filter(|(name, _)| self.filter_is("name").is_none_or(|f| f == name.as_str()))
+                    .fold((0, 0), |(p, f), (_, c)| (p + c.pass, f + c.fail));
+                match self.aggregate {
+                    Aggregate::Rate if pass + fail > 0 => Some(pass as f64 / (pass + fail) as f64),
+                    Aggregate::Count => Some(fail as f64),
+                    _ => None,
+                }
+            }
+            "errors" => {
+                let n = m.http_failed() + m.iterations.failed + m.iterations.aborted;
+                counter(n, self.aggregate, per_second)
+            }
+            "traps" => {
+                let n = m
+                    .traps
+                    .iter()
+                    .filter(|(kind, _)| self.filter_is("kind").is_none_or(|f| f == kind.as_str()))
+                    .map(|(_, n)| n)
+                    .sum();
+                counter(n, self.aggregate, per_second)
+            }
+            name => {
+                if let Some(n) = m.counters.get(name) {
+                    counter(*n, self.aggregate, per_second)
+                } else if let Some(g) = m.gauges.get(name) {
+                    match self.aggregate {
+                        Aggregate::Value => Some(g.last),
+                        Aggregate::Min => Some(g.min),
+                        Aggregate::Max => Some(g.max),
+                        _ => None,
+                    }
+                } else if let Some(h) = m.timings.get(name) {
+                    trend(h, self.aggregate, 1000.0)
+                } else {
+                    m.histograms
+                        .get(name)
+                        .and_then(|h| trend(h, self.aggregate, 1.0))
+                }
+            }
+        }
+    }
+
+    /// Checks that the aggregate makes sense for the metric, so a typo
+    /// fails at start-up rather than silently at the end. Unknown names are
+    /// allowed: they may be the scenario's own metrics.
+    pub fn validate(&self) -> Result<(), String> {
+        use Aggregate::*;
+        let trend_aggs = matches!(self.aggregate, Avg | Min | Max | Med | P(_));
+        let ok = match self.metric.as_str() {
+            "http_req_duration" | "http_req_waiting" | "iteration_duration" => trend_aggs,
+            "http_reqs" | "iterations" | "errors" | "traps" => {
+                matches!(self.aggregate, Count | Rate)
+            }
+            "http_req_failed" | "checks" => matches!(self.aggregate, Rate | Count),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "threshold {:?}: {:?} does not apply to {}",
+                self.source, self.aggregate, self.metric
+            ))
+        }
+    }
+}
+
+fn trend(h: &Hist, agg: Aggregate, per_unit: f64) -> Option<f64> {
+    let i = h.inner();
+    if i.is_empty() {
+        return None;
+    }
+    let v = |x: u64| x as f64 / per_unit;
+    match agg {
+        Aggregate::Avg => Some(i.mean() / per_unit),
+        Aggregate::Min => Some(v(i.min())),
+        Aggregate::Max => Some(v(i.max())),
+        Aggregate::Med => Some(v(h.quantile(0.5))),
+        Aggregate::P(p) => Some(v(h.quantile(p / 100.0))),
+        Aggregate::Count => Some(h.count() as f64),
+        _ => None,
+    }
+}
+
+fn counter(n: u64, agg: Aggregate, per_second: impl Fn(u64) -> f64) -> Option<f64> {
+    match agg {
+        Aggregate::Count => Some(n as f64),
+        Aggregate::Rate => Some(per_second(n)),
+        _ => None,
+    }
+}
+
+fn rate(hits: u64, total: u64, agg: Aggregate) -> Option<f64> {
+    match agg {
+        Aggregate::Rate if total > 0 => Some(hits as f64 / total as f64),
+        Aggregate::Count => Some(hits as f64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use host_api::recorder::{HttpOutcome, Recorder};
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let t = Threshold::parse("http_req_duration{name:login} p(99)<300ms").expect("parses");
+        assert_eq!(t.metric, "http_req_duration");
+        assert_eq!(t.filter, Some(("name".into(), "login".into())));
+        assert_eq!(t.aggregate, Aggregate::P(99.0));
+        assert_eq!((t.op, t.bound, t.abort), (Op::Lt, 300.0, false));
+        let t = Threshold::parse("checks rate>0.99").expect("parses");
+        assert_eq!(
+            (t.aggregate, t.op, t.bound),
+            (Aggregate::Rate, Op::Gt, 0.99)
+        );
+        let t = Threshold::parse("errors count<10 abort").expect("parses");
+        assert!(t.abort);
+        assert_eq!(
+            Threshold::parse("http_req_duration avg<=1.5s")
+                .expect("parses")
+                .bound,
+            1500.0
+        );
+        for bad in [
+            "",
+            "checks",
+            "checks rate",
+            "checks rate<x",
+            "checks p(101)<1",
+            "m{a} avg<1",
+            "m avg<1 parsecs",
+            "a b c d",
+        ] {
+            assert!(Threshold::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+        assert!(Threshold::parse("http_reqs p(95)<1")
+            .expect("parses")
+            .validate()
+            .is_err());
+        assert!(Threshold::parse("my_counter count>1")
+            .expect("parses")
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn evaluates_against_metrics() {
+        let r = Recorder::new(1);
+        for i in 1..=100u64 {
+            let outcome = HttpOutcome::Response {
+                status: if i <= 5 { 500 } else { 200 },
+                total_us: i * 1000,
+                wait_us: 10,
+                received: 0,
+            };
+            r.http("login", 0, false, outcome);
+            r.check("ok", i > 1);
+        }
+        r.counter("orders", 7);
+        let mut m = Metrics::default();
+        r.drain_into(&mut m);
+        let eval = |t: &str| Threshold::parse(t).expect("parses").evaluate(&m, 10.0);
+        assert!(eval("http_req_duration p(99)<100ms").pass);
+        assert!(!eval("http_req_duration p(99)<90ms").pass);
+        assert!(eval("http_req_duration{name:login} max<=100.1").pass, "HdrHistogram keeps 3 significant digits");
+        assert!(
+            !eval("http_req_duration{name:other} max<100").pass,
+            "no data fails"
+        );
+        assert_eq!(eval("http_req_failed rate<0.1").value, Some(0.05));
+        assert_eq!(eval("http_reqs rate>=10").value, Some(10.0));
+        assert_eq!(eval("checks rate>0.99").value, Some(0.99));
+        assert!(!eval("checks rate>0.99").pass);
+        assert_eq!(eval("errors count<10").value, Some(5.0));
+        assert!(eval("orders count==7").pass);
+    }
+}
