@@ -108,7 +108,9 @@ pub struct RunArgs {
     #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
     pub thresholds: Vec<crate::thresholds::Threshold>,
 
-    /// Write results: `json=FILE` (the full summary). Repeatable.
+    /// Write results: `json=FILE` (the full summary), `ndjson=FILE` (one
+    /// JSON line per second), `csv=FILE` (one row per second and request
+    /// name). Repeatable. Files are replaced atomically at the end.
     #[arg(short, long, value_name = "FORMAT=FILE", value_parser = parse_out)]
     pub out: Vec<Output>,
 
@@ -140,6 +142,10 @@ pub struct TargetArgs {
 pub enum Output {
     /// The full end-of-run summary as JSON.
     Json(PathBuf),
+    /// A time series: one JSON line per interval.
+    Ndjson(PathBuf),
+    /// A time series: one CSV row per interval and request name.
+    Csv(PathBuf),
 }
 
 fn parse_threshold(s: &str) -> Result<crate::thresholds::Threshold, String> {
@@ -176,12 +182,14 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_out(s: &str) -> Result<Output, String> {
+    const KNOWN: &str = "json=FILE, ndjson=FILE, csv=FILE";
     match s.split_once('=') {
-        Some(("json", path)) if !path.is_empty() => Ok(Output::Json(PathBuf::from(path))),
-        Some((format, _)) => Err(format!(
-            "unknown output format {format:?} (known: json=FILE)"
-        )),
-        None => Err(format!("{s:?} is not FORMAT=FILE (e.g. json=results.json)")),
+        Some((_, "")) => Err(format!("{s:?} names no file ({KNOWN})")),
+        Some(("json", path)) => Ok(Output::Json(PathBuf::from(path))),
+        Some(("ndjson", path)) => Ok(Output::Ndjson(PathBuf::from(path))),
+        Some(("csv", path)) => Ok(Output::Csv(PathBuf::from(path))),
+        Some((format, _)) => Err(format!("unknown output format {format:?} (known: {KNOWN})")),
+        None => Err(format!("{s:?} is not FORMAT=FILE ({KNOWN})")),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod target;
 pub mod thresholds;
+pub mod timeseries;
 pub mod vu;
 
 /// Exit code of a run that could not start or failed.

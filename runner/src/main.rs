@@ -44,6 +44,7 @@ fn main() -> ExitCode {
                 for out in &args.out {
                     match out {
                         Output::Json(path) => summary.write_json(path)?,
+                        Output::Ndjson(_) | Output::Csv(_) => {} // written during the run
                     }
                 }
                 if !summary.thresholds_passed() {

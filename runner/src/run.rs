@@ -12,13 +12,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wasmtime::Store;
 
-use crate::cli::RunArgs;
+use crate::cli::{Output, RunArgs};
 use crate::engine::{self, EngineSettings};
 use crate::oslimits;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Meta, Summary};
 use crate::thresholds::Threshold;
+use crate::timeseries::{Record, Series};
 use crate::vu::{self, Shared, TrapLog};
 
 /// Longest the scenario's `options()` may take.
@@ -105,6 +106,19 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         }
     }
 
+    let series_path =
+        |want: fn(&Output) -> Option<&std::path::Path>| args.out.iter().find_map(want);
+    let mut series = Series::open(
+        series_path(|o| match o {
+            Output::Ndjson(p) => Some(p),
+            _ => None,
+        }),
+        series_path(|o| match o {
+            Output::Csv(p) => Some(p),
+            _ => None,
+        }),
+    )?;
+    let mut last_tick = Duration::ZERO;
     let mut progress = Progress::new(args.quiet, total);
     let mut totals = Metrics::default();
     let mut tick = tokio::time::interval(INTERVAL);
@@ -121,7 +135,13 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
             _ = tick.tick() => {
                 let mut m = Metrics::default();
                 recorder.drain_into(&mut m);
-                progress.update(started.elapsed(), shared.active.load(Ordering::Relaxed), &m, &totals);
+                let now = started.elapsed();
+                let active = shared.active.load(Ordering::Relaxed);
+                if series.is_active() {
+                    series.write(&Record::new(now, now.saturating_sub(last_tick), active, &m));
+                }
+                last_tick = now;
+                progress.update(now, active, &m, &totals);
                 totals.merge(&m);
                 if grace_end.is_none() {
                     if let Some(t) = first_crossed(&thresholds, &totals, started.elapsed()) {
@@ -169,8 +189,22 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         }
     }
     let elapsed = started.elapsed();
-    recorder.drain_into(&mut totals);
+    let mut last = Metrics::default();
+    recorder.drain_into(&mut last);
+    if series.is_active() {
+        series.write(&Record::new(
+            elapsed,
+            elapsed.saturating_sub(last_tick),
+            0,
+            &last,
+        ));
+    }
+    totals.merge(&last);
     progress.finish();
+    if let Err(e) = series.finish() {
+        // The summary is still printed and written.
+        tracing::error!("{}", engine::root_message(&e));
+    }
 
     let meta = Meta {
         scenario: args.scenario.display().to_string(),

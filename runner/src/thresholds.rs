@@ -440,7 +440,10 @@ mod tests {
         let eval = |t: &str| Threshold::parse(t).expect("parses").evaluate(&m, 10.0);
         assert!(eval("http_req_duration p(99)<100ms").pass);
         assert!(!eval("http_req_duration p(99)<90ms").pass);
-        assert!(eval("http_req_duration{name:login} max<=100.1").pass, "HdrHistogram keeps 3 significant digits");
+        assert!(
+            eval("http_req_duration{name:login} max<=100.1").pass,
+            "HdrHistogram keeps 3 significant digits"
+        );
         assert!(
             !eval("http_req_duration{name:other} max<100").pass,
             "no data fails"

@@ -1,0 +1,298 @@
+//! Time-series outputs: one record per interval, as NDJSON (`--out
+//! ndjson=FILE`) or CSV (`--out csv=FILE`).
+//!
+//! Each file is written to a temporary file beside its destination and
+//! renamed over it when the run ends, so a killed run leaves either the
+//! previous file or a complete new one.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use host_api::recorder::Hist;
+use host_api::Metrics;
+use serde::Serialize;
+
+/// Per-name figures of one interval.
+#[derive(Debug, Serialize)]
+pub struct IntervalStats {
+    /// Requests (or iterations) completed in the interval.
+    pub count: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Per second over the interval.
+    pub rate: f64,
+    /// Latency percentiles of the interval, milliseconds.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl IntervalStats {
+    fn new(count: u64, failed: u64, h: &Hist, seconds: f64) -> Self {
+        let ms = |q: f64| h.quantile(q) as f64 / 1000.0;
+        Self {
+            count,
+            failed,
+            rate: count as f64 / seconds.max(1e-9),
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            max: ms(1.0),
+        }
+    }
+}
+
+/// One NDJSON line.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    /// Seconds since the run started, at the end of the interval.
+    pub t: f64,
+    /// Length of the interval, seconds.
+    pub interval: f64,
+    /// VUs active at the end of the interval.
+    pub vus: usize,
+    /// HTTP requests by name.
+    pub http: BTreeMap<String, IntervalStats>,
+    /// Iterations (failed = returned an error or were aborted).
+    pub iterations: IntervalStats,
+    /// Check passes and failures by name.
+    pub checks: BTreeMap<String, (u64, u64)>,
+    /// Iterations ended early, by kind.
+    pub traps: BTreeMap<String, u64>,
+}
+
+impl Record {
+    /// The record of `m`, the metrics of an interval of `dt` ending at `t`.
+    pub fn new(t: Duration, dt: Duration, vus: usize, m: &Metrics) -> Self {
+        let secs = dt.as_secs_f64();
+        let it = &m.iterations;
+        Record {
+            t: round3(t.as_secs_f64()),
+            interval: round3(secs),
+            vus,
+            http: m
+                .http
+                .iter()
+                .map(|(k, r)| {
+                    (
+                        k.clone(),
+                        IntervalStats::new(r.requests(), r.failed(), &r.latency, secs),
+                    )
+                })
+                .collect(),
+            iterations: IntervalStats::new(
+                it.ok + it.failed + it.aborted,
+                it.failed + it.aborted,
+                &it.duration,
+                secs,
+            ),
+            checks: m
+                .checks
+                .iter()
+                .map(|(k, c)| (k.clone(), (c.pass, c.fail)))
+                .collect(),
+            traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// CSV columns, one row per interval and name.
+const CSV_HEADER: &str =
+    "t,interval,vus,metric,name,count,failed,rate,p50_ms,p90_ms,p95_ms,p99_ms,max_ms";
+
+/// A file being written beside its destination.
+struct Staged {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: BufWriter<File>,
+}
+
+impl Staged {
+    fn create(dest: &Path) -> Result<Self> {
+        let dir = dest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(Self {
+            dest: dest.to_owned(),
+            tmp,
+            file: BufWriter::new(file),
+        })
+    }
+
+    fn commit(mut self) -> Result<()> {
+        let done = self
+            .file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.dest));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done.with_context(|| format!("cannot write {}", self.dest.display()))
+    }
+}
+
+/// Writes the interval records of a run.
+#[derive(Default)]
+pub struct Series {
+    ndjson: Option<Staged>,
+    csv: Option<Staged>,
+    error: Option<anyhow::Error>,
+}
+
+impl Series {
+    /// Opens the requested outputs (either may be absent).
+    pub fn open(ndjson: Option<&Path>, csv: Option<&Path>) -> Result<Self> {
+        let ndjson = ndjson.map(Staged::create).transpose()?;
+        let mut csv = csv.map(Staged::create).transpose()?;
+        if let Some(c) = csv.as_mut() {
+            writeln!(c.file, "{CSV_HEADER}").context("cannot write the CSV header")?;
+        }
+        Ok(Self {
+            ndjson,
+            csv,
+            error: None,
+        })
+    }
+
+    /// Whether any output is open.
+    pub fn is_active(&self) -> bool {
+        self.ndjson.is_some() || self.csv.is_some()
+    }
+
+    /// Appends one interval. A write error is kept and reported by
+    /// [`Series::finish`]; the run goes on.
+    pub fn write(&mut self, record: &Record) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.try_write(record) {
+            self.error = Some(e);
+        }
+    }
+
+    fn try_write(&mut self, r: &Record) -> Result<()> {
+        if let Some(n) = self.ndjson.as_mut() {
+            serde_json::to_writer(&mut n.file, r)?;
+            n.file.write_all(b"\n")?;
+        }
+        if let Some(c) = self.csv.as_mut() {
+            let mut row = |metric: &str, name: &str, s: &IntervalStats| {
+                writeln!(
+                    c.file,
+                    "{},{},{},{metric},{},{},{},{:.3},{},{},{},{},{}",
+                    r.t,
+                    r.interval,
+                    r.vus,
+                    csv_field(name),
+                    s.count,
+                    s.failed,
+                    s.rate,
+                    s.p50,
+                    s.p90,
+                    s.p95,
+                    s.p99,
+                    s.max
+                )
+            };
+            row("iterations", "", &r.iterations)?;
+            for (name, s) in &r.http {
+                row("http", name, s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and renames every output into place.
+    pub fn finish(self) -> Result<()> {
+        if let Some(e) = self.error {
+            return Err(e.context("cannot write the time series"));
+        }
+        if let Some(n) = self.ndjson {
+            n.commit()?;
+        }
+        if let Some(c) = self.csv {
+            c.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use host_api::recorder::{HttpOutcome, Recorder};
+
+    #[test]
+    fn writes_records_atomically() {
+        let dir = std::env::temp_dir().join(format!("series-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (nd, csv) = (dir.join("s.ndjson"), dir.join("s.csv"));
+        std::fs::write(&nd, "previous").expect("write");
+        let mut s = Series::open(Some(&nd), Some(&csv)).expect("open");
+        let r = Recorder::new(1);
+        r.http(
+            "GET \"x\", y",
+            0,
+            false,
+            HttpOutcome::Response {
+                status: 200,
+                total_us: 1500,
+                wait_us: 1,
+                received: 0,
+            },
+        );
+        let mut m = Metrics::default();
+        r.drain_into(&mut m);
+        s.write(&Record::new(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            3,
+            &m,
+        ));
+        // Until the run ends, the previous file stays as it was.
+        assert_eq!(std::fs::read_to_string(&nd).expect("read"), "previous");
+        assert!(!csv.exists());
+        s.finish().expect("finish");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&nd).expect("read").trim()).expect("json");
+        assert_eq!(line["http"]["GET \"x\", y"]["count"], 1);
+        assert_eq!(line["http"]["GET \"x\", y"]["p50"], 1.5);
+        let text = std::fs::read_to_string(&csv).expect("read");
+        assert!(text.starts_with(CSV_HEADER));
+        assert!(text.contains(",http,\"GET \"\"x\"\", y\",1,0,"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,123 @@
+//! Result files: the JSON summary and the NDJSON and CSV time series agree
+//! with each other and with the server, and a killed run never leaves a
+//! partial file.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn time_series_add_up_to_the_summary_and_the_server() {
+    let target = Target::start();
+    let dir = scratch("series");
+    let (json, nd, csv) = (dir.join("r.json"), dir.join("r.ndjson"), dir.join("r.csv"));
+    let r = run(
+        &[
+            "run",
+            component("hello-http").to_str().unwrap(),
+            "--vus",
+            "5",
+            "--duration",
+            "3s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            &format!("BASE_URL={}", target.url),
+            "-e",
+            "THINK_MS=20",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+            "--out",
+            &format!("ndjson={}", nd.display()),
+            "--out",
+            &format!("csv={}", csv.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let total = total_requests(&summary(&json));
+    assert!(total > 100, "total {total}");
+    assert_eq!(total, target.requests());
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&nd)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(lines.len() >= 3, "{} intervals for a 3 s run", lines.len());
+    let per_interval = |l: &serde_json::Value| -> u64 {
+        l["http"]
+            .as_object()
+            .map(|m| m.values().map(|s| s["count"].as_u64().unwrap()).sum())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        lines.iter().map(per_interval).sum::<u64>(),
+        total,
+        "intervals add up to the total"
+    );
+    let busy = &lines[1];
+    assert_eq!(busy["vus"], 5);
+    let name = format!("GET {}/", target.url);
+    assert!(busy["http"][&name]["p99"].as_f64().unwrap() > 0.0);
+    assert!(busy["http"][&name]["rate"].as_f64().unwrap() > 50.0);
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut rows = text.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let count_col = header.iter().position(|h| *h == "count").unwrap();
+    let metric_col = header.iter().position(|h| *h == "metric").unwrap();
+    let csv_total: u64 = rows
+        .map(|r| r.split(',').collect::<Vec<_>>())
+        .filter(|f| f[metric_col] == "http")
+        .map(|f| f[count_col].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(csv_total, total);
+}
+
+#[test]
+fn a_killed_run_leaves_the_previous_files_intact() {
+    let target = Target::start();
+    let dir = scratch("killed");
+    let paths = [dir.join("r.json"), dir.join("r.ndjson"), dir.join("r.csv")];
+    for p in &paths {
+        std::fs::write(p, "previous run\n").unwrap();
+    }
+    let mut child = Command::new(runner())
+        .args([
+            "run",
+            component("hello-http").to_str().unwrap(),
+            "--vus",
+            "5",
+            "--duration",
+            "60s",
+            "-e",
+            &format!("BASE_URL={}", target.url),
+            "--quiet",
+            "--out",
+            &format!("json={}", paths[0].display()),
+            "--out",
+            &format!("ndjson={}", paths[1].display()),
+            "--out",
+            &format!("csv={}", paths[2].display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for p in &paths {
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap(),
+            "previous run\n",
+            "{} was touched",
+            p.display()
+        );
+    }
+}
