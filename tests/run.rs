@@ -328,3 +328,42 @@ fn every_host_call_works_end_to_end() {
         "gauge: {gauge}"
     );
 }
+
+#[test]
+fn the_summary_table_shows_the_chosen_trend_stats() {
+    let target = Target::start();
+    let r = run(
+        &[
+            "run",
+            component("hello-http").to_str().unwrap(),
+            "--vus",
+            "2",
+            "--iterations",
+            "2",
+            "-e",
+            &format!("BASE_URL={}", target.url),
+            "-e",
+            "THINK_MS=1",
+            "--summary-trend-stats",
+            "avg,med,p(99.99)",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let header = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("HTTP"))
+        .expect("an HTTP table");
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        ["HTTP", "requests", "req/s", "failed", "avg", "med", "p(99.99)"]
+    );
+    // No terminal, so no color codes in the log.
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "stderr has escape codes: {:?}",
+        r.stderr
+    );
+}

@@ -11,6 +11,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about, long_about = None)]
 pub struct Cli {
+    /// No colors in the log (also when NO_COLOR is set or stderr is not a
+    /// terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -114,6 +118,11 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "FORMAT=FILE", value_parser = parse_out)]
     pub out: Vec<Output>,
 
+    /// Latency statistics shown in the summary table, comma-separated, from
+    /// avg, min, med, max, p(N).
+    #[arg(long, value_parser = parse_trend_stats, default_value = "p(50),p(90),p(95),p(99),p(99.9),max")]
+    pub summary_trend_stats: TrendStats,
+
     /// No live progress line and no summary table on stdout.
     #[arg(short, long)]
     pub quiet: bool,
@@ -146,6 +155,22 @@ pub enum Output {
     Ndjson(PathBuf),
     /// A time series: one CSV row per interval and request name.
     Csv(PathBuf),
+}
+
+/// The statistics a summary table shows for each latency trend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrendStats(pub Vec<crate::thresholds::Aggregate>);
+
+fn parse_trend_stats(s: &str) -> Result<TrendStats, String> {
+    let stats = s
+        .split(',')
+        .map(|w| {
+            crate::thresholds::Aggregate::parse(w.trim())
+                .filter(|a| a.is_trend())
+                .ok_or_else(|| format!("{w:?} is not a trend statistic (avg, min, med, max, p(N))"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrendStats(stats))
 }
 
 fn parse_threshold(s: &str) -> Result<crate::thresholds::Threshold, String> {

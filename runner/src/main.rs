@@ -1,5 +1,6 @@
 //! `runner`: the command-line entry point. All logic lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,7 +17,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    let color = !cli.no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
+        .with_ansi(color)
         .with_env_filter(
             EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -39,7 +44,7 @@ fn main() -> ExitCode {
             Command::Run(args) => {
                 let summary = runner::run::run(&args).await?;
                 if !args.quiet {
-                    println!("{}", summary.table());
+                    println!("{}", summary.table(&args.summary_trend_stats.0));
                 }
                 for out in &args.out {
                     match out {

@@ -243,8 +243,9 @@ impl Summary {
         self.thresholds.iter().all(|t| t.pass)
     }
 
-    /// The summary as a human-readable table.
-    pub fn table(&self) -> String {
+    /// The summary as a human-readable table, showing `stats` for each
+    /// latency distribution.
+    pub fn table(&self, stats: &[crate::thresholds::Aggregate]) -> String {
         let mut s = String::new();
         let m = &self.meta;
         let _ = writeln!(
@@ -278,27 +279,28 @@ impl Summary {
                 .max()
                 .unwrap_or(4)
                 .clamp(4, 60);
-            let _ = writeln!(
-                s,
-                "\n  {:<w$}  {:>9} {:>9} {:>7}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                "HTTP", "requests", "req/s", "failed", "p50", "p90", "p95", "p99", "p99.9", "max"
+            let mut head = format!(
+                "\n  {:<w$}  {:>9} {:>9} {:>7} ",
+                "HTTP", "requests", "req/s", "failed"
             );
+            for st in stats {
+                let _ = write!(head, " {:>9}", st.to_string());
+            }
+            let _ = writeln!(s, "{head}");
             for r in &self.http {
-                let l = &r.latency_ms;
-                let _ = writeln!(
-                    s,
-                    "  {:<w$}  {:>9} {:>9.1} {:>7}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                let mut line = format!(
+                    "  {:<w$}  {:>9} {:>9.1} {:>7} ",
                     clip(&r.name, w),
                     r.requests,
                     r.rate,
-                    r.failed,
-                    ms(l.p50),
-                    ms(l.p90),
-                    ms(l.p95),
-                    ms(l.p99),
-                    ms(l.p999),
-                    ms(l.max)
+                    r.failed
                 );
+                let hist = self.raw.http.get(&r.name).map(|h| &h.latency);
+                for st in stats {
+                    let v = hist.and_then(|h| st.of(h, 1000.0));
+                    let _ = write!(line, " {:>9}", v.map(ms).unwrap_or_else(|| "-".into()));
+                }
+                let _ = writeln!(s, "{line}");
                 let mut why: Vec<String> =
                     r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 why.extend(

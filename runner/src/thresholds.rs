@@ -123,6 +123,61 @@ fn round(v: f64) -> String {
     }
 }
 
+impl Aggregate {
+    /// Parses `avg`, `min`, `max`, `med`, `p(N)`, `count`, `rate`, `value`.
+    pub fn parse(text: &str) -> Option<Aggregate> {
+        Some(match text {
+            "avg" => Aggregate::Avg,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "med" => Aggregate::Med,
+            "count" => Aggregate::Count,
+            "rate" => Aggregate::Rate,
+            "value" => Aggregate::Value,
+            p => {
+                let n = p
+                    .strip_prefix("p(")?
+                    .strip_suffix(')')?
+                    .parse::<f64>()
+                    .ok()?;
+                if !(0.0..=100.0).contains(&n) {
+                    return None;
+                }
+                Aggregate::P(n)
+            }
+        })
+    }
+
+    /// Whether this aggregate applies to a trend (latency distribution).
+    pub fn is_trend(self) -> bool {
+        matches!(
+            self,
+            Aggregate::Avg | Aggregate::Min | Aggregate::Max | Aggregate::Med | Aggregate::P(_)
+        )
+    }
+
+    /// This aggregate of a trend histogram, in the histogram's units
+    /// divided by `per_unit`; `None` when empty.
+    pub fn of(self, h: &Hist, per_unit: f64) -> Option<f64> {
+        trend(h, self, per_unit)
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aggregate::Avg => f.write_str("avg"),
+            Aggregate::Min => f.write_str("min"),
+            Aggregate::Max => f.write_str("max"),
+            Aggregate::Med => f.write_str("med"),
+            Aggregate::P(p) => write!(f, "p({p})"),
+            Aggregate::Count => f.write_str("count"),
+            Aggregate::Rate => f.write_str("rate"),
+            Aggregate::Value => f.write_str("value"),
+        }
+    }
+}
+
 impl Threshold {
     /// Parses one threshold expression.
     pub fn parse(text: &str) -> Result<Threshold, String> {
@@ -174,26 +229,8 @@ impl Threshold {
         .iter()
         .find_map(|(s, op)| rest.strip_prefix(s).map(|n| (*op, n)))
         .ok_or_else(|| err("bad comparison"))?;
-        let aggregate = match agg_text {
-            "avg" => Aggregate::Avg,
-            "min" => Aggregate::Min,
-            "max" => Aggregate::Max,
-            "med" => Aggregate::Med,
-            "count" => Aggregate::Count,
-            "rate" => Aggregate::Rate,
-            "value" => Aggregate::Value,
-            p => {
-                let n = p
-                    .strip_prefix("p(")
-                    .and_then(|r| r.strip_suffix(')'))
-                    .and_then(|n| n.parse::<f64>().ok())
-                    .filter(|n| (0.0..=100.0).contains(n))
-                    .ok_or_else(|| {
-                        err("aggregate is avg, min, max, med, p(N), count, rate or value")
-                    })?;
-                Aggregate::P(n)
-            }
-        };
+        let aggregate = Aggregate::parse(agg_text)
+            .ok_or_else(|| err("aggregate is avg, min, max, med, p(N), count, rate or value"))?;
         let split = number
             .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
             .unwrap_or(number.len());
