@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod http;
 pub mod limits;
 pub mod metrics;
@@ -69,7 +70,7 @@ pub struct VuState {
     iteration: u64,
     table: ResourceTable,
     wasi: Option<WasiCtx>,
-    http: http::Connections,
+    http: client::Connections,
     live_responses: usize,
     /// Memory, table and instance caps of this VU.
     pub limiter: Limiter,
@@ -95,7 +96,7 @@ impl VuState {
             iteration: 0,
             table: ResourceTable::new(),
             wasi: None,
-            http: http::Connections::default(),
+            http: client::Connections::default(),
             live_responses: 0,
             limiter,
             budget: CpuBudget::new(cpu),
