@@ -220,6 +220,7 @@ impl Host for VuState {
                     status: ex.status,
                     total_us: micros(total),
                     wait_us: micros(ex.wait),
+                    corrected_us: self.lag.map(|lag| micros(total + lag)),
                     received: ex.body_size,
                 };
                 recorder.http(prepared.name(), sent, fresh, outcome);

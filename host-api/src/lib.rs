@@ -72,6 +72,7 @@ pub struct VuState {
     wasi: Option<WasiCtx>,
     http: client::Connections,
     live_responses: usize,
+    lag: Option<Duration>,
     /// Memory, table and instance caps of this VU.
     pub limiter: Limiter,
     /// CPU time allowed and used in the current iteration.
@@ -98,6 +99,7 @@ impl VuState {
             wasi: None,
             http: client::Connections::default(),
             live_responses: 0,
+            lag: None,
             limiter,
             budget: CpuBudget::new(cpu),
             panic_message: None,
@@ -105,8 +107,12 @@ impl VuState {
     }
 
     /// Sets the iteration number the guest sees and resets the CPU budget.
-    pub fn begin_iteration(&mut self, iteration: u64) {
+    /// `lag` is how late the iteration started against its schedule (open
+    /// model); requests then also record their latency from the intended
+    /// time.
+    pub fn begin_iteration(&mut self, iteration: u64, lag: Option<Duration>) {
         self.iteration = iteration;
+        self.lag = lag;
         self.budget.reset();
     }
 

@@ -134,6 +134,10 @@ pub struct RequestStats {
     pub latency: Hist,
     /// Time to first byte (response head), in microseconds.
     pub wait: Hist,
+    /// Open model only: time from the request's intended start (its
+    /// iteration's scheduled start plus its offset within the iteration) to
+    /// the last body byte, microseconds. Free of coordinated omission.
+    pub corrected: Hist,
     /// Request body bytes sent.
     pub bytes_sent: u64,
     /// Response body bytes received.
@@ -150,6 +154,7 @@ impl Default for RequestStats {
             errors: HashMap::new(),
             latency: Hist::micros(),
             wait: Hist::micros(),
+            corrected: Hist::micros(),
             bytes_sent: 0,
             bytes_received: 0,
             connections: 0,
@@ -180,6 +185,7 @@ impl RequestStats {
         merge_counts(&mut self.errors, &o.errors);
         self.latency.merge(&o.latency);
         self.wait.merge(&o.wait);
+        self.corrected.merge(&o.corrected);
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.connections += o.connections;
@@ -220,6 +226,14 @@ pub struct IterationStats {
     pub aborted: u64,
     /// Duration of the completed iterations (ok or failed), microseconds.
     pub duration: Hist,
+    /// Open model only: from each iteration's scheduled start to its end,
+    /// microseconds.
+    pub latency: Hist,
+    /// Open model only: arrivals that found no free VU.
+    pub dropped: u64,
+    /// Open model only: how late the scheduler handed out arrivals,
+    /// microseconds.
+    pub scheduler_lag: Hist,
 }
 
 impl Default for IterationStats {
@@ -229,6 +243,9 @@ impl Default for IterationStats {
             failed: 0,
             aborted: 0,
             duration: Hist::micros(),
+            latency: Hist::micros(),
+            dropped: 0,
+            scheduler_lag: Hist::micros(),
         }
     }
 }
@@ -288,6 +305,11 @@ impl Metrics {
         self.iterations.failed += o.iterations.failed;
         self.iterations.aborted += o.iterations.aborted;
         self.iterations.duration.merge(&o.iterations.duration);
+        self.iterations.latency.merge(&o.iterations.latency);
+        self.iterations.dropped += o.iterations.dropped;
+        self.iterations
+            .scheduler_lag
+            .merge(&o.iterations.scheduler_lag);
     }
 
     /// Total HTTP requests, all names.
@@ -344,6 +366,8 @@ pub enum HttpOutcome<'a> {
         total_us: u64,
         /// Time to first byte, microseconds.
         wait_us: u64,
+        /// Open model: latency from the intended start, microseconds.
+        corrected_us: Option<u64>,
         /// Body bytes received.
         received: u64,
     },
@@ -390,9 +414,13 @@ impl Recorder {
                 status,
                 total_us,
                 wait_us,
+                corrected_us,
                 received,
             } => {
                 r.responses += 1;
+                if let Some(c) = corrected_us {
+                    r.corrected.record(c);
+                }
                 *r.statuses.entry(status).or_default() += 1;
                 r.latency.record(total_us);
                 r.wait.record(wait_us);
@@ -470,15 +498,29 @@ impl Recorder {
         }
     }
 
-    /// Records a completed iteration.
-    pub fn iteration(&self, ok: bool, micros: u64) {
+    /// Records a completed iteration: its service time and, in the open
+    /// model, its time from the scheduled start.
+    pub fn iteration(&self, ok: bool, micros: u64, from_intended: Option<u64>) {
         let mut m = self.shard();
+        if let Some(l) = from_intended {
+            m.iterations.latency.record(l);
+        }
         if ok {
             m.iterations.ok += 1;
         } else {
             m.iterations.failed += 1;
         }
         m.iterations.duration.record(micros);
+    }
+
+    /// Records an arrival that found no free VU (open model).
+    pub fn dropped(&self) {
+        self.shard().iterations.dropped += 1;
+    }
+
+    /// Records how late the scheduler handed out an arrival (open model).
+    pub fn scheduler_lag(&self, micros: u64) {
+        self.shard().iterations.scheduler_lag.record(micros);
     }
 
     /// Records an iteration ended by a trap or limit of the given kind.
@@ -529,6 +571,7 @@ mod tests {
                             status: if i % 10 == 0 { 500 } else { 200 },
                             total_us: 100 + t,
                             wait_us: 50,
+                            corrected_us: None,
                             received: 2,
                         };
                         r.http("GET /", 0, false, outcome);

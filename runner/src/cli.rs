@@ -51,6 +51,23 @@ pub struct RunArgs {
     #[arg(short, long, value_parser = parse_positive_u64)]
     pub iterations: Option<u64>,
 
+    /// Open model: start this many iterations per second, whether or not
+    /// earlier ones have finished (latency is then also measured from each
+    /// iteration's scheduled start). --vus VUs are allocated up front; more
+    /// are started up to --max-vus when all are busy, and an arrival that
+    /// finds none free is counted as dropped. Needs --duration.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Open model: the most VUs (default: enough for one-second iterations
+    /// at the full rate).
+    #[arg(long, value_parser = parse_positive_u32)]
+    pub max_vus: Option<u32>,
+
+    /// Open model: how arrivals are spaced.
+    #[arg(long, value_enum, default_value = "even")]
+    pub arrival: crate::plan::Arrival,
+
     /// Spread the VUs' starts evenly over this time, so they do not hit the
     /// target in one instant.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
@@ -144,6 +161,11 @@ pub struct TargetArgs {
     /// certificate; clients need `--insecure`.
     #[arg(long)]
     pub tls: bool,
+
+    /// Pause the whole server every PERIOD for LENGTH, e.g. `5s:1s`
+    /// (requests arriving in a pause wait for its end).
+    #[arg(long, value_name = "PERIOD:LENGTH", value_parser = parse_stall)]
+    pub stall: Option<crate::target::Stall>,
 }
 
 /// A results file.
@@ -181,6 +203,25 @@ fn parse_threshold(s: &str) -> Result<crate::thresholds::Threshold, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 5m, 1h30m)"))
+}
+
+fn parse_stall(s: &str) -> Result<crate::target::Stall, String> {
+    let (p, l) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not PERIOD:LENGTH (e.g. 5s:1s)"))?;
+    let (period, length) = (parse_duration(p)?, parse_duration(l)?);
+    if length >= period || period.is_zero() {
+        return Err("the pause must be shorter than the period".into());
+    }
+    Ok(crate::target::Stall { period, length })
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 10_000_000.0 => Ok(r),
+        Ok(_) => Err("must be above 0 and at most 10000000 per second".into()),
+        Err(_) => Err(format!("{s:?} is not a number of iterations per second")),
+    }
 }
 
 fn parse_positive_u32(s: &str) -> Result<u32, String> {

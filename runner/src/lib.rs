@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod executor;
 pub mod oslimits;
 pub mod plan;
 pub mod progress;

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 }
                 Ok(0)
             }
-            Command::Target(args) => runner::target::serve(args.listen, args.tls)
+            Command::Target(args) => runner::target::serve(args.listen, args.tls, args.stall)
                 .await
                 .map(|()| 0),
         }

@@ -16,15 +16,48 @@ pub const MAX_VUS: u32 = 1_000_000;
 pub const DEFAULT_CLASS: &str = "default";
 
 /// One VU class in the plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClassPlan {
     /// The class name passed to the scenario's `run`.
     pub name: Arc<str>,
-    /// VUs of this class.
+    /// VUs of this class (closed model), or VUs allocated up front (open).
     pub vus: u32,
+    /// The open model's arrival rate and VU cap, if this class is open.
+    pub open: Option<OpenClass>,
 }
 
-/// A closed-model run: VUs looping over iterations.
+impl ClassPlan {
+    /// The most VUs this class may run at once.
+    pub fn max_vus(&self) -> u32 {
+        self.open
+            .as_ref()
+            .map_or(self.vus, |o| o.max_vus.max(self.vus))
+    }
+}
+
+/// An open-model class: iterations start at a fixed rate, whether or not
+/// earlier ones have finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenClass {
+    /// Iterations started per second.
+    pub rate: f64,
+    /// VUs the class may grow to when the allocated ones are busy.
+    pub max_vus: u32,
+}
+
+/// How arrivals are spaced in the open model.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum Arrival {
+    /// Evenly spaced: exactly 1/rate apart.
+    Even,
+    /// A Poisson process: exponential gaps with mean 1/rate.
+    Poisson,
+}
+
+/// A run's plan: VUs looping over iterations (closed model), or arrivals
+/// at a rate (open model).
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The classes, in the scenario's order.
@@ -39,6 +72,8 @@ pub struct Plan {
     pub grace: Duration,
     /// Wall-clock limit of one iteration.
     pub iteration_timeout: Option<Duration>,
+    /// Spacing of arrivals in the open model.
+    pub arrival: Arrival,
 }
 
 impl Plan {
@@ -55,12 +90,14 @@ impl Plan {
             classes.push(ClassPlan {
                 name: c.name.as_str().into(),
                 vus: c.vus,
+                open: None,
             });
         }
         if classes.is_empty() {
             classes.push(ClassPlan {
                 name: DEFAULT_CLASS.into(),
                 vus: 1,
+                open: None,
             });
         }
         let declared: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
@@ -69,12 +106,15 @@ impl Plan {
         } else if declared == 0 {
             bail!("the scenario's VU classes declare 0 VUs; give a count with --vus");
         }
-        let total: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
+        if let Some(rate) = args.rate {
+            open_model(&mut classes, rate, args)?;
+        }
+        let total: u64 = classes.iter().map(|c| u64::from(c.max_vus())).sum();
         if total > u64::from(MAX_VUS) {
             bail!("{total} VUs is more than one runner runs ({MAX_VUS}); split the load over several runners");
         }
         let iterations = match (args.duration, args.iterations) {
-            (None, None) => Some(1),
+            (None, None) if args.rate.is_none() => Some(1),
             (_, i) => i,
         };
         Ok(Plan {
@@ -84,12 +124,23 @@ impl Plan {
             ramp_up: args.ramp_up,
             grace: args.grace,
             iteration_timeout: args.iteration_timeout,
+            arrival: args.arrival,
         })
     }
 
-    /// VUs across all classes.
+    /// VUs across all classes (allocated up front, in the open model).
     pub fn total_vus(&self) -> u32 {
         self.classes.iter().map(|c| c.vus).sum()
+    }
+
+    /// The most VUs that may run at once, across all classes.
+    pub fn max_vus(&self) -> u32 {
+        self.classes.iter().map(ClassPlan::max_vus).sum()
+    }
+
+    /// Whether the classes run in the open model.
+    pub fn is_open(&self) -> bool {
+        self.classes.iter().any(|c| c.open.is_some())
     }
 
     /// When VU number `i` (0-based, across classes) starts, after the run's
@@ -98,6 +149,42 @@ impl Plan {
         let n = self.total_vus().max(1);
         self.ramp_up.mul_f64(f64::from(i) / f64::from(n))
     }
+}
+
+/// Turns the classes into open-model classes sharing `rate` in proportion
+/// to their VU counts.
+fn open_model(classes: &mut [ClassPlan], rate: f64, args: &RunArgs) -> Result<()> {
+    if args.duration.is_none() {
+        bail!("--rate needs --duration: an open-model run lasts a set time");
+    }
+    if args.iterations.is_some() {
+        bail!(
+            "--iterations does not apply with --rate: iterations start at the rate for --duration"
+        );
+    }
+    let allocated: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
+    // Enough VUs by default for iterations of up to a second at full rate.
+    let max_total = match args.max_vus {
+        Some(m) => u64::from(m),
+        None => allocated.max(rate.ceil() as u64).min(u64::from(MAX_VUS)),
+    };
+    if max_total < allocated {
+        bail!("--max-vus {max_total} is less than the {allocated} VUs allocated up front (--vus)");
+    }
+    let mut caps: Vec<ClassPlan> = classes.to_vec();
+    scale(
+        &mut caps,
+        u32::try_from(max_total).unwrap_or(MAX_VUS),
+        allocated,
+    );
+    for (c, cap) in classes.iter_mut().zip(caps) {
+        let share = f64::from(c.vus) / allocated.max(1) as f64;
+        c.open = Some(OpenClass {
+            rate: rate * share,
+            max_vus: cap.vus.max(c.vus),
+        });
+    }
+    Ok(())
 }
 
 /// Sets the classes' counts to add up to `total`, in proportion to their

@@ -21,8 +21,12 @@ pub struct Meta {
     pub started_unix_ms: u64,
     /// Wall-clock length of the run, seconds.
     pub duration_s: f64,
-    /// VUs in all classes.
+    /// VUs in all classes (allocated up front, in the open model).
     pub vus: u32,
+    /// The most VUs that could run at once.
+    pub max_vus: u32,
+    /// The open model's settings, if the run used it.
+    pub open_model: Option<OpenMeta>,
     /// VUs per class, in order.
     pub classes: Vec<(String, u32)>,
     /// Whether the user stopped the run early (Ctrl-C).
@@ -34,6 +38,17 @@ pub struct Meta {
     pub startup_s: Option<f64>,
     /// Guest log lines dropped by the rate limit.
     pub log_lines_suppressed: u64,
+}
+
+/// Settings of an open-model run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenMeta {
+    /// Target arrivals per second, all classes.
+    pub rate: f64,
+    /// Arrival spacing.
+    pub arrival: crate::plan::Arrival,
+    /// Seconds during which arrivals were scheduled.
+    pub window_s: f64,
 }
 
 /// Percentiles of a latency histogram, in milliseconds.
@@ -108,6 +123,9 @@ pub struct HttpRow {
     pub latency_ms: Percentiles,
     /// Time to first byte, milliseconds.
     pub wait_ms: Percentiles,
+    /// Open model: latency from each request's intended start (free of
+    /// coordinated omission), milliseconds.
+    pub latency_corrected_ms: Option<Percentiles>,
     /// Response body bytes.
     pub bytes_received: u64,
     /// Request body bytes.
@@ -169,6 +187,14 @@ pub struct IterationRow {
     pub rate: f64,
     /// Duration of completed iterations, milliseconds.
     pub duration_ms: Percentiles,
+    /// Open model: from each iteration's scheduled start to its end, ms.
+    pub latency_ms: Option<Percentiles>,
+    /// Open model: arrivals that found no free VU.
+    pub dropped: u64,
+    /// Open model: arrivals started per second (completed or not).
+    pub arrival_rate: Option<f64>,
+    /// Open model: how late the scheduler handed out arrivals, ms.
+    pub scheduler_lag_ms: Option<Percentiles>,
 }
 
 impl Summary {
@@ -187,6 +213,8 @@ impl Summary {
                 errors: r.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 latency_ms: Percentiles::of(&r.latency, 1000.0),
                 wait_ms: Percentiles::of(&r.wait, 1000.0),
+                latency_corrected_ms: (r.corrected.count() > 0)
+                    .then(|| Percentiles::of(&r.corrected, 1000.0)),
                 bytes_received: r.bytes_received,
                 bytes_sent: r.bytes_sent,
                 connections: r.connections,
@@ -212,6 +240,14 @@ impl Summary {
                 aborted: it.aborted,
                 rate: (it.ok + it.failed) as f64 / secs,
                 duration_ms: Percentiles::of(&it.duration, 1000.0),
+                latency_ms: (it.latency.count() > 0).then(|| Percentiles::of(&it.latency, 1000.0)),
+                dropped: it.dropped,
+                arrival_rate: meta
+                    .open_model
+                    .as_ref()
+                    .map(|o| it.scheduler_lag.count() as f64 / o.window_s.max(1e-9)),
+                scheduler_lag_ms: (it.scheduler_lag.count() > 0)
+                    .then(|| Percentiles::of(&it.scheduler_lag, 1000.0)),
             },
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             counters: m.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -271,6 +307,30 @@ impl Summary {
             ms(it.duration_ms.p50),
             ms(it.duration_ms.p95)
         );
+        if let Some(open) = &m.open_model {
+            let _ = writeln!(
+                s,
+                "  open model: {:.1} arrivals/s target ({:?}), {:.1}/s scheduled, {} dropped (no free VU among {} max)",
+                open.rate,
+                open.arrival,
+                it.arrival_rate.unwrap_or(0.0),
+                it.dropped,
+                m.max_vus
+            );
+            if let Some(l) = &it.latency_ms {
+                let _ = writeln!(
+                    s,
+                    "  iteration latency from scheduled start: p50 {}, p95 {}, p99 {}, max {}",
+                    ms(l.p50),
+                    ms(l.p95),
+                    ms(l.p99),
+                    ms(l.max)
+                );
+            }
+            if let Some(l) = &it.scheduler_lag_ms {
+                let _ = writeln!(s, "  scheduler lag: p99 {}, max {}", ms(l.p99), ms(l.max));
+            }
+        }
         if !self.http.is_empty() {
             let w = self
                 .http
@@ -301,6 +361,20 @@ impl Summary {
                     let _ = write!(line, " {:>9}", v.map(ms).unwrap_or_else(|| "-".into()));
                 }
                 let _ = writeln!(s, "{line}");
+                if let Some(c) = self
+                    .raw
+                    .http
+                    .get(&r.name)
+                    .map(|h| &h.corrected)
+                    .filter(|c| c.count() > 0)
+                {
+                    let mut line = format!("  {:<w$}  {:>27} ", "", "from intended start:");
+                    for st in stats {
+                        let v = st.of(c, 1000.0);
+                        let _ = write!(line, " {:>9}", v.map(ms).unwrap_or_else(|| "-".into()));
+                    }
+                    let _ = writeln!(s, "{line}");
+                }
                 let mut why: Vec<String> =
                     r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 why.extend(

@@ -14,10 +14,11 @@ use wasmtime::Store;
 
 use crate::cli::{Output, RunArgs};
 use crate::engine::{self, EngineSettings};
+use crate::executor;
 use crate::oslimits;
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::report::{Meta, Summary};
+use crate::report::{Meta, OpenMeta, Summary};
 use crate::thresholds::Threshold;
 use crate::timeseries::{Record, Series};
 use crate::vu::{self, Shared, TrapLog};
@@ -58,11 +59,12 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     let plan = Plan::new(args, &options)?;
     let thresholds = thresholds_for(args, &options)?;
     let total = plan.total_vus();
-    settings.instances = total + 1;
+    let most = plan.max_vus();
+    settings.instances = most + 1;
     oslimits::check(&oslimits::Needs {
         engine: settings,
         connecting_vus: if scenario.uses_network {
-            u64::from(total)
+            u64::from(most)
         } else {
             0
         },
@@ -99,10 +101,25 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     let mut tasks = JoinSet::new();
     let mut id = 0u32;
     for class in &plan.classes {
-        for _ in 0..class.vus {
-            let at = started + plan.start_offset(id);
-            tasks.spawn(vu::run(shared.clone(), id, class.name.clone(), at));
-            id += 1;
+        match (&class.open, plan.duration) {
+            (Some(_), Some(duration)) => {
+                tasks.spawn(executor::run_class(
+                    shared.clone(),
+                    class.clone(),
+                    id,
+                    plan.arrival,
+                    started,
+                    duration,
+                ));
+                id += class.max_vus();
+            }
+            _ => {
+                for _ in 0..class.vus {
+                    let at = started + plan.start_offset(id);
+                    tasks.spawn(vu::run(shared.clone(), id, class.name.clone(), at));
+                    id += 1;
+                }
+            }
         }
     }
 
@@ -215,6 +232,17 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
             .unwrap_or(0),
         duration_s: elapsed.as_secs_f64(),
         vus: total,
+        max_vus: most,
+        open_model: plan.is_open().then(|| OpenMeta {
+            rate: plan
+                .classes
+                .iter()
+                .filter_map(|c| c.open.as_ref())
+                .map(|o| o.rate)
+                .sum(),
+            arrival: plan.arrival,
+            window_s: plan.duration.unwrap_or(elapsed).min(elapsed).as_secs_f64(),
+        }),
         classes: plan
             .classes
             .iter()

@@ -6,7 +6,9 @@
 //! `/stats` returns `{"requests": N, "http1": N1, "http2": N2}`, the
 //! requests served so far (not counting `/stats` itself), by protocol.
 //! HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN with `--tls`, which serves
-//! a self-signed certificate for localhost and 127.0.0.1).
+//! a self-signed certificate for localhost and 127.0.0.1). `--stall
+//! PERIOD:LENGTH` pauses the whole server periodically, to test that a
+//! load tester's latencies show the pauses (no coordinated omission).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,16 +30,37 @@ const MAX_BYTES: usize = 64 << 20;
 /// Longest `/delay/MS` honoured.
 const MAX_DELAY_MS: u64 = 60_000;
 
-/// Counts kept by the target.
-#[derive(Default)]
+/// Counts kept by the target, and its stall schedule.
 pub struct Stats {
     requests: AtomicU64,
     http2: AtomicU64,
+    started: std::time::Instant,
+    stall: Option<Stall>,
+}
+
+/// A periodic pause of the whole server, like a garbage-collection pause:
+/// every `period`, for `length`, no request is answered; requests that
+/// arrive meanwhile are answered when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// Time from one pause to the next.
+    pub period: Duration,
+    /// How long each pause lasts.
+    pub length: Duration,
+}
+
+impl Stall {
+    /// How long a request arriving `t` after the start must wait.
+    pub fn wait_at(&self, t: Duration) -> Duration {
+        let period = self.period.as_nanos().max(1);
+        let phase = Duration::from_nanos((t.as_nanos() % period) as u64);
+        self.length.saturating_sub(phase)
+    }
 }
 
 /// Binds `addr`, prints the bound address on stdout, and serves until
 /// Ctrl-C; with `tls`, over TLS with a fresh self-signed certificate.
-pub async fn serve(addr: SocketAddr, tls: bool) -> Result<()> {
+pub async fn serve(addr: SocketAddr, tls: bool, stall: Option<Stall>) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}; pick another address with --listen"))?;
@@ -49,7 +72,12 @@ pub async fn serve(addr: SocketAddr, tls: bool) -> Result<()> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        requests: AtomicU64::new(0),
+        http2: AtomicU64::new(0),
+        started: std::time::Instant::now(),
+        stall,
+    });
     tokio::select! {
         r = accept_loop(listener, acceptor, stats) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -123,6 +151,12 @@ async fn handle(
             n.saturating_sub(h2)
         );
         return Ok(reply(StatusCode::OK, Bytes::from(body)));
+    }
+    if let Some(stall) = stats.stall {
+        let wait = stall.wait_at(stats.started.elapsed());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
     stats.requests.fetch_add(1, Ordering::Relaxed);
     if req.version() == hyper::Version::HTTP_2 {

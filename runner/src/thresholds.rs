@@ -466,6 +466,7 @@ mod tests {
                 status: if i <= 5 { 500 } else { 200 },
                 total_us: i * 1000,
                 wait_us: 10,
+                corrected_us: None,
                 received: 0,
             };
             r.http("login", 0, false, outcome);

@@ -271,6 +271,7 @@ mod tests {
                 status: 200,
                 total_us: 1500,
                 wait_us: 1,
+                corrected_us: None,
                 received: 0,
             },
         );

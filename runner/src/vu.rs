@@ -99,7 +99,7 @@ async fn instantiate(shared: &Shared, id: u32, class: &Arc<str>) -> Result<Insta
     if let Some(f) = shared.fuel {
         store.set_fuel(f).map_err(|e| classify(&e, store.data()))?;
     }
-    store.data_mut().begin_iteration(0);
+    store.data_mut().begin_iteration(0, None);
     match shared.pre.instantiate_async(&mut store).await {
         Ok(bindings) => Ok(Instance { store, bindings }),
         Err(e) => Err(classify(&e, store.data())),
@@ -184,7 +184,7 @@ impl TrapLog {
 }
 
 /// Marks a VU active for as long as it lives.
-struct ActiveGuard<'a>(&'a AtomicUsize);
+pub struct ActiveGuard<'a>(&'a AtomicUsize);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
@@ -192,68 +192,120 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-/// Runs one VU: waits for its start time, then iterates until the plan or
-/// a stop says otherwise.
-pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio::time::Instant) {
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = shared.stop.cancelled() => return,
-    }
-    shared.active.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveGuard(&shared.active);
-    let recorder = shared.ctx.recorder.clone();
-    let mut instance: Option<Instance> = None;
-    let mut iteration: u64 = 0;
-    let mut consecutive_traps: u32 = 0;
-    loop {
-        if shared.stop.is_cancelled() || shared.iterations.is_some_and(|n| iteration >= n) {
-            return;
+/// Whether a VU goes on after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Ready for the next iteration.
+    Continue,
+    /// The run is stopping: leave.
+    Stop,
+}
+
+/// One virtual user: its instance (created on demand, replaced after a
+/// trap) and its iteration count.
+pub struct Vu {
+    shared: Arc<Shared>,
+    id: u32,
+    class: Arc<str>,
+    instance: Option<Instance>,
+    iteration: u64,
+    consecutive_traps: u32,
+    counted_ready: bool,
+}
+
+impl Vu {
+    /// VU `id` of `class`, not yet instantiated.
+    pub fn new(shared: Arc<Shared>, id: u32, class: Arc<str>) -> Self {
+        Self {
+            shared,
+            id,
+            class,
+            instance: None,
+            iteration: 0,
+            consecutive_traps: 0,
+            counted_ready: false,
         }
-        if instance.is_none() && consecutive_traps > 0 {
+    }
+
+    /// Iterations started so far.
+    pub fn iterations(&self) -> u64 {
+        self.iteration
+    }
+
+    /// Makes sure the VU has an instance, after the back-off a trap asks
+    /// for. `Err` carries the step to take when that failed.
+    async fn ensure_instance(&mut self) -> Result<(), Step> {
+        let shared = self.shared.clone();
+        if self.instance.is_some() {
+            return Ok(());
+        }
+        if self.consecutive_traps > 0 {
             let backoff = RESTART_BACKOFF
-                .saturating_mul(1 << (consecutive_traps - 1).min(16))
+                .saturating_mul(1 << (self.consecutive_traps - 1).min(16))
                 .min(MAX_RESTART_BACKOFF);
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = shared.stop.cancelled() => return,
+                _ = shared.stop.cancelled() => return Err(Step::Stop),
             }
         }
-        let inst = match instance.as_mut() {
-            Some(i) => i,
-            None => match instantiate(&shared, id, &class).await {
-                Ok(i) => {
-                    if iteration == 0
-                        && shared.ready.fetch_add(1, Ordering::Relaxed) + 1 == shared.total
-                    {
+        match instantiate(&shared, self.id, &self.class).await {
+            Ok(i) => {
+                if !self.counted_ready {
+                    self.counted_ready = true;
+                    if shared.ready.fetch_add(1, Ordering::Relaxed) + 1 == shared.total {
                         let _ = shared.all_ready.set(shared.started.elapsed());
                     }
-                    instance.insert(i)
                 }
-                Err(abort) => {
-                    recorder.trap("instantiate");
-                    let abort = Abort {
-                        kind: "instantiate",
-                        message: format!("{}: {}", abort.kind, abort.message),
-                    };
-                    shared.trap_log.log(id, iteration, &abort);
-                    iteration += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(REINSTANTIATE_BACKOFF) => continue,
-                        _ = shared.stop.cancelled() => return,
-                    }
+                self.instance = Some(i);
+                Ok(())
+            }
+            Err(abort) => {
+                shared.ctx.recorder.trap("instantiate");
+                let abort = Abort {
+                    kind: "instantiate",
+                    message: format!("{}: {}", abort.kind, abort.message),
+                };
+                shared.trap_log.log(self.id, self.iteration, &abort);
+                self.iteration += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(REINSTANTIATE_BACKOFF) => Err(Step::Continue),
+                    _ = shared.stop.cancelled() => Err(Step::Stop),
                 }
-            },
+            }
+        }
+    }
+
+    /// Instantiates ahead of the first iteration (open model: the first
+    /// arrival should not wait for it).
+    pub async fn prepare(&mut self) -> Step {
+        match self.ensure_instance().await {
+            Ok(()) => Step::Continue,
+            Err(step) => step,
+        }
+    }
+
+    /// Runs one iteration. `intended` is when it should have started (open
+    /// model); latency from then is recorded as well as service time.
+    pub async fn iterate(&mut self, intended: Option<Instant>) -> Step {
+        if let Err(step) = self.ensure_instance().await {
+            return step;
+        }
+        let shared = self.shared.clone();
+        let recorder = &shared.ctx.recorder;
+        let Some(inst) = self.instance.as_mut() else {
+            return Step::Continue;
         };
-        inst.store.data_mut().begin_iteration(iteration);
+        let started = Instant::now();
+        let lag = intended.map(|t| started.saturating_duration_since(t));
+        inst.store.data_mut().begin_iteration(self.iteration, lag);
         if let Some(f) = shared.fuel {
             // Cannot fail: fuel is enabled whenever `shared.fuel` is set.
             let _ = inst.store.set_fuel(f);
         }
-        let started = Instant::now();
         let call = inst
             .bindings
             .runner_scenario_scenario()
-            .call_run(&mut inst.store, &class);
+            .call_run(&mut inst.store, &self.class);
         let outcome = tokio::select! {
             biased;
             _ = shared.hard_stop.cancelled() => Err(Abort { kind: "interrupted", message: "cancelled at the end of the grace period".into() }),
@@ -264,35 +316,65 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
             Ok(Err(e)) => Err(classify(&e, inst.store.data())),
             Err(abort) => Err(abort),
         };
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let service = micros(started.elapsed());
+        let from_intended = intended.map(|t| micros(t.elapsed()));
+        let iteration = self.iteration;
+        self.iteration += 1;
         match outcome {
             Ok(Ok(())) => {
-                consecutive_traps = 0;
-                recorder.iteration(true, micros);
+                self.consecutive_traps = 0;
+                recorder.iteration(true, service, from_intended);
             }
             Ok(Err(msg)) => {
-                consecutive_traps = 0;
-                recorder.iteration(false, micros);
+                self.consecutive_traps = 0;
+                recorder.iteration(false, service, from_intended);
                 let abort = Abort {
                     kind: "failed",
                     message: msg,
                 };
-                shared.trap_log.log(id, iteration, &abort);
+                shared.trap_log.log(self.id, iteration, &abort);
             }
             Err(abort) => {
-                consecutive_traps = consecutive_traps.saturating_add(1);
+                self.consecutive_traps = self.consecutive_traps.saturating_add(1);
                 recorder.trap(abort.kind);
-                shared.trap_log.log(id, iteration, &abort);
+                shared.trap_log.log(self.id, iteration, &abort);
                 // The store refuses re-entry after a trap or a cancel: drop
                 // it (closing its connections) and start afresh.
-                instance = None;
+                self.instance = None;
                 if abort.kind == "interrupted" {
-                    return;
+                    return Step::Stop;
                 }
             }
         }
-        iteration += 1;
+        Step::Continue
     }
+}
+
+/// Runs one VU of the closed model: waits for its start time, then
+/// iterates until the plan or a stop says otherwise.
+pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio::time::Instant) {
+    tokio::select! {
+        _ = tokio::time::sleep_until(start_at) => {}
+        _ = shared.stop.cancelled() => return,
+    }
+    shared.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(&shared.active);
+    let mut vu = Vu::new(shared.clone(), id, class);
+    loop {
+        if shared.stop.is_cancelled() || shared.iterations.is_some_and(|n| vu.iterations() >= n) {
+            return;
+        }
+        if vu.iterate(None).await == Step::Stop {
+            return;
+        }
+    }
+}
+
+/// Marks a VU active for as long as it lives (for the open model's VUs).
+pub fn activate(shared: &Shared) -> ActiveGuard<'_> {
+    shared.active.fetch_add(1, Ordering::Relaxed);
+    ActiveGuard(&shared.active)
 }
 
 async fn with_timeout<F, T>(limit: Option<Duration>, fut: F) -> Result<T, Abort>

@@ -1,0 +1,235 @@
+//! Load models against a counting server: the open model's arrival rate,
+//! dropped arrivals, Poisson spacing, and latency free of coordinated
+//! omission against a server that stalls.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn hello(target: &str, name: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+    let dir = scratch(name);
+    let json = dir.join("r.json");
+    let base = format!("BASE_URL={target}");
+    let out = format!("json={}", json.display());
+    let c = component("hello-http");
+    let mut args = vec![
+        "run",
+        c.to_str().unwrap(),
+        "-e",
+        &base,
+        "--quiet",
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args, Duration::from_secs(90));
+    assert!(matches!(r.code, Some(0) | Some(99)), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    (r, s)
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn the_open_model_starts_exactly_rate_times_duration_iterations() {
+    let target = Target::start();
+    let (_, s) = hello(
+        &target.url,
+        "rate",
+        &[
+            "--rate",
+            "100",
+            "--duration",
+            "3s",
+            "--vus",
+            "5",
+            "-e",
+            "THINK_MS=0",
+        ],
+    );
+    let it = &s["iterations"];
+    assert_eq!(u(&it["ok"]), 300, "iterations: {it}");
+    assert_eq!(u(&it["dropped"]), 0);
+    assert_eq!(target.requests(), 300);
+    let rate = it["arrival_rate"].as_f64().unwrap();
+    assert!((rate - 100.0).abs() <= 1.0, "achieved {rate}/s for 100/s");
+    assert!(
+        it["latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "latency from the scheduled start is reported"
+    );
+    assert!(
+        s["http"][0]["latency_corrected_ms"]["p99"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(s["meta"]["open_model"]["rate"].as_f64(), Some(100.0));
+}
+
+#[test]
+fn arrivals_that_find_no_free_vu_are_dropped_not_delayed() {
+    let target = Target::start();
+    // Two VUs at ~100 ms per iteration serve ~20/s of the 100/s asked.
+    let (_, s) = hello(
+        &target.url,
+        "dropped",
+        &[
+            "--rate",
+            "100",
+            "--duration",
+            "3s",
+            "--vus",
+            "1",
+            "--max-vus",
+            "2",
+            "-e",
+            "THINK_MS=100",
+        ],
+    );
+    let it = &s["iterations"];
+    let (ok, dropped) = (u(&it["ok"]), u(&it["dropped"]));
+    assert_eq!(
+        ok + dropped,
+        300,
+        "every arrival either ran or was dropped: {it}"
+    );
+    assert!(dropped >= 200, "dropped {dropped}");
+    assert_eq!(target.requests(), ok);
+    // No arrival waited for a VU: the schedule itself stayed on time.
+    assert!(
+        it["scheduler_lag_ms"]["p99"].as_f64().unwrap() < 20.0,
+        "{it}"
+    );
+}
+
+#[test]
+fn poisson_arrivals_average_to_the_rate() {
+    let target = Target::start();
+    let (_, s) = hello(
+        &target.url,
+        "poisson",
+        &[
+            "--rate",
+            "200",
+            "--duration",
+            "3s",
+            "--arrival",
+            "poisson",
+            "--vus",
+            "10",
+            "-e",
+            "THINK_MS=0",
+        ],
+    );
+    let ok = u(&s["iterations"]["ok"]);
+    // 600 expected; a Poisson count has a standard deviation of ~25.
+    assert!((500..=700).contains(&ok), "{ok} arrivals for 600 expected");
+    assert_eq!(target.requests(), ok);
+}
+
+/// Starts the built-in target with a periodic stall.
+fn stalling_target(stall: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(runner())
+        .args(["target", "--listen", "127.0.0.1:0", "--stall", stall])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the target");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    (child, url)
+}
+
+#[test]
+fn a_stalling_server_moves_the_open_models_percentiles_as_it_should() {
+    // The server pauses 500 ms every 2 s: a quarter of the arrivals wait,
+    // uniformly 0–500 ms. A correct tool reports p90 ≈ 300 ms (the top 40%
+    // of waits) and p99 ≈ 480 ms (the top 4%).
+    let (mut server, url) = stalling_target("2s:500ms");
+    let stats = "p(50),p(90),p(99)";
+    let (_, open) = hello(
+        &url,
+        "stall-open",
+        &[
+            "--rate",
+            "300",
+            "--duration",
+            "6s",
+            "-e",
+            "THINK_MS=0",
+            "--summary-trend-stats",
+            stats,
+        ],
+    );
+    let corrected = &open["http"][0]["latency_corrected_ms"];
+    let (p90, p99) = (
+        corrected["p90"].as_f64().unwrap(),
+        corrected["p99"].as_f64().unwrap(),
+    );
+    assert!(
+        (230.0..=370.0).contains(&p90),
+        "open model p90 {p90} ms, expected ~300"
+    );
+    assert!(
+        (420.0..=520.0).contains(&p99),
+        "open model p99 {p99} ms, expected ~480"
+    );
+    let it = &open["iterations"];
+    assert_eq!(u(&it["dropped"]), 0, "enough VUs for every arrival: {it}");
+
+    // The closed model, each VU waiting for its last answer, sends almost
+    // nothing during a stall, and its service times hide the pauses: the
+    // coordinated omission the open model avoids.
+    let (_, closed) = hello(
+        &url,
+        "stall-closed",
+        &["--vus", "4", "--duration", "6s", "-e", "THINK_MS=1"],
+    );
+    let closed_p99 = closed["http"][0]["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(
+        closed_p99 < p99 / 4.0,
+        "closed-model p99 {closed_p99} ms vs open {p99} ms"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn open_model_flags_are_checked() {
+    let c = component("idle");
+    let c = c.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--rate", "10"], "--rate needs --duration"),
+        (
+            vec!["--rate", "10", "-d", "1s", "--iterations", "3"],
+            "--iterations does not apply with --rate",
+        ),
+        (
+            vec!["--rate", "10", "-d", "1s", "--vus", "5", "--max-vus", "2"],
+            "--max-vus 2 is less than",
+        ),
+    ] {
+        let mut full = vec!["run", c];
+        full.extend(args);
+        let r = run(&full, Duration::from_secs(30));
+        assert_eq!(r.code, Some(1), "{full:?}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{full:?}: {}", r.stderr);
+    }
+    let r = run(
+        &["run", c, "--rate", "0", "-d", "1s"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(2));
+}
