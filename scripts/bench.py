@@ -9,6 +9,7 @@ BENCHMARKS.md). Run after scripts/setup.sh:
 2. HTTP: requests/s and client CPU microseconds per request, 50 connections
    (VUs) in a plain GET loop against a local nginx, side by side with
    `wrk -t1 -c50` against the same server.
+3. Open model: the achieved arrival rate at 5,000/s, the scheduler's lag.
 """
 
 import json
@@ -148,6 +149,16 @@ def main():
         print(f"| wrk -t1 -c50, {HTTP_SECONDS}s, GET nginx | {wrk[0]:,.0f} req/s, {wrk[1]:.1f} µs CPU/request |")
         print(f"| runner 50 VUs hello-http THINK_MS=0, {HTTP_SECONDS}s | {ours[0]:,.0f} req/s, {ours[1]:.1f} µs CPU/request ({failed} failed) |")
         print(f"| runner / wrk | {ours[0] / wrk[0]:.2f}× the rate, {ours[1] / wrk[1]:.2f}× the CPU per request |")
+        rate = 5000
+        summary = os.path.join(tmp, "open.json")
+        measure([RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"), "--rate", str(rate),
+                 "--duration", f"{HTTP_SECONDS}s", "--vus", "50", "-e", f"BASE_URL={url}", "-e", "THINK_MS=0",
+                 "--quiet", "--out", f"json={summary}"])
+        it = json.load(open(summary))["iterations"]
+        achieved = it["arrival_rate"]
+        print(f"| open model --rate {rate}, {HTTP_SECONDS}s | {achieved:,.1f} arrivals/s ({(achieved - rate) / rate * 100:+.2f}%), "
+              f"{it['ok'] + it['failed']:,} iterations, {it['dropped']} dropped, scheduler lag p99 {it['scheduler_lag_ms']['p99'] * 1000:.0f} µs, "
+              f"iteration latency from scheduled start p99 {it['latency_ms']['p99']:.2f} ms |")
     finally:
         nginx.terminate()
         nginx.wait()
