@@ -231,5 +231,129 @@ fn open_model_flags_are_checked() {
         &["run", c, "--rate", "0", "-d", "1s"],
         Duration::from_secs(30),
     );
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("--rate must be above 0 without stages"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        &["run", c, "--rate", "-5", "-d", "1s"],
+        Duration::from_secs(30),
+    );
     assert_eq!(r.code, Some(2));
+}
+
+#[test]
+fn ramping_vus_follow_the_stages() {
+    let target = Target::start();
+    let dir = scratch("ramp-vus");
+    let series = dir.join("r.ndjson");
+    let out = format!("ndjson={}", series.display());
+    // VU-seconds: 0→10 over 2 s (10), 10 for 2 s (20), 10→0 over 1 s (5):
+    // 35, at ~10 iterations per VU-second.
+    let (_, s) = hello(
+        &target.url,
+        "ramp-vus",
+        &[
+            "--stage",
+            "2s:10",
+            "--stage",
+            "2s:10",
+            "--stage",
+            "1s:0",
+            "-e",
+            "THINK_MS=100",
+            "--out",
+            &out,
+        ],
+    );
+    let ok = u(&s["iterations"]["ok"]);
+    assert!((300..=380).contains(&ok), "{ok} iterations for ~350");
+    assert_eq!(target.requests(), ok);
+    assert_eq!(s["meta"]["vus"], 10);
+    let vus: Vec<u64> = std::fs::read_to_string(&series)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["vus"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(vus.len() >= 5, "{vus:?}");
+    assert!(
+        (3..=7).contains(&vus[1]),
+        "half-way up the first ramp: {vus:?}"
+    );
+    assert_eq!(vus[3], 10, "{vus:?}");
+}
+
+#[test]
+fn ramping_arrival_rates_start_exactly_the_integral() {
+    let target = Target::start();
+    // 0→100/s over 2 s (100 arrivals), then 100/s for 1 s (100).
+    let (_, s) = hello(
+        &target.url,
+        "ramp-rate",
+        &[
+            "--rate",
+            "0",
+            "--stage",
+            "2s:100",
+            "--stage",
+            "1s:100",
+            "-e",
+            "THINK_MS=0",
+        ],
+    );
+    assert_eq!(u(&s["iterations"]["ok"]), 200, "{}", s["iterations"]);
+    assert_eq!(target.requests(), 200);
+}
+
+#[test]
+fn ramp_down_cancels_iterations_after_the_grace_period() {
+    let dir = scratch("ramp-down");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("idle").to_str().unwrap(),
+            "--stage",
+            "500ms:4",
+            "--stage",
+            "1s:0",
+            "--grace",
+            "300ms",
+            "-e",
+            "SLEEP_MS=60000",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(count(&s, "traps", "ramp-down"), 4, "traps: {}", s["traps"]);
+    assert!(r.elapsed < Duration::from_secs(6), "took {:?}", r.elapsed);
+}
+
+#[test]
+fn stage_flags_are_checked() {
+    let c = component("idle");
+    let c = c.to_str().unwrap();
+    let r = run(
+        &["run", c, "--stage", "1s:3", "--duration", "5s"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("--stage sets the run's length"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["run", c, "--stage", "1s"], Duration::from_secs(30));
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("DURATION:TARGET"), "{}", r.stderr);
 }

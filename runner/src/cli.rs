@@ -59,6 +59,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
 
+    /// Ramp through stages, `DURATION:TARGET` each, e.g. `--stage 30s:100
+    /// --stage 1m:100 --stage 30s:0`: targets are running VUs (from --vus,
+    /// default 0) or, with --rate, arrivals per second (from --rate).
+    /// Repeatable; the stages set the run's length.
+    #[arg(long = "stage", value_name = "DURATION:TARGET", value_parser = crate::profile::parse_stage)]
+    pub stages: Vec<crate::profile::Stage>,
+
     /// Open model: the most VUs (default: enough for one-second iterations
     /// at the full rate).
     #[arg(long, value_parser = parse_positive_u32)]
@@ -218,8 +225,8 @@ fn parse_stall(s: &str) -> Result<crate::target::Stall, String> {
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r > 0.0 && r <= 10_000_000.0 => Ok(r),
-        Ok(_) => Err("must be above 0 and at most 10000000 per second".into()),
+        Ok(r) if (0.0..=10_000_000.0).contains(&r) => Ok(r),
+        Ok(_) => Err("must be 0 to 10000000 per second".into()),
         Err(_) => Err(format!("{s:?} is not a number of iterations per second")),
     }
 }

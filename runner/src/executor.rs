@@ -54,47 +54,41 @@ impl Pool {
     }
 }
 
-/// Gaps between arrivals.
-struct Gaps {
+/// The arrival sequence in "count space": arrival k is due when the
+/// integral of the rate reaches its count, so a changing rate needs no
+/// special case (time-rescaling of a unit-rate process).
+struct Counts {
     arrival: Arrival,
-    mean: f64,
     state: u64,
 }
 
-impl Gaps {
-    fn new(arrival: Arrival, rate: f64, seed: u64) -> Self {
+impl Counts {
+    fn new(arrival: Arrival, seed: u64) -> Self {
         Self {
             arrival,
-            mean: 1.0 / rate,
             // xorshift needs a non-zero state.
             state: seed | 1,
         }
     }
 
-    /// Seconds from the start to arrival `k + 1`, given arrival `k` at
-    /// `offset`. Even spacing is computed from `k`, not summed, so it does
-    /// not drift.
-    fn next(&mut self, k: u64, offset: f64) -> f64 {
+    /// The count of the arrival after one at `count`: one more (even), or
+    /// an exponential step of mean one (Poisson).
+    fn next(&mut self, count: f64) -> f64 {
         match self.arrival {
-            Arrival::Even => (k + 1) as f64 * self.mean,
-            Arrival::Poisson => offset + self.gap(),
+            Arrival::Even => count + 1.0,
+            Arrival::Poisson => count + self.exponential(),
         }
     }
 
-    /// One random gap of a Poisson process.
-    fn gap(&mut self) -> f64 {
-        match self.arrival {
-            Arrival::Even => self.mean,
-            Arrival::Poisson => {
-                // xorshift64*: statistical quality is ample for spacing.
-                self.state ^= self.state >> 12;
-                self.state ^= self.state << 25;
-                self.state ^= self.state >> 27;
-                let x = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-                let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                -u.ln() * self.mean
-            }
-        }
+    /// An exponential sample of mean one.
+    fn exponential(&mut self) -> f64 {
+        // xorshift64*: statistical quality is ample for spacing.
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let x = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        -u.ln()
     }
 }
 
@@ -171,7 +165,8 @@ pub async fn run_class(
     let scheduler = Scheduler {
         shared: shared.clone(),
         pool: pool.clone(),
-        gaps: Gaps::new(arrival, open.rate, seed(first_id)),
+        counts: Counts::new(arrival, seed(first_id)),
+        rate: open.rate,
         start: start.into_std(),
         end: (start + duration).into_std(),
         next_id: first_id + class.vus,
@@ -201,7 +196,8 @@ fn seed(salt: u32) -> u64 {
 struct Scheduler {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
-    gaps: Gaps,
+    counts: Counts,
+    rate: crate::profile::Profile,
     start: Instant,
     end: Instant,
     next_id: u32,
@@ -218,10 +214,9 @@ impl Scheduler {
         set_fine_timer_slack();
         let recorder = self.shared.ctx.recorder.clone();
         let mut started = Vec::new();
-        let mut offset = 0.0f64;
-        let mut k = 0u64;
-        loop {
-            let due = self.start + Duration::from_secs_f64(offset);
+        let mut count = 0.0f64;
+        while let Some(at) = self.rate.time_of(count) {
+            let due = self.start + Duration::from_secs_f64(at);
             if due >= self.end || self.shared.stop.is_cancelled() {
                 break;
             }
@@ -241,8 +236,7 @@ impl Scheduler {
                     recorder.dropped();
                 }
             }
-            offset = self.gaps.next(k, offset);
-            k += 1;
+            count = self.counts.next(count);
         }
         started
     }
@@ -262,13 +256,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn poisson_gaps_average_to_the_rate() {
-        let mut g = Gaps::new(Arrival::Poisson, 1000.0, 42);
+    fn poisson_counts_step_by_one_on_average() {
+        let mut c = Counts::new(Arrival::Poisson, 42);
         let n = 100_000;
-        let total: f64 = (0..n).map(|_| g.gap()).sum();
-        let mean = total / n as f64;
-        assert!((mean - 0.001).abs() < 0.00002, "mean gap {mean}");
-        let mut e = Gaps::new(Arrival::Even, 100.0, 1);
-        assert_eq!(e.next(299, 2.99), 3.0, "no drift after 300 arrivals");
+        let mut count = 0.0;
+        for _ in 0..n {
+            count = c.next(count);
+        }
+        let mean = count / n as f64;
+        assert!((mean - 1.0).abs() < 0.02, "mean step {mean}");
+        let mut e = Counts::new(Arrival::Even, 1);
+        assert_eq!(e.next(299.0), 300.0);
     }
 }

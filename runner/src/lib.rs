@@ -13,6 +13,7 @@ pub mod engine;
 pub mod executor;
 pub mod oslimits;
 pub mod plan;
+pub mod profile;
 pub mod progress;
 pub mod report;
 pub mod run;

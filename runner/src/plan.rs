@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use host_api::ScenarioOptions;
 
 use crate::cli::RunArgs;
+use crate::profile::Profile;
 
 /// Most VUs one runner process will start.
 pub const MAX_VUS: u32 = 1_000_000;
@@ -24,6 +25,9 @@ pub struct ClassPlan {
     pub vus: u32,
     /// The open model's arrival rate and VU cap, if this class is open.
     pub open: Option<OpenClass>,
+    /// Closed model with stages: the number of VUs that should be running
+    /// over time (`vus` is its maximum).
+    pub ramp: Option<Profile>,
 }
 
 impl ClassPlan {
@@ -35,12 +39,12 @@ impl ClassPlan {
     }
 }
 
-/// An open-model class: iterations start at a fixed rate, whether or not
+/// An open-model class: iterations start at a set rate, whether or not
 /// earlier ones have finished.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpenClass {
-    /// Iterations started per second.
-    pub rate: f64,
+    /// Iterations started per second, over time.
+    pub rate: Profile,
     /// VUs the class may grow to when the allocated ones are busy.
     pub max_vus: u32,
 }
@@ -91,6 +95,7 @@ impl Plan {
                 name: c.name.as_str().into(),
                 vus: c.vus,
                 open: None,
+                ramp: None,
             });
         }
         if classes.is_empty() {
@@ -98,28 +103,42 @@ impl Plan {
                 name: DEFAULT_CLASS.into(),
                 vus: 1,
                 open: None,
+                ramp: None,
             });
         }
         let declared: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
-        if let Some(total) = args.vus {
+        if !args.stages.is_empty() && args.duration.is_some() {
+            bail!("--stage sets the run's length; drop --duration (or the stages)");
+        }
+        if !args.stages.is_empty() && args.iterations.is_some() {
+            bail!("--iterations does not apply with --stage");
+        }
+        let duration = if args.stages.is_empty() {
+            args.duration
+        } else {
+            Some(args.stages.iter().map(|s| s.duration).sum())
+        };
+        if args.rate.is_none() && !args.stages.is_empty() {
+            ramping_vus(&mut classes, declared, args)?;
+        } else if let Some(total) = args.vus {
             scale(&mut classes, total, declared);
         } else if declared == 0 {
             bail!("the scenario's VU classes declare 0 VUs; give a count with --vus");
         }
         if let Some(rate) = args.rate {
-            open_model(&mut classes, rate, args)?;
+            open_model(&mut classes, rate, duration, args)?;
         }
         let total: u64 = classes.iter().map(|c| u64::from(c.max_vus())).sum();
         if total > u64::from(MAX_VUS) {
             bail!("{total} VUs is more than one runner runs ({MAX_VUS}); split the load over several runners");
         }
-        let iterations = match (args.duration, args.iterations) {
+        let iterations = match (duration, args.iterations) {
             (None, None) if args.rate.is_none() => Some(1),
             (_, i) => i,
         };
         Ok(Plan {
             classes,
-            duration: args.duration,
+            duration,
             iterations,
             ramp_up: args.ramp_up,
             grace: args.grace,
@@ -151,12 +170,48 @@ impl Plan {
     }
 }
 
-/// Turns the classes into open-model classes sharing `rate` in proportion
-/// to their VU counts.
-fn open_model(classes: &mut [ClassPlan], rate: f64, args: &RunArgs) -> Result<()> {
-    if args.duration.is_none() {
-        bail!("--rate needs --duration: an open-model run lasts a set time");
+/// Makes the classes ramp their running VUs through the stages, from
+/// `--vus` (default 0), shared in proportion to their declared counts.
+fn ramping_vus(classes: &mut [ClassPlan], declared: u64, args: &RunArgs) -> Result<()> {
+    let start = f64::from(args.vus.unwrap_or(0));
+    let total = Profile::stages(start, &args.stages);
+    if total.max() < 1.0 {
+        bail!("the stages never reach 1 VU");
     }
+    let weights: Vec<f64> = if declared == 0 {
+        vec![1.0; classes.len()]
+    } else {
+        classes.iter().map(|c| f64::from(c.vus)).collect()
+    };
+    let sum: f64 = weights.iter().sum();
+    for (c, w) in classes.iter_mut().zip(weights) {
+        let ramp = total.scaled(w / sum);
+        c.vus = ramp.max().ceil() as u32;
+        c.ramp = Some(ramp);
+    }
+    Ok(())
+}
+
+/// Turns the classes into open-model classes sharing the arrival rate in
+/// proportion to their VU counts: `rate` throughout, or ramping from `rate`
+/// through the stages.
+fn open_model(
+    classes: &mut [ClassPlan],
+    rate: f64,
+    duration: Option<Duration>,
+    args: &RunArgs,
+) -> Result<()> {
+    let Some(duration) = duration else {
+        bail!("--rate needs --duration (or --stage): an open-model run lasts a set time");
+    };
+    let profile = if args.stages.is_empty() {
+        if rate <= 0.0 {
+            bail!("--rate must be above 0 without stages");
+        }
+        Profile::constant(rate, duration)
+    } else {
+        Profile::stages(rate, &args.stages)
+    };
     if args.iterations.is_some() {
         bail!(
             "--iterations does not apply with --rate: iterations start at the rate for --duration"
@@ -166,7 +221,9 @@ fn open_model(classes: &mut [ClassPlan], rate: f64, args: &RunArgs) -> Result<()
     // Enough VUs by default for iterations of up to a second at full rate.
     let max_total = match args.max_vus {
         Some(m) => u64::from(m),
-        None => allocated.max(rate.ceil() as u64).min(u64::from(MAX_VUS)),
+        None => allocated
+            .max(profile.max().ceil() as u64)
+            .min(u64::from(MAX_VUS)),
     };
     if max_total < allocated {
         bail!("--max-vus {max_total} is less than the {allocated} VUs allocated up front (--vus)");
@@ -180,7 +237,7 @@ fn open_model(classes: &mut [ClassPlan], rate: f64, args: &RunArgs) -> Result<()
     for (c, cap) in classes.iter_mut().zip(caps) {
         let share = f64::from(c.vus) / allocated.max(1) as f64;
         c.open = Some(OpenClass {
-            rate: rate * share,
+            rate: profile.scaled(share),
             max_vus: cap.vus.max(c.vus),
         });
     }

@@ -113,13 +113,31 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                 ));
                 id += class.max_vus();
             }
-            _ => {
-                for _ in 0..class.vus {
-                    let at = started + plan.start_offset(id);
-                    tasks.spawn(vu::run(shared.clone(), id, class.name.clone(), at));
-                    id += 1;
+            _ => match &class.ramp {
+                Some(ramp) => {
+                    let (tx, rx) = tokio::sync::watch::channel(0u32);
+                    tasks.spawn(follow(ramp.clone(), tx, started, shared.stop.clone()));
+                    for index in 0..class.vus {
+                        let vu = vu::run_ramping(
+                            shared.clone(),
+                            id,
+                            class.name.clone(),
+                            index,
+                            rx.clone(),
+                            plan.grace,
+                        );
+                        tasks.spawn(vu);
+                        id += 1;
+                    }
                 }
-            }
+                None => {
+                    for _ in 0..class.vus {
+                        let at = started + plan.start_offset(id);
+                        tasks.spawn(vu::run(shared.clone(), id, class.name.clone(), at));
+                        id += 1;
+                    }
+                }
+            },
         }
     }
 
@@ -238,8 +256,9 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                 .classes
                 .iter()
                 .filter_map(|c| c.open.as_ref())
-                .map(|o| o.rate)
-                .sum(),
+                .map(|o| o.rate.area())
+                .sum::<f64>()
+                / plan.duration.unwrap_or(elapsed).as_secs_f64().max(1e-9),
             arrival: plan.arrival,
             window_s: plan.duration.unwrap_or(elapsed).min(elapsed).as_secs_f64(),
         }),
@@ -286,6 +305,31 @@ fn first_crossed(thresholds: &[Threshold], totals: &Metrics, elapsed: Duration) 
         let o = t.evaluate(totals, elapsed.as_secs_f64());
         (o.value.is_some() && !o.pass).then(|| t.source.clone())
     })
+}
+
+/// Publishes the number of VUs `ramp` wants running, every 50 ms, until
+/// the ramp ends or the run stops.
+async fn follow(
+    ramp: crate::profile::Profile,
+    tx: tokio::sync::watch::Sender<u32>,
+    started: tokio::time::Instant,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let t = started.elapsed().as_secs_f64();
+        let want = ramp.value_at(t).round() as u32;
+        tx.send_if_modified(|v| std::mem::replace(v, want) != want);
+        if t >= ramp.duration().as_secs_f64() {
+            // Hold the last target until the run stops.
+            stop.cancelled().await;
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Asks the scenario for its options on a throwaway instance.

@@ -232,6 +232,21 @@ impl Vu {
         self.iteration
     }
 
+    /// Ends an iteration cancelled from outside (its future was dropped):
+    /// counts it under `kind` and drops the instance, which cannot be
+    /// re-entered.
+    pub fn abandon(&mut self, kind: &'static str, message: &str) {
+        self.shared.ctx.recorder.trap(kind);
+        let abort = Abort {
+            kind,
+            message: message.to_owned(),
+        };
+        self.shared
+            .trap_log
+            .log(self.id, self.iteration.saturating_sub(1), &abort);
+        self.instance = None;
+    }
+
     /// Makes sure the VU has an instance, after the back-off a trap asks
     /// for. `Err` carries the step to take when that failed.
     async fn ensure_instance(&mut self) -> Result<(), Step> {
@@ -367,6 +382,45 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
         }
         if vu.iterate(None).await == Step::Stop {
             return;
+        }
+    }
+}
+
+/// Runs VU number `index` of a class whose running VUs follow `target`
+/// (closed model with stages): it iterates while `index < target`. When
+/// the target drops below it, it finishes its iteration (cancelled after
+/// `grace`) and waits to be wanted again.
+pub async fn run_ramping(
+    shared: Arc<Shared>,
+    id: u32,
+    class: Arc<str>,
+    index: u32,
+    mut target: tokio::sync::watch::Receiver<u32>,
+    grace: Duration,
+) {
+    let mut vu = Vu::new(shared.clone(), id, class);
+    loop {
+        tokio::select! {
+            r = target.wait_for(|t| *t > index) => if r.is_err() { return },
+            _ = shared.stop.cancelled() => return,
+        }
+        let _active = activate(&shared);
+        while *target.borrow() > index {
+            if shared.stop.is_cancelled() {
+                return;
+            }
+            let mut unwanted = target.clone();
+            let ramped_down = async move {
+                if unwanted.wait_for(|t| *t <= index).await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                step = vu.iterate(None) => if step == Step::Stop { return },
+                _ = ramped_down => vu.abandon("ramp-down", "cancelled after the ramp-down grace period"),
+            }
         }
     }
 }

@@ -1,0 +1,166 @@
+//! A target that changes over a run: linear ramps between stage targets
+//! (`--stage 30s:100`), for ramping VUs and ramping arrival rates.
+
+use std::time::Duration;
+
+/// A piecewise-linear function of time from 0 to its duration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// (seconds, value), time ascending, the first at 0.
+    points: Vec<(f64, f64)>,
+}
+
+/// One stage: reach `target` linearly over `duration`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stage {
+    /// How long the ramp takes.
+    pub duration: Duration,
+    /// The value at its end.
+    pub target: f64,
+}
+
+impl Profile {
+    /// `value` throughout `duration`.
+    pub fn constant(value: f64, duration: Duration) -> Self {
+        Self {
+            points: vec![(0.0, value), (duration.as_secs_f64(), value)],
+        }
+    }
+
+    /// From `start`, through each stage in turn.
+    pub fn stages(start: f64, stages: &[Stage]) -> Self {
+        let mut points = vec![(0.0, start)];
+        let mut t = 0.0;
+        for s in stages {
+            t += s.duration.as_secs_f64();
+            points.push((t, s.target));
+        }
+        Self { points }
+    }
+
+    /// The whole length.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.points.last().map_or(0.0, |p| p.0))
+    }
+
+    /// The integral over the whole profile (e.g. all arrivals, for a rate).
+    pub fn area(&self) -> f64 {
+        self.points
+            .windows(2)
+            .map(|w| (w[0].1 + w[1].1) / 2.0 * (w[1].0 - w[0].0))
+            .sum()
+    }
+
+    /// The largest value.
+    pub fn max(&self) -> f64 {
+        self.points.iter().map(|p| p.1).fold(0.0, f64::max)
+    }
+
+    /// Every value multiplied by `k`.
+    pub fn scaled(&self, k: f64) -> Self {
+        Self {
+            points: self.points.iter().map(|&(t, v)| (t, v * k)).collect(),
+        }
+    }
+
+    /// The value at `t` seconds (the last value after the end).
+    pub fn value_at(&self, t: f64) -> f64 {
+        for w in self.points.windows(2) {
+            let ((t0, v0), (t1, v1)) = (w[0], w[1]);
+            if t <= t1 {
+                if t1 <= t0 {
+                    return v1;
+                }
+                return v0 + (v1 - v0) * ((t - t0).max(0.0) / (t1 - t0));
+            }
+        }
+        self.points.last().map_or(0.0, |p| p.1)
+    }
+
+    /// When the integral of the profile (e.g. arrivals so far, for a rate)
+    /// reaches `count`, in seconds; `None` if it does not before the end.
+    pub fn time_of(&self, count: f64) -> Option<f64> {
+        let mut need = count;
+        for w in self.points.windows(2) {
+            let ((t0, r0), (t1, r1)) = (w[0], w[1]);
+            let len = t1 - t0;
+            if len <= 0.0 {
+                continue;
+            }
+            let area = (r0 + r1) / 2.0 * len;
+            if need <= area {
+                // Solve r0·x + (r1 − r0)/(2·len)·x² = need for x in [0, len],
+                // in the form that stays exact when r1 = r0.
+                let a = (r1 - r0) / (2.0 * len);
+                let disc = (r0 * r0 + 4.0 * a * need).max(0.0);
+                let denom = r0 + disc.sqrt();
+                let x = if denom > 0.0 { 2.0 * need / denom } else { 0.0 };
+                return Some(t0 + x.clamp(0.0, len));
+            }
+            need -= area;
+        }
+        None
+    }
+}
+
+/// Parses `DURATION:TARGET`, e.g. `30s:100`.
+pub fn parse_stage(s: &str) -> Result<Stage, String> {
+    let (d, t) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not DURATION:TARGET (e.g. 30s:100)"))?;
+    let duration = humantime::parse_duration(d).map_err(|e| format!("stage {s:?}: {e}"))?;
+    let target: f64 = t
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("stage {s:?}: the target {t:?} is not a number >= 0"))?;
+    Ok(Stage { duration, target })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(secs: u64, target: f64) -> Stage {
+        Stage {
+            duration: Duration::from_secs(secs),
+            target,
+        }
+    }
+
+    #[test]
+    fn values_ramp_linearly() {
+        let p = Profile::stages(0.0, &[st(10, 100.0), st(10, 100.0), st(5, 0.0)]);
+        assert_eq!(p.duration(), Duration::from_secs(25));
+        assert_eq!(p.value_at(5.0), 50.0);
+        assert_eq!(p.value_at(15.0), 100.0);
+        assert_eq!(p.value_at(22.5), 50.0);
+        assert_eq!(p.max(), 100.0);
+    }
+
+    #[test]
+    fn arrival_times_integrate_the_rate() {
+        // Constant 100/s: arrival k at k/100 s.
+        let c = Profile::constant(100.0, Duration::from_secs(3));
+        assert_eq!(c.time_of(150.0), Some(1.5));
+        assert_eq!(c.time_of(300.0), Some(3.0));
+        assert_eq!(c.time_of(300.5), None);
+        // 0 → 100/s over 10 s: 500 arrivals; the 125th at 5 s.
+        let r = Profile::stages(0.0, &[st(10, 100.0)]);
+        let t = r.time_of(125.0).expect("within");
+        assert!((t - 5.0).abs() < 1e-9, "{t}");
+        assert!(r.time_of(501.0).is_none());
+        // Ramp down 100 → 0 over 10 s: half the 500 arrivals in ~2.93 s.
+        let d = Profile::stages(100.0, &[st(10, 0.0)]);
+        let t = d.time_of(250.0).expect("within");
+        assert!((t - (10.0 - 50f64.sqrt())).abs() < 1e-9, "{t}");
+    }
+
+    #[test]
+    fn stages_parse() {
+        assert_eq!(parse_stage("30s:100"), Ok(st(30, 100.0)));
+        assert!(parse_stage("30s").is_err());
+        assert!(parse_stage("soon:1").is_err());
+        assert!(parse_stage("1s:-3").is_err());
+    }
+}
