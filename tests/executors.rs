@@ -357,3 +357,70 @@ fn stage_flags_are_checked() {
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("DURATION:TARGET"), "{}", r.stderr);
 }
+
+#[test]
+fn a_scenario_brings_its_own_classes_and_load_models() {
+    let target = Target::start();
+    let dir = scratch("shop");
+    let json = dir.join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let out = format!("json={}", json.display());
+    let shop = component("shop");
+    let r = run(
+        &[
+            "run",
+            shop.to_str().unwrap(),
+            "-e",
+            &base,
+            "--quiet",
+            "--out",
+            &out,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    let requests = |name: &str| {
+        s["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| u(&r["requests"]))
+            .unwrap_or(0)
+    };
+    // api: 20/s for the scenario's 3 s, exactly.
+    assert_eq!(requests("api"), 60);
+    // batch: 2 VUs × 3 paced iterations, reading the class's own env.
+    assert_eq!(requests("batch-nightly"), 6);
+    // browser: ramping 0→4 VUs over 1 s, 4 for 2 s: ~10 VU-seconds at ~10/s.
+    let browser = requests("browser");
+    assert!((70..=120).contains(&browser), "browser {browser}");
+    assert_eq!(target.requests(), 60 + 6 + browser);
+    assert_eq!(s["thresholds"][0]["threshold"], "checks rate==1");
+    let classes = s["meta"]["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 3);
+
+    // A --rate on the command line overrides every class's own model.
+    let before = target.requests();
+    let r = run(
+        &[
+            "run",
+            shop.to_str().unwrap(),
+            "-e",
+            &base,
+            "--rate",
+            "10",
+            "-d",
+            "2s",
+            "--quiet",
+            "--out",
+            &out,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(u(&s["iterations"]["ok"]), 20, "{}", s["iterations"]);
+    assert_eq!(target.requests() - before, 20);
+}

@@ -44,6 +44,8 @@ pub mod __bindings {
 
 use __bindings::exports::runner::scenario::scenario as wit;
 
+use std::time::Duration;
+
 pub use metrics::check;
 pub use vu::sleep;
 
@@ -57,8 +59,98 @@ pub type Result<T = (), E = Error> = std::result::Result<T, E>;
 /// The scenario's own defaults; `runner run` flags override them.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    classes: Vec<(String, u32)>,
+    classes: Vec<Class>,
     thresholds: Vec<String>,
+    duration: Option<Duration>,
+}
+
+/// A VU class: a name (passed to [`Scenario::run`]), a VU count and a load
+/// model. Closed model by default: each VU iterates in a loop.
+#[derive(Clone, Debug)]
+pub struct Class(wit::VuClass);
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Class {
+    /// A class `name` of `vus` VUs.
+    pub fn new(name: impl Into<String>, vus: u32) -> Self {
+        Self(wit::VuClass {
+            name: name.into(),
+            vus,
+            rate: None,
+            max_vus: None,
+            stages: Vec::new(),
+            start_rate: None,
+            poisson_start: false,
+            think_time: None,
+            pacing: None,
+            iterations: None,
+            env: Vec::new(),
+        })
+    }
+
+    /// Open model: start `per_second` iterations per second whatever the
+    /// target's speed; `vus` are allocated up front.
+    pub fn rate(mut self, per_second: f64) -> Self {
+        self.0.rate = Some(per_second);
+        self
+    }
+
+    /// Open model: the most VUs the class may grow to.
+    pub fn max_vus(mut self, n: u32) -> Self {
+        self.0.max_vus = Some(n);
+        self
+    }
+
+    /// Adds a ramp stage: reach `target` running VUs (or arrivals per
+    /// second, with [`Class::rate`]) linearly over `duration`.
+    pub fn stage(mut self, duration: Duration, target: f64) -> Self {
+        self.0.stages.push(wit::Stage {
+            duration: nanos(duration),
+            target,
+        });
+        self
+    }
+
+    /// Start `per_second` VUs per second, evenly spaced.
+    pub fn start_rate(mut self, per_second: f64) -> Self {
+        self.0.start_rate = Some(per_second);
+        self.0.poisson_start = false;
+        self
+    }
+
+    /// Start VUs at Poisson-distributed times, `per_second` on average.
+    pub fn poisson_start(mut self, per_second: f64) -> Self {
+        self.0.start_rate = Some(per_second);
+        self.0.poisson_start = true;
+        self
+    }
+
+    /// Pause this long after each iteration.
+    pub fn think_time(mut self, time: Duration) -> Self {
+        self.0.think_time = Some(nanos(time));
+        self
+    }
+
+    /// Start iterations at least this far apart (constant pacing).
+    pub fn pacing(mut self, period: Duration) -> Self {
+        self.0.pacing = Some(nanos(period));
+        self
+    }
+
+    /// Run this many iterations per VU.
+    pub fn iterations(mut self, n: u64) -> Self {
+        self.0.iterations = Some(n);
+        self
+    }
+
+    /// A value this class's VUs read with [`vu::env`], over `-e` values.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.env.push((key.into(), value.into()));
+        self
+    }
 }
 
 impl Options {
@@ -69,8 +161,19 @@ impl Options {
 
     /// Adds a VU class `name` with `vus` VUs; [`Scenario::run`] receives
     /// the class name.
-    pub fn class(mut self, name: impl Into<String>, vus: u32) -> Self {
-        self.classes.push((name.into(), vus));
+    pub fn class(self, name: impl Into<String>, vus: u32) -> Self {
+        self.with_class(Class::new(name, vus))
+    }
+
+    /// Adds a VU class with its own load model.
+    pub fn with_class(mut self, class: Class) -> Self {
+        self.classes.push(class);
+        self
+    }
+
+    /// How long the run lasts, unless `--duration` says otherwise.
+    pub fn duration(mut self, time: Duration) -> Self {
+        self.duration = Some(time);
         self
     }
 
@@ -110,12 +213,9 @@ pub fn __options<S: Scenario>() -> wit::ScenarioOptions {
     install_panic_hook();
     let o = S::options();
     wit::ScenarioOptions {
-        classes: o
-            .classes
-            .into_iter()
-            .map(|(name, vus)| wit::VuClass { name, vus })
-            .collect(),
+        classes: o.classes.into_iter().map(|c| c.0).collect(),
         thresholds: o.thresholds,
+        duration: o.duration.map(nanos),
     }
 }
 

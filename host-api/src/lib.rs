@@ -52,7 +52,7 @@ pub struct RunContext {
     /// Where measurements go.
     pub recorder: Arc<Recorder>,
     /// Values from `-e KEY=VALUE`.
-    pub env: HashMap<String, String>,
+    pub env: Arc<HashMap<String, String>>,
     /// When the run started; `vu.now` counts from here.
     pub started: Instant,
     /// HTTP client settings.
@@ -67,6 +67,7 @@ pub struct VuState {
     run: Arc<RunContext>,
     vu_id: u32,
     class: Arc<str>,
+    env: Arc<HashMap<String, String>>,
     iteration: u64,
     table: ResourceTable,
     wasi: Option<WasiCtx>,
@@ -90,10 +91,12 @@ impl VuState {
         limiter: Limiter,
         cpu: Duration,
     ) -> Self {
+        let env = run.env.clone();
         Self {
             run,
             vu_id,
             class,
+            env,
             iteration: 0,
             table: ResourceTable::new(),
             wasi: None,
@@ -114,6 +117,12 @@ impl VuState {
         self.iteration = iteration;
         self.lag = lag;
         self.budget.reset();
+    }
+
+    /// Replaces the values `vu.env` reads (a class's own, over `-e`).
+    pub fn with_env(mut self, env: Arc<HashMap<String, String>>) -> Self {
+        self.env = env;
+        self
     }
 
     /// This VU's id.

@@ -40,7 +40,7 @@ impl Host for VuState {
     }
 
     async fn env(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.run.env.get(&key).cloned())
+        Ok(self.env.get(&key).cloned())
     }
 
     async fn panicked(&mut self, mut message: String) -> wasmtime::Result<()> {

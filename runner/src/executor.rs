@@ -57,13 +57,13 @@ impl Pool {
 /// The arrival sequence in "count space": arrival k is due when the
 /// integral of the rate reaches its count, so a changing rate needs no
 /// special case (time-rescaling of a unit-rate process).
-struct Counts {
+pub(crate) struct Counts {
     arrival: Arrival,
     state: u64,
 }
 
 impl Counts {
-    fn new(arrival: Arrival, seed: u64) -> Self {
+    pub(crate) fn new(arrival: Arrival, seed: u64) -> Self {
         Self {
             arrival,
             // xorshift needs a non-zero state.
@@ -73,7 +73,7 @@ impl Counts {
 
     /// The count of the arrival after one at `count`: one more (even), or
     /// an exponential step of mean one (Poisson).
-    fn next(&mut self, count: f64) -> f64 {
+    pub(crate) fn next(&mut self, count: f64) -> f64 {
         match self.arrival {
             Arrival::Even => count + 1.0,
             Arrival::Poisson => count + self.exponential(),
@@ -98,7 +98,7 @@ async fn run_vu(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     id: u32,
-    class: Arc<str>,
+    class: Arc<vu::Class>,
     first: Option<Ticket>,
 ) {
     let _active = vu::activate(&shared);
@@ -133,6 +133,7 @@ async fn run_vu(
 pub async fn run_class(
     shared: Arc<Shared>,
     class: ClassPlan,
+    runtime: Arc<vu::Class>,
     first_id: u32,
     arrival: Arrival,
     start: tokio::time::Instant,
@@ -147,7 +148,7 @@ pub async fn run_class(
         let (shared, pool, name, handle) = (
             shared.clone(),
             pool.clone(),
-            class.name.clone(),
+            runtime.clone(),
             handle.clone(),
         );
         move |id: u32, first: Option<Ticket>| {

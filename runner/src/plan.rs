@@ -28,9 +28,72 @@ pub struct ClassPlan {
     /// Closed model with stages: the number of VUs that should be running
     /// over time (`vus` is its maximum).
     pub ramp: Option<Profile>,
+    /// Closed model: VUs started per second, and whether at Poisson times
+    /// (instead of the run's `--ramp-up`).
+    pub start_rate: Option<(f64, bool)>,
+    /// Closed model: iterations per VU.
+    pub iterations: Option<u64>,
+    /// Closed model: pause after each iteration.
+    pub think: Option<Duration>,
+    /// Closed model: least time between iteration starts.
+    pub pacing: Option<Duration>,
+    /// The class's own `vu.env` values.
+    pub env: Vec<(String, String)>,
 }
 
 impl ClassPlan {
+    /// A closed-model class of `vus` VUs with no settings of its own.
+    pub fn simple(name: &str, vus: u32) -> Self {
+        Self {
+            name: name.into(),
+            vus,
+            open: None,
+            ramp: None,
+            start_rate: None,
+            iterations: None,
+            think: None,
+            pacing: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// What this class's VUs share at run time; `env` holds the `-e`
+    /// values, under the class's own.
+    pub fn runtime(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Arc<crate::vu::Class> {
+        let mut env = env.clone();
+        env.extend(self.env.iter().cloned());
+        Arc::new(crate::vu::Class {
+            name: self.name.clone(),
+            env: Arc::new(env),
+            iterations: self.iterations,
+            think: self.think,
+            pacing: self.pacing,
+        })
+    }
+
+    /// When VU `j` of this class starts, with its own start rate; `None`
+    /// when the class has none (the run's ramp-up applies).
+    pub fn start_offsets(&self, seed: u64) -> Option<Vec<Duration>> {
+        let (rate, poisson) = self.start_rate?;
+        let mut counts = crate::executor::Counts::new(
+            if poisson {
+                Arrival::Poisson
+            } else {
+                Arrival::Even
+            },
+            seed,
+        );
+        let mut c = 0.0;
+        let mut out = Vec::with_capacity(self.vus as usize);
+        for _ in 0..self.vus {
+            out.push(Duration::from_secs_f64(c / rate.max(1e-9)));
+            c = counts.next(c);
+        }
+        Some(out)
+    }
     /// The most VUs this class may run at once.
     pub fn max_vus(&self) -> u32 {
         self.open
@@ -91,20 +154,22 @@ impl Plan {
             if classes.iter().any(|k| *k.name == *c.name) {
                 bail!("the scenario declares the VU class {:?} twice", c.name);
             }
-            classes.push(ClassPlan {
-                name: c.name.as_str().into(),
-                vus: c.vus,
-                open: None,
-                ramp: None,
-            });
+            if let Some(r) = c.start_rate.filter(|r| r.is_nan() || *r <= 0.0) {
+                bail!(
+                    "the scenario's class {:?} has a start rate of {r}; it must be above 0",
+                    c.name
+                );
+            }
+            let mut class = ClassPlan::simple(&c.name, c.vus);
+            class.start_rate = c.start_rate.map(|r| (r, c.poisson_start));
+            class.iterations = c.iterations;
+            class.think = c.think_time.map(Duration::from_nanos);
+            class.pacing = c.pacing.map(Duration::from_nanos);
+            class.env = c.env.clone();
+            classes.push(class);
         }
         if classes.is_empty() {
-            classes.push(ClassPlan {
-                name: DEFAULT_CLASS.into(),
-                vus: 1,
-                open: None,
-                ramp: None,
-            });
+            classes.push(ClassPlan::simple(DEFAULT_CLASS, 1));
         }
         let declared: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
         if !args.stages.is_empty() && args.duration.is_some() {
@@ -113,8 +178,8 @@ impl Plan {
         if !args.stages.is_empty() && args.iterations.is_some() {
             bail!("--iterations does not apply with --stage");
         }
-        let duration = if args.stages.is_empty() {
-            args.duration
+        let mut duration = if args.stages.is_empty() {
+            args.duration.or(options.duration.map(Duration::from_nanos))
         } else {
             Some(args.stages.iter().map(|s| s.duration).sum())
         };
@@ -127,6 +192,22 @@ impl Plan {
         }
         if let Some(rate) = args.rate {
             open_model(&mut classes, rate, duration, args)?;
+        } else if args.stages.is_empty() {
+            // No load model on the command line: each class's own. The
+            // longest class's stages set the run's length for all.
+            for spec in &options.classes {
+                let staged: Duration = spec
+                    .stages
+                    .iter()
+                    .map(|s| Duration::from_nanos(s.duration))
+                    .sum();
+                if !staged.is_zero() {
+                    duration = Some(duration.unwrap_or_default().max(staged));
+                }
+            }
+            for (class, spec) in classes.iter_mut().zip(&options.classes) {
+                own_model(class, spec, duration)?;
+            }
         }
         let total: u64 = classes.iter().map(|c| u64::from(c.max_vus())).sum();
         if total > u64::from(MAX_VUS) {
@@ -136,6 +217,12 @@ impl Plan {
             (None, None) if args.rate.is_none() => Some(1),
             (_, i) => i,
         };
+        for c in &mut classes {
+            c.iterations = args
+                .iterations
+                .or(c.iterations)
+                .or(iterations.filter(|_| duration.is_none()));
+        }
         Ok(Plan {
             classes,
             duration,
@@ -168,6 +255,52 @@ impl Plan {
         let n = self.total_vus().max(1);
         self.ramp_up.mul_f64(f64::from(i) / f64::from(n))
     }
+}
+
+/// Applies a class's own load model from the scenario's options: an
+/// arrival rate (open model), stages, or neither (closed, constant VUs).
+fn own_model(
+    class: &mut ClassPlan,
+    spec: &host_api::VuClass,
+    duration: Option<Duration>,
+) -> Result<()> {
+    let stages: Vec<crate::profile::Stage> = spec
+        .stages
+        .iter()
+        .map(|s| crate::profile::Stage {
+            duration: Duration::from_nanos(s.duration),
+            target: s.target,
+        })
+        .collect();
+    if let Some(rate) = spec.rate {
+        let profile = if stages.is_empty() {
+            let Some(d) = duration else {
+                bail!("the scenario's class {:?} has an arrival rate but the run no duration; give --duration", spec.name);
+            };
+            if rate.is_nan() || rate <= 0.0 {
+                bail!(
+                    "the scenario's class {:?} has an arrival rate of {rate}; it must be above 0",
+                    spec.name
+                );
+            }
+            Profile::constant(rate, d)
+        } else {
+            Profile::stages(rate, &stages)
+        };
+        let max = spec
+            .max_vus
+            .unwrap_or_else(|| profile.max().ceil().min(f64::from(MAX_VUS)) as u32)
+            .max(class.vus);
+        class.open = Some(OpenClass {
+            rate: profile,
+            max_vus: max,
+        });
+    } else if !stages.is_empty() {
+        let ramp = Profile::stages(0.0, &stages);
+        class.vus = ramp.max().ceil() as u32;
+        class.ramp = Some(ramp);
+    }
+    Ok(())
 }
 
 /// Makes the classes ramp their running VUs through the stages, from
@@ -285,15 +418,89 @@ mod tests {
 
     fn opts(classes: &[(&str, u32)]) -> ScenarioOptions {
         ScenarioOptions {
-            classes: classes
-                .iter()
-                .map(|(n, v)| VuClass {
-                    name: (*n).into(),
-                    vus: *v,
-                })
-                .collect(),
+            classes: classes.iter().map(|(n, v)| class(n, *v)).collect(),
             thresholds: Vec::new(),
+            duration: None,
         }
+    }
+
+    fn class(name: &str, vus: u32) -> VuClass {
+        VuClass {
+            name: name.into(),
+            vus,
+            rate: None,
+            max_vus: None,
+            stages: Vec::new(),
+            start_rate: None,
+            poisson_start: false,
+            think_time: None,
+            pacing: None,
+            iterations: None,
+            env: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn classes_bring_their_own_load_models_unless_flags_say_otherwise() {
+        let mut open = class("api", 2);
+        open.rate = Some(50.0);
+        let mut ramp = class("browser", 0);
+        ramp.stages = vec![
+            host_api::bindings::exports::runner::scenario::scenario::Stage {
+                duration: 4_000_000_000,
+                target: 8.0,
+            },
+        ];
+        let mut paced = class("batch", 3);
+        paced.pacing = Some(1_000_000_000);
+        paced.iterations = Some(5);
+        paced.env = vec![("K".into(), "v".into())];
+        let options = ScenarioOptions {
+            classes: vec![open, ramp, paced],
+            thresholds: Vec::new(),
+            duration: Some(2_000_000_000),
+        };
+        let p = Plan::new(&args(&[]), &options).expect("plan");
+        assert_eq!(
+            p.duration,
+            Some(Duration::from_secs(4)),
+            "stages lengthen the run"
+        );
+        let o = p.classes[0].open.as_ref().expect("open");
+        assert_eq!((o.rate.area(), o.max_vus), (200.0, 50));
+        assert_eq!(p.classes[1].vus, 8);
+        assert!(p.classes[1].ramp.is_some());
+        assert_eq!(p.classes[2].pacing, Some(Duration::from_secs(1)));
+        assert_eq!(p.classes[2].iterations, Some(5));
+        let rt =
+            p.classes[2].runtime(&[("K".to_string(), "cli".to_string())].into_iter().collect());
+        assert_eq!(rt.env["K"], "v", "the class's env wins over -e");
+
+        // --rate on the command line makes every class open, shared by VUs.
+        let p = Plan::new(&args(&["--rate", "100", "-d", "1s"]), &options).expect("plan");
+        assert!(p.classes.iter().all(|c| c.open.is_some()));
+        // --iterations overrides the class's own.
+        let p = Plan::new(&args(&["--iterations", "2"]), &options).expect("plan");
+        assert_eq!(p.classes[2].iterations, Some(2));
+    }
+
+    #[test]
+    fn start_rates_space_vu_starts() {
+        let mut c = ClassPlan::simple("x", 4);
+        c.start_rate = Some((2.0, false));
+        let o = c.start_offsets(1).expect("offsets");
+        assert_eq!(
+            o,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_millis(1500)
+            ]
+        );
+        c.start_rate = Some((2.0, true));
+        let o = c.start_offsets(7).expect("offsets");
+        assert!(o.windows(2).all(|w| w[0] <= w[1]), "{o:?}");
     }
 
     #[test]

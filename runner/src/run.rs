@@ -48,7 +48,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     let recorder = Arc::new(Recorder::new(shard_count()));
     let ctx = Arc::new(RunContext {
         recorder: recorder.clone(),
-        env: args.env.iter().cloned().collect::<HashMap<_, _>>(),
+        env: Arc::new(args.env.iter().cloned().collect::<HashMap<_, _>>()),
         started: Instant::now(),
         http: host_api::http::ClientConfig::new(args.http_timeout, args.max_body, args.insecure),
         log_limit: Arc::new(host_api::stdio::LogLimit::new(args.log_rate)),
@@ -87,7 +87,6 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         cpu_limit: args.cpu_limit,
         fuel: args.fuel,
         iteration_timeout: plan.iteration_timeout,
-        iterations: plan.iterations,
         stop: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
         active: AtomicUsize::new(0),
@@ -101,11 +100,13 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
     let mut tasks = JoinSet::new();
     let mut id = 0u32;
     for class in &plan.classes {
+        let runtime = class.runtime(&ctx.env);
         match (&class.open, plan.duration) {
             (Some(_), Some(duration)) => {
                 tasks.spawn(executor::run_class(
                     shared.clone(),
                     class.clone(),
+                    runtime,
                     id,
                     plan.arrival,
                     started,
@@ -121,7 +122,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                         let vu = vu::run_ramping(
                             shared.clone(),
                             id,
-                            class.name.clone(),
+                            runtime.clone(),
                             index,
                             rx.clone(),
                             plan.grace,
@@ -131,9 +132,18 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                     }
                 }
                 None => {
-                    for _ in 0..class.vus {
-                        let at = started + plan.start_offset(id);
-                        tasks.spawn(vu::run(shared.clone(), id, class.name.clone(), at));
+                    let own = class.start_offsets(u64::from(id) ^ 0x5DEE_CE66);
+                    for j in 0..class.vus {
+                        let offset = match &own {
+                            Some(offsets) => offsets[j as usize],
+                            None => plan.start_offset(id),
+                        };
+                        tasks.spawn(vu::run(
+                            shared.clone(),
+                            id,
+                            runtime.clone(),
+                            started + offset,
+                        ));
                         id += 1;
                     }
                 }

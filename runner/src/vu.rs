@@ -42,8 +42,6 @@ pub struct Shared {
     pub fuel: Option<u64>,
     /// Wall-clock limit per iteration.
     pub iteration_timeout: Option<Duration>,
-    /// Iterations per VU.
-    pub iterations: Option<u64>,
     /// Cancelled when no new iteration may start.
     pub stop: CancellationToken,
     /// Cancelled when in-flight iterations must end now.
@@ -62,6 +60,20 @@ pub struct Shared {
     pub trap_log: TrapLog,
 }
 
+/// What the VUs of one class share.
+pub struct Class {
+    /// The class name passed to the scenario's `run`.
+    pub name: Arc<str>,
+    /// What `vu.env` reads: `-e` values with the class's own over them.
+    pub env: Arc<std::collections::HashMap<String, String>>,
+    /// Iterations per VU (closed model).
+    pub iterations: Option<u64>,
+    /// Pause after each iteration (closed model).
+    pub think: Option<Duration>,
+    /// Least time from one iteration's start to the next (closed model).
+    pub pacing: Option<Duration>,
+}
+
 /// A VU's live instance.
 struct Instance {
     store: Store<VuState>,
@@ -78,14 +90,15 @@ pub struct Abort {
 }
 
 /// Creates a fresh store and instance for a VU.
-async fn instantiate(shared: &Shared, id: u32, class: &Arc<str>) -> Result<Instance, Abort> {
+async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance, Abort> {
     let state = VuState::new(
         shared.ctx.clone(),
         id,
-        class.clone(),
+        class.name.clone(),
         shared.settings.limiter(),
         shared.cpu_limit,
-    );
+    )
+    .with_env(class.env.clone());
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
@@ -206,7 +219,7 @@ pub enum Step {
 pub struct Vu {
     shared: Arc<Shared>,
     id: u32,
-    class: Arc<str>,
+    class: Arc<Class>,
     instance: Option<Instance>,
     iteration: u64,
     consecutive_traps: u32,
@@ -215,7 +228,7 @@ pub struct Vu {
 
 impl Vu {
     /// VU `id` of `class`, not yet instantiated.
-    pub fn new(shared: Arc<Shared>, id: u32, class: Arc<str>) -> Self {
+    pub fn new(shared: Arc<Shared>, id: u32, class: Arc<Class>) -> Self {
         Self {
             shared,
             id,
@@ -320,7 +333,7 @@ impl Vu {
         let call = inst
             .bindings
             .runner_scenario_scenario()
-            .call_run(&mut inst.store, &self.class);
+            .call_run(&mut inst.store, &self.class.name);
         let outcome = tokio::select! {
             biased;
             _ = shared.hard_stop.cancelled() => Err(Abort { kind: "interrupted", message: "cancelled at the end of the grace period".into() }),
@@ -368,21 +381,43 @@ impl Vu {
 
 /// Runs one VU of the closed model: waits for its start time, then
 /// iterates until the plan or a stop says otherwise.
-pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio::time::Instant) {
+pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<Class>, start_at: tokio::time::Instant) {
     tokio::select! {
         _ = tokio::time::sleep_until(start_at) => {}
         _ = shared.stop.cancelled() => return,
     }
     shared.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(&shared.active);
-    let mut vu = Vu::new(shared.clone(), id, class);
+    let mut vu = Vu::new(shared.clone(), id, class.clone());
     loop {
-        if shared.stop.is_cancelled() || shared.iterations.is_some_and(|n| vu.iterations() >= n) {
+        if shared.stop.is_cancelled() || class.iterations.is_some_and(|n| vu.iterations() >= n) {
             return;
         }
-        if vu.iterate(None).await == Step::Stop {
+        let started = tokio::time::Instant::now();
+        if vu.iterate(None).await == Step::Stop
+            || pause(&shared, &class, started).await == Step::Stop
+        {
             return;
         }
+    }
+}
+
+/// The closed model's pause after an iteration that started at `started`:
+/// until the pacing period is over, then the think time. A stop ends it.
+async fn pause(shared: &Shared, class: &Class, started: tokio::time::Instant) -> Step {
+    let mut until = started;
+    if let Some(p) = class.pacing {
+        until = until.max(started + p);
+    }
+    if let Some(t) = class.think {
+        until = until.max(tokio::time::Instant::now()) + t;
+    }
+    if until <= tokio::time::Instant::now() {
+        return Step::Continue;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => Step::Continue,
+        _ = shared.stop.cancelled() => Step::Stop,
     }
 }
 
@@ -393,12 +428,12 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<str>, start_at: tokio:
 pub async fn run_ramping(
     shared: Arc<Shared>,
     id: u32,
-    class: Arc<str>,
+    class: Arc<Class>,
     index: u32,
     mut target: tokio::sync::watch::Receiver<u32>,
     grace: Duration,
 ) {
-    let mut vu = Vu::new(shared.clone(), id, class);
+    let mut vu = Vu::new(shared.clone(), id, class.clone());
     loop {
         tokio::select! {
             r = target.wait_for(|t| *t > index) => if r.is_err() { return },
@@ -417,9 +452,13 @@ pub async fn run_ramping(
                     std::future::pending::<()>().await;
                 }
             };
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 step = vu.iterate(None) => if step == Step::Stop { return },
                 _ = ramped_down => vu.abandon("ramp-down", "cancelled after the ramp-down grace period"),
+            }
+            if pause(&shared, &class, started).await == Step::Stop {
+                return;
             }
         }
     }
