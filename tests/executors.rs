@@ -424,3 +424,49 @@ fn a_scenario_brings_its_own_classes_and_load_models() {
     assert_eq!(u(&s["iterations"]["ok"]), 20, "{}", s["iterations"]);
     assert_eq!(target.requests() - before, 20);
 }
+
+#[test]
+fn inspect_shows_imports_and_declared_options() {
+    let shop = component("shop");
+    let r = run(
+        &["inspect", shop.to_str().unwrap(), "--json"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert!(v["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i == "runner:scenario/http@0.1.0"));
+    assert_eq!(v["exports"][0], "runner:scenario/scenario@0.1.0");
+    assert!(v["bytes"].as_u64().unwrap() > 1000);
+    let classes = v["options"]["classes"].as_array().unwrap();
+    let names: Vec<&str> = classes
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "browser", "batch"]);
+    assert_eq!(classes[0]["rate"].as_f64(), Some(20.0));
+    assert_eq!(classes[1]["stages"][0][1].as_f64(), Some(4.0));
+    assert_eq!(classes[2]["pacing_s"].as_f64(), Some(0.5));
+    assert_eq!(v["options"]["thresholds"][0], "checks rate==1");
+
+    let text = run(
+        &["inspect", shop.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(
+        text.stdout
+            .contains("class     api: 2 VUs, open model 20/s"),
+        "{}",
+        text.stdout
+    );
+    let bad = run(&["inspect", "/nonexistent.wasm"], Duration::from_secs(30));
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("cannot read scenario"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -28,6 +28,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the built-in HTTP test target (for demos and smoke tests).
     Target(TargetArgs),
+    /// Show a scenario's size, imports, exports and declared options.
+    Inspect(InspectArgs),
 }
 
 /// Flags of `runner run`.
@@ -155,6 +157,21 @@ pub struct RunArgs {
     /// and dropped.
     #[arg(long, default_value_t = 100)]
     pub log_rate: u64,
+}
+
+/// Flags of `runner inspect`.
+#[derive(Debug, Args, Clone)]
+pub struct InspectArgs {
+    /// The scenario component.
+    pub scenario: PathBuf,
+
+    /// A value the scenario's options may read (as with `run`).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `runner target`.

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod engine;
 pub mod executor;
+pub mod inspect;
 pub mod oslimits;
 pub mod plan;
 pub mod profile;

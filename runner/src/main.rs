@@ -64,6 +64,15 @@ fn main() -> ExitCode {
                 }
                 Ok(0)
             }
+            Command::Inspect(args) => {
+                let report = runner::inspect::inspect(&args.scenario, &args.env).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.text());
+                }
+                Ok(0)
+            }
             Command::Target(args) => runner::target::serve(args.listen, args.tls, args.stall)
                 .await
                 .map(|()| 0),

@@ -412,7 +412,7 @@ mod tests {
         v.extend_from_slice(extra);
         match crate::cli::Cli::parse_from(v).command {
             crate::cli::Command::Run(a) => a,
-            crate::cli::Command::Target(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

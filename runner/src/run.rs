@@ -54,8 +54,16 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         log_limit: Arc::new(host_api::stdio::LogLimit::new(args.log_rate)),
     });
 
-    let options =
-        scenario_options(&probe_engine, &scenario.component, args, &ctx, &settings).await?;
+    let options = scenario_options(
+        &probe_engine,
+        &scenario.component,
+        &args.scenario,
+        &ctx,
+        &settings,
+        args.cpu_limit,
+        args.fuel,
+    )
+    .await?;
     let plan = Plan::new(args, &options)?;
     let thresholds = thresholds_for(args, &options)?;
     let total = plan.total_vus();
@@ -343,25 +351,27 @@ async fn follow(
 }
 
 /// Asks the scenario for its options on a throwaway instance.
-async fn scenario_options(
+pub async fn scenario_options(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
-    args: &RunArgs,
+    path: &std::path::Path,
     ctx: &Arc<RunContext>,
     settings: &EngineSettings,
+    cpu_limit: Duration,
+    fuel: Option<u64>,
 ) -> Result<ScenarioOptions> {
-    let shown = args.scenario.display();
-    let pre = engine::link(engine, component, &args.scenario)?;
+    let shown = path.display();
+    let pre = engine::link(engine, component, path)?;
     let state = VuState::new(
         ctx.clone(),
         u32::MAX,
         "options".into(),
         settings.limiter(),
-        args.cpu_limit,
+        cpu_limit,
     );
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    if let Some(f) = args.fuel {
+    if let Some(f) = fuel {
         store.set_fuel(f).map_err(anyhow::Error::from)?;
     }
     // Yield on every tick so the wall-clock timeout below can fire even if
