@@ -39,7 +39,7 @@ fn u(v: &serde_json::Value) -> u64 {
 #[test]
 fn the_open_model_starts_exactly_rate_times_duration_iterations() {
     let target = Target::start();
-    let (_, s) = hello(
+    let (r, s) = hello(
         &target.url,
         "rate",
         &[
@@ -51,7 +51,16 @@ fn the_open_model_starts_exactly_rate_times_duration_iterations() {
             "5",
             "-e",
             "THINK_MS=0",
+            "--threshold",
+            "http_req_latency p(99)<1s",
+            "--threshold",
+            "iteration_latency p(50)<1s",
         ],
+    );
+    assert_eq!(
+        r.code,
+        Some(0),
+        "thresholds on latency from the intended start hold"
     );
     let it = &s["iterations"];
     assert_eq!(u(&it["ok"]), 300, "iterations: {it}");
@@ -76,7 +85,7 @@ fn the_open_model_starts_exactly_rate_times_duration_iterations() {
 fn arrivals_that_find_no_free_vu_are_dropped_not_delayed() {
     let target = Target::start();
     // Two VUs at ~100 ms per iteration serve ~20/s of the 100/s asked.
-    let (_, s) = hello(
+    let (r, s) = hello(
         &target.url,
         "dropped",
         &[
@@ -90,8 +99,16 @@ fn arrivals_that_find_no_free_vu_are_dropped_not_delayed() {
             "2",
             "-e",
             "THINK_MS=100",
+            "--threshold",
+            "dropped_iterations count<10",
         ],
     );
+    assert_eq!(
+        r.code,
+        Some(99),
+        "the dropped-iterations threshold fails the run"
+    );
+    assert_eq!(s["thresholds"][0]["pass"], false);
     let it = &s["iterations"];
     let (ok, dropped) = (u(&it["ok"]), u(&it["dropped"]));
     assert_eq!(

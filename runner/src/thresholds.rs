@@ -8,8 +8,9 @@
 //! errors count<10 abort
 //! ```
 //!
-//! Metrics: `http_req_duration`, `http_req_waiting` (trends, ms; filter
-//! `{name:..}`), `http_reqs` (count, rate per second), `http_req_failed`
+//! Metrics: `http_req_duration`, `http_req_waiting`, `http_req_latency`
+//! (from the intended start in the open model; trends, ms; filter
+//! `{name:..}`), `iteration_latency`, `dropped_iterations`, `http_reqs` (count, rate per second), `http_req_failed`
 //! (rate = failed share, count), `iterations` (count, rate),
 //! `iteration_duration` (trend), `checks` (rate = pass share, count of
 //! failures; filter `{name:..}`), `errors` (failed requests plus failed and
@@ -282,17 +283,29 @@ impl Threshold {
                 .map(|(_, r)| r)
         };
         match self.metric.as_str() {
-            "http_req_duration" | "http_req_waiting" => {
+            "http_req_duration" | "http_req_waiting" | "http_req_latency" => {
                 let mut h = Hist::micros();
                 for r in http() {
-                    h.merge(if self.metric == "http_req_duration" {
-                        &r.latency
-                    } else {
-                        &r.wait
+                    h.merge(match self.metric.as_str() {
+                        "http_req_waiting" => &r.wait,
+                        // From the intended start in the open model; the
+                        // same as the duration in the closed model.
+                        "http_req_latency" if r.corrected.count() > 0 => &r.corrected,
+                        _ => &r.latency,
                     });
                 }
                 trend(&h, self.aggregate, 1000.0)
             }
+            "iteration_latency" => {
+                let it = &m.iterations;
+                let h = if it.latency.count() > 0 {
+                    &it.latency
+                } else {
+                    &it.duration
+                };
+                trend(h, self.aggregate, 1000.0)
+            }
+            "dropped_iterations" => counter(m.iterations.dropped, self.aggregate, per_second),
             "http_reqs" => {
                 let n: u64 = http().map(|r| r.requests()).sum();
                 counter(n, self.aggregate, per_second)
@@ -360,8 +373,9 @@ impl Threshold {
         use Aggregate::*;
         let trend_aggs = matches!(self.aggregate, Avg | Min | Max | Med | P(_));
         let ok = match self.metric.as_str() {
-            "http_req_duration" | "http_req_waiting" | "iteration_duration" => trend_aggs,
-            "http_reqs" | "iterations" | "errors" | "traps" => {
+            "http_req_duration" | "http_req_waiting" | "http_req_latency"
+            | "iteration_duration" | "iteration_latency" => trend_aggs,
+            "http_reqs" | "iterations" | "errors" | "traps" | "dropped_iterations" => {
                 matches!(self.aggregate, Count | Rate)
             }
             "http_req_failed" | "checks" => matches!(self.aggregate, Rate | Count),
