@@ -367,3 +367,44 @@ fn the_summary_table_shows_the_chosen_trend_stats() {
         r.stderr
     );
 }
+
+#[test]
+fn shared_iterations_are_split_among_the_vus() {
+    let target = Target::start();
+    let dir = scratch("shared");
+    let json = dir.join("r.json");
+    let r = run(
+        &[
+            "run",
+            component("hello-http").to_str().unwrap(),
+            "--vus",
+            "5",
+            "--shared-iterations",
+            "23",
+            "-e",
+            &format!("BASE_URL={}", target.url),
+            "-e",
+            "THINK_MS=1",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(s["iterations"]["ok"].as_u64(), Some(23));
+    assert_eq!(target.requests(), 23);
+    let bad = run(
+        &[
+            "run",
+            component("hello-http").to_str().unwrap(),
+            "--shared-iterations",
+            "3",
+            "--iterations",
+            "2",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(bad.code, Some(2), "conflicting flags: {}", bad.stderr);
+}

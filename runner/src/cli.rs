@@ -77,6 +77,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "even")]
     pub arrival: crate::plan::Arrival,
 
+    /// Iterations shared by all VUs: each VU takes the next one until N have
+    /// run (k6's shared-iterations), so faster VUs do more.
+    #[arg(long, value_parser = parse_positive_u64, conflicts_with_all = ["iterations", "rate", "stages"])]
+    pub shared_iterations: Option<u64>,
+
     /// Spread the VUs' starts evenly over this time, so they do not hit the
     /// target in one instant.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]

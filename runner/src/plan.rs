@@ -17,7 +17,7 @@ pub const MAX_VUS: u32 = 1_000_000;
 pub const DEFAULT_CLASS: &str = "default";
 
 /// One VU class in the plan.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ClassPlan {
     /// The class name passed to the scenario's `run`.
     pub name: Arc<str>,
@@ -39,6 +39,8 @@ pub struct ClassPlan {
     pub pacing: Option<Duration>,
     /// The class's own `vu.env` values.
     pub env: Vec<(String, String)>,
+    /// Iterations left to share among all VUs (`--shared-iterations`).
+    pub shared: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ClassPlan {
@@ -54,6 +56,7 @@ impl ClassPlan {
             think: None,
             pacing: None,
             env: Vec::new(),
+            shared: None,
         }
     }
 
@@ -71,6 +74,7 @@ impl ClassPlan {
             iterations: self.iterations,
             think: self.think,
             pacing: self.pacing,
+            shared: self.shared.clone(),
         })
     }
 
@@ -214,7 +218,7 @@ impl Plan {
             bail!("{total} VUs is more than one runner runs ({MAX_VUS}); split the load over several runners");
         }
         let iterations = match (duration, args.iterations) {
-            (None, None) if args.rate.is_none() => Some(1),
+            (None, None) if args.rate.is_none() && args.shared_iterations.is_none() => Some(1),
             (_, i) => i,
         };
         for c in &mut classes {
@@ -222,6 +226,13 @@ impl Plan {
                 .iterations
                 .or(c.iterations)
                 .or(iterations.filter(|_| duration.is_none()));
+        }
+        if let Some(n) = args.shared_iterations {
+            let pool = Arc::new(std::sync::atomic::AtomicU64::new(n));
+            for c in &mut classes {
+                c.iterations = None;
+                c.shared = Some(pool.clone());
+            }
         }
         Ok(Plan {
             classes,

@@ -72,6 +72,19 @@ pub struct Class {
     pub think: Option<Duration>,
     /// Least time from one iteration's start to the next (closed model).
     pub pacing: Option<Duration>,
+    /// Iterations left to share among all VUs, if they are shared.
+    pub shared: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl Class {
+    /// Takes one iteration from the shared pool; `false` when none is left
+    /// (always `true` when iterations are not shared).
+    fn take_shared(&self) -> bool {
+        self.shared.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
 }
 
 /// A VU's live instance.
@@ -390,7 +403,10 @@ pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<Class>, start_at: toki
     let _active = ActiveGuard(&shared.active);
     let mut vu = Vu::new(shared.clone(), id, class.clone());
     loop {
-        if shared.stop.is_cancelled() || class.iterations.is_some_and(|n| vu.iterations() >= n) {
+        if shared.stop.is_cancelled()
+            || class.iterations.is_some_and(|n| vu.iterations() >= n)
+            || !class.take_shared()
+        {
             return;
         }
         let started = tokio::time::Instant::now();
