@@ -11,24 +11,8 @@ use std::time::Duration;
 use common::*;
 
 fn hello(target: &str, name: &str, extra: &[&str]) -> (Run, serde_json::Value) {
-    let dir = scratch(name);
-    let json = dir.join("r.json");
-    let base = format!("BASE_URL={target}");
-    let out = format!("json={}", json.display());
-    let c = component("hello-http");
-    let mut args = vec![
-        "run",
-        c.to_str().unwrap(),
-        "-e",
-        &base,
-        "--quiet",
-        "--out",
-        &out,
-    ];
-    args.extend_from_slice(extra);
-    let r = run(&args, Duration::from_secs(90));
+    let (r, s) = run_against("hello-http", target, name, extra);
     assert!(matches!(r.code, Some(0) | Some(99)), "stderr: {}", r.stderr);
-    let s = summary(&json);
     (r, s)
 }
 

@@ -9,26 +9,9 @@ use std::time::Duration;
 use common::*;
 
 fn run_with(target: &str, name: &str, extra: &[&str]) -> (Run, serde_json::Value) {
-    let dir = scratch(name);
-    let json = dir.join("r.json");
-    let base = format!("BASE_URL={target}");
-    let out = format!("json={}", json.display());
-    let hello = component("hello-http");
-    let mut args = vec![
-        "run",
-        hello.to_str().unwrap(),
-        "-e",
-        &base,
-        "-e",
-        "THINK_MS=5",
-        "--quiet",
-        "--out",
-        &out,
-    ];
+    let mut args = vec!["-e", "THINK_MS=5"];
     args.extend_from_slice(extra);
-    let r = run(&args, Duration::from_secs(60));
-    let s = summary(&json);
-    (r, s)
+    run_against("hello-http", target, name, &args)
 }
 
 #[test]

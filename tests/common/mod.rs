@@ -192,3 +192,31 @@ pub fn total_requests(s: &serde_json::Value) -> u64 {
 pub fn count(s: &serde_json::Value, section: &str, key: &str) -> u64 {
     s[section][key].as_u64().unwrap_or(0)
 }
+
+/// Runs the example `scenario` with `BASE_URL=target`, quietly, writing its
+/// JSON summary into a scratch directory `name`, plus `extra` flags; returns
+/// the run and the summary.
+pub fn run_against(
+    scenario: &str,
+    target: &str,
+    name: &str,
+    extra: &[&str],
+) -> (Run, serde_json::Value) {
+    let json = scratch(name).join("r.json");
+    let base = format!("BASE_URL={target}");
+    let out = format!("json={}", json.display());
+    let c = component(scenario);
+    let mut args = vec![
+        "run",
+        c.to_str().unwrap(),
+        "-e",
+        &base,
+        "--quiet",
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args, Duration::from_secs(90));
+    let s = summary(&json);
+    (r, s)
+}
