@@ -282,6 +282,10 @@ fn every_host_call_works_end_to_end() {
             &format!("BASE_URL={}", target.url),
             "-e",
             "TOUR_MARK=here",
+            "--threshold",
+            "http_req_duration{page:cart} max<10s",
+            "--threshold",
+            "http_reqs{group:checkout} count==6",
             "--out",
             &format!("json={}", json.display()),
         ],
@@ -296,7 +300,7 @@ fn every_host_call_works_end_to_end() {
         r.stderr
     );
     let checks = s["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 14, "checks: {checks:?}");
+    assert_eq!(checks.len(), 15, "checks: {checks:?}");
     for c in checks {
         assert_eq!(c["fail"], 0, "check failed: {c}");
         assert_eq!(c["pass"], 6, "check: {c}");
@@ -314,8 +318,14 @@ fn every_host_call_works_end_to_end() {
     assert_eq!(by_name("missing").unwrap()["failed"], 6);
     assert_eq!(by_name("h2").unwrap()["statuses"]["200"], 6);
     assert_eq!(by_name("invalid").unwrap()["errors"]["invalid-request"], 6);
-    // 4 requests per iteration reached the server.
-    assert_eq!(target.requests(), 24);
+    // Tags: the group and the request's own tag, per row and in total.
+    let cart = by_name("cart").unwrap();
+    assert_eq!(cart["tags"]["group"], "checkout");
+    assert_eq!(cart["tags"]["page"], "cart");
+    assert_eq!(s["http_by_tag"]["group=checkout"]["requests"], 6);
+    assert_eq!(s["http_by_tag"]["page=cart"]["requests"], 6);
+    // 5 requests per iteration reached the server.
+    assert_eq!(target.requests(), 30);
     assert_eq!(target.stats()["http2"], 6);
     // Custom metrics.
     assert_eq!(s["counters"]["tour_iterations"], 6);

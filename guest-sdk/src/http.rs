@@ -148,6 +148,7 @@ impl Request {
             name: None,
             version: None,
             discard_body: false,
+            tags: Vec::new(),
         })
     }
 
@@ -219,6 +220,14 @@ impl Request {
         self
     }
 
+    /// Tags this request's metrics with `key=value`; the summary and the
+    /// JSON break results down by tag (and thresholds can filter on it:
+    /// `http_req_duration{page:home} p(95)<200ms`).
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.tags.push((key.into(), value.into()));
+        self
+    }
+
     /// Reads and counts the body without copying it into the scenario.
     pub fn discard_body(mut self) -> Self {
         self.0.discard_body = true;
@@ -227,7 +236,12 @@ impl Request {
 
     /// Sends the request and waits for the whole response; only this VU
     /// waits.
-    pub fn send(self) -> Result<Response, Error> {
+    pub fn send(mut self) -> Result<Response, Error> {
+        if let Some(g) = crate::current_group() {
+            if !self.0.tags.iter().any(|(k, _)| k == "group") {
+                self.0.tags.push(("group".into(), g));
+            }
+        }
         wit::send(&self.0)
             .map(|inner| Response {
                 inner,

@@ -197,6 +197,31 @@ pub trait Scenario {
     fn run(class: &str) -> Result;
 }
 
+thread_local! {
+    static GROUP: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` inside the group `name`: its requests are tagged
+/// `group=name` (k6's `group`), so the summary shows them together.
+/// Groups nest as `outer::inner`.
+pub fn group<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let previous = GROUP.with(|g| {
+        let mut g = g.borrow_mut();
+        let next = match g.as_deref() {
+            Some(outer) => format!("{outer}::{name}"),
+            None => name.to_owned(),
+        };
+        g.replace(next)
+    });
+    let out = f();
+    GROUP.with(|g| *g.borrow_mut() = previous);
+    out
+}
+
+pub(crate) fn current_group() -> Option<String> {
+    GROUP.with(|g| g.borrow().clone())
+}
+
 /// Routes a panic's message to the runner before the trap that follows,
 /// so the summary shows why the VU stopped.
 fn install_panic_hook() {

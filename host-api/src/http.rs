@@ -68,12 +68,31 @@ struct Prepared {
     headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     body: Bytes,
     name: Option<String>,
+    tags: Vec<(String, String)>,
 }
 
 impl Prepared {
     fn name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.target.name)
     }
+
+    /// The metric key: the name, with the request's tags if it has any.
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        if self.tags.is_empty() {
+            std::borrow::Cow::Borrowed(self.name())
+        } else {
+            std::borrow::Cow::Owned(crate::recorder::tagged_key(self.name(), &self.tags))
+        }
+    }
+}
+
+/// Most tags a request keeps.
+const MAX_TAGS: usize = 8;
+
+/// A tag key or value, bounded and free of the characters metric keys use.
+fn clean_tag(mut s: String) -> String {
+    s.retain(|c| c != crate::recorder::TAG_SEPARATOR && c != '=');
+    truncate(s, 64)
 }
 
 fn prepare(req: Request, conns: &mut Connections) -> Result<Prepared, Error> {
@@ -92,6 +111,12 @@ fn prepare(req: Request, conns: &mut Connections) -> Result<Prepared, Error> {
         headers,
         body: Bytes::from(req.body),
         name: req.name.map(|n| truncate(n, MAX_NAME)),
+        tags: req
+            .tags
+            .into_iter()
+            .take(MAX_TAGS)
+            .map(|(k, v)| (clean_tag(k), clean_tag(v)))
+            .collect(),
     })
 }
 
@@ -223,7 +248,7 @@ impl Host for VuState {
                     corrected_us: self.lag.map(|lag| micros(total + lag)),
                     received: ex.body_size,
                 };
-                recorder.http(prepared.name(), sent, fresh, outcome);
+                recorder.http(&prepared.key(), sent, fresh, outcome);
                 if self.live_responses >= MAX_LIVE_RESPONSES {
                     wasmtime::bail!(
                         "the VU holds {MAX_LIVE_RESPONSES} HTTP responses without dropping them"
@@ -250,7 +275,7 @@ impl Host for VuState {
             }
             Err(e) => {
                 recorder.http(
-                    prepared.name(),
+                    &prepared.key(),
                     sent,
                     false,
                     HttpOutcome::Error(error_kind(&e)),

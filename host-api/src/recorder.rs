@@ -17,6 +17,44 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+/// Separates a request name from its tags in a metric key.
+pub const TAG_SEPARATOR: char = '\u{1f}';
+
+/// The metric key of a request: its name, then `key=value` tags sorted.
+pub fn tagged_key(name: &str, tags: &[(String, String)]) -> String {
+    if tags.is_empty() {
+        return name.to_owned();
+    }
+    let mut sorted: Vec<&(String, String)> = tags.iter().collect();
+    sorted.sort();
+    let mut key = name.to_owned();
+    for (k, v) in sorted {
+        key.push(TAG_SEPARATOR);
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}
+
+/// Splits a metric key into the request name and its tags.
+pub fn split_key(key: &str) -> (&str, Vec<(&str, &str)>) {
+    let mut parts = key.split(TAG_SEPARATOR);
+    let name = parts.next().unwrap_or_default();
+    let tags = parts.filter_map(|t| t.split_once('=')).collect();
+    (name, tags)
+}
+
+/// A metric key as people read it: `name {k=v, ...}`.
+pub fn key_label(key: &str) -> String {
+    let (name, tags) = split_key(key);
+    if tags.is_empty() {
+        return name.to_owned();
+    }
+    let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{name} {{{}}}", tags.join(", "))
+}
+
 /// Highest value a latency histogram holds: one hour in microseconds.
 /// Larger values are clamped to it.
 const MAX_MICROS: u64 = 3_600_000_000;
@@ -179,7 +217,8 @@ impl RequestStats {
         bad_status + self.errors.values().sum::<u64>()
     }
 
-    fn merge(&mut self, o: &RequestStats) {
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &RequestStats) {
         self.responses += o.responses;
         merge_counts(&mut self.statuses, &o.statuses);
         merge_counts(&mut self.errors, &o.errors);

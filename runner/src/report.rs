@@ -109,6 +109,11 @@ impl Percentiles {
 pub struct HttpRow {
     /// The request name.
     pub name: String,
+    /// The request's tags (a name with different tags has several rows).
+    pub tags: BTreeMap<String, String>,
+    /// The key of this row in the raw aggregates.
+    #[serde(skip)]
+    pub key: String,
     /// All requests.
     pub requests: u64,
     /// Requests per second over the run.
@@ -134,6 +139,24 @@ pub struct HttpRow {
     pub connections: u64,
 }
 
+impl HttpRow {
+    /// The name, with its tags as `name {k=v, ...}` when it has any.
+    pub fn label(&self) -> String {
+        host_api::recorder::key_label(&self.key)
+    }
+}
+
+/// All requests carrying one tag, across names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TagRow {
+    /// Requests with the tag.
+    pub requests: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Their latency, milliseconds.
+    pub latency_ms: Percentiles,
+}
+
 /// One check's line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckRow {
@@ -152,8 +175,10 @@ pub struct CheckRow {
 pub struct Summary {
     /// About the run.
     pub meta: Meta,
-    /// HTTP requests per name, sorted by name.
+    /// HTTP requests per name (and tags), sorted by name.
     pub http: Vec<HttpRow>,
+    /// HTTP requests by tag (`key=value`), across names.
+    pub http_by_tag: BTreeMap<String, TagRow>,
     /// Checks, sorted by name.
     pub checks: Vec<CheckRow>,
     /// Iterations: completed ok, failed, aborted.
@@ -204,8 +229,14 @@ impl Summary {
         let mut http: Vec<HttpRow> = m
             .http
             .iter()
-            .map(|(name, r)| HttpRow {
-                name: name.clone(),
+            .map(|(key, r)| HttpRow {
+                name: host_api::recorder::split_key(key).0.to_owned(),
+                tags: host_api::recorder::split_key(key)
+                    .1
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                key: key.clone(),
                 requests: r.requests(),
                 rate: r.requests() as f64 / secs,
                 failed: r.failed(),
@@ -220,7 +251,24 @@ impl Summary {
                 connections: r.connections,
             })
             .collect();
-        http.sort_by(|a, b| a.name.cmp(&b.name));
+        http.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut by_tag: BTreeMap<String, host_api::recorder::RequestStats> = BTreeMap::new();
+        for (key, r) in &m.http {
+            for (k, v) in host_api::recorder::split_key(key).1 {
+                by_tag.entry(format!("{k}={v}")).or_default().merge(r);
+            }
+        }
+        let http_by_tag = by_tag
+            .into_iter()
+            .map(|(tag, r)| {
+                let row = TagRow {
+                    requests: r.requests(),
+                    failed: r.failed(),
+                    latency_ms: Percentiles::of(&r.latency, 1000.0),
+                };
+                (tag, row)
+            })
+            .collect();
         let mut checks: Vec<CheckRow> = m
             .checks
             .iter()
@@ -268,6 +316,7 @@ impl Summary {
                 .collect(),
             meta,
             http,
+            http_by_tag,
             checks,
             thresholds: Vec::new(),
             raw: m,
@@ -335,7 +384,7 @@ impl Summary {
             let w = self
                 .http
                 .iter()
-                .map(|r| r.name.len())
+                .map(|r| r.label().chars().count())
                 .max()
                 .unwrap_or(4)
                 .clamp(4, 60);
@@ -350,12 +399,12 @@ impl Summary {
             for r in &self.http {
                 let mut line = format!(
                     "  {:<w$}  {:>9} {:>9.1} {:>7} ",
-                    clip(&r.name, w),
+                    clip(&r.label(), w),
                     r.requests,
                     r.rate,
                     r.failed
                 );
-                let hist = self.raw.http.get(&r.name).map(|h| &h.latency);
+                let hist = self.raw.http.get(&r.key).map(|h| &h.latency);
                 for st in stats {
                     let v = hist.and_then(|h| st.of(h, 1000.0));
                     let _ = write!(line, " {:>9}", v.map(ms).unwrap_or_else(|| "-".into()));

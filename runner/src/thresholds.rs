@@ -267,6 +267,20 @@ impl Threshold {
         }
     }
 
+    /// Whether a request metric key passes the filter: `{name:..}` on the
+    /// request name, any other key on the request's tags.
+    fn matches_request(&self, key: &str) -> bool {
+        let Some((k, v)) = &self.filter else {
+            return true;
+        };
+        let (name, tags) = host_api::recorder::split_key(key);
+        if k == "name" {
+            name == v
+        } else {
+            tags.iter().any(|(tk, tv)| tk == k && tv == v)
+        }
+    }
+
     fn filter_is(&self, key: &str) -> Option<&str> {
         self.filter
             .as_ref()
@@ -279,7 +293,7 @@ impl Threshold {
         let http = || {
             m.http
                 .iter()
-                .filter(move |(name, _)| self.filter_is("name").is_none_or(|f| f == name.as_str()))
+                .filter(move |(key, _)| self.matches_request(key))
                 .map(|(_, r)| r)
         };
         match self.metric.as_str() {

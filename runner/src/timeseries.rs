@@ -86,7 +86,7 @@ impl Record {
                 .iter()
                 .map(|(k, r)| {
                     (
-                        k.clone(),
+                        host_api::recorder::key_label(k),
                         IntervalStats::new(r.requests(), r.failed(), &r.latency, secs),
                     )
                 })

@@ -33,6 +33,12 @@ fn iteration() -> guest_sdk::Result {
     let r = Request::get(format!("{base}/")).http2().name("h2").send()?;
     check("h2: over HTTP/2", r.is_http2());
 
+    // Tags and groups: one summary row per name and tags, and totals by tag.
+    let r = guest_sdk::group("checkout", || {
+        Request::get(format!("{base}/")).name("cart").tag("page", "cart").send()
+    })?;
+    check("tagged request in a group", r.status() == 200);
+
     // Errors are typed.
     match Request::get("ftp://example.invalid/").send() {
         Err(e) => check("invalid URL is a typed error", matches!(e.kind(), http::ErrorKind::InvalidRequest(_))),
