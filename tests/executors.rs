@@ -402,6 +402,34 @@ fn a_scenario_brings_its_own_classes_and_load_models() {
     let classes = s["meta"]["classes"].as_array().unwrap();
     assert_eq!(classes.len(), 3);
 
+    // Pacing holds iterations 500 ms apart: in 0.7 s each batch VU starts
+    // its 1st and 2nd (at 0 and 0.5 s) but not its 3rd (at 1 s).
+    let r = run(
+        &[
+            "run",
+            shop.to_str().unwrap(),
+            "-e",
+            &base,
+            "-d",
+            "700ms",
+            "--ramp-up",
+            "0s",
+            "--quiet",
+            "--out",
+            &out,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let s = summary(&json);
+    let batch = s["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "batch-nightly")
+        .unwrap();
+    assert_eq!(u(&batch["requests"]), 4, "pacing: {batch}");
+
     // A --rate on the command line overrides every class's own model.
     let before = target.requests();
     let r = run(

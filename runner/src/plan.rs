@@ -197,9 +197,10 @@ impl Plan {
         if let Some(rate) = args.rate {
             open_model(&mut classes, rate, duration, args)?;
         } else if args.stages.is_empty() {
-            // No load model on the command line: each class's own. The
-            // longest class's stages set the run's length for all.
-            for spec in &options.classes {
+            // No load model on the command line: each class's own. Unless
+            // --duration says otherwise, the longest class's stages set the
+            // run's length for all.
+            for spec in options.classes.iter().filter(|_| args.duration.is_none()) {
                 let staged: Duration = spec
                     .stages
                     .iter()
@@ -260,10 +261,16 @@ impl Plan {
         self.classes.iter().any(|c| c.open.is_some())
     }
 
-    /// When VU number `i` (0-based, across classes) starts, after the run's
-    /// start: evenly spread over the ramp-up.
+    /// When the `i`-th VU (0-based) of the closed-model classes without
+    /// stages starts, after the run's start: evenly spread over the ramp-up.
     pub fn start_offset(&self, i: u32) -> Duration {
-        let n = self.total_vus().max(1);
+        let n: u32 = self
+            .classes
+            .iter()
+            .filter(|c| c.open.is_none() && c.ramp.is_none())
+            .map(|c| c.vus)
+            .sum::<u32>()
+            .max(1);
         self.ramp_up.mul_f64(f64::from(i) / f64::from(n))
     }
 }

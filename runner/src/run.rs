@@ -107,6 +107,8 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
 
     let mut tasks = JoinSet::new();
     let mut id = 0u32;
+    // Counts the VUs that the run's ramp-up spreads out.
+    let mut ramped = 0u32;
     for class in &plan.classes {
         let runtime = class.runtime(&ctx.env);
         match (&class.open, plan.duration) {
@@ -144,7 +146,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                     for j in 0..class.vus {
                         let offset = match &own {
                             Some(offsets) => offsets[j as usize],
-                            None => plan.start_offset(id),
+                            None => plan.start_offset(ramped),
                         };
                         tasks.spawn(vu::run(
                             shared.clone(),
@@ -153,6 +155,7 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
                             started + offset,
                         ));
                         id += 1;
+                        ramped += 1;
                     }
                 }
             },
