@@ -66,29 +66,14 @@ fn request_counts_match_the_servers_ground_truth() {
 #[test]
 fn iterations_per_vu_are_exact() {
     let target = Target::start();
-    let dir = scratch("iterations");
-    let json = dir.join("r.json");
-    let r = run(
-        &[
-            "run",
-            component("hello-http").to_str().unwrap(),
-            "--vus",
-            "7",
-            "--iterations",
-            "5",
-            "-e",
-            &format!("BASE_URL={}", target.url),
-            "-e",
-            "THINK_MS=1",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
-        ],
-        Duration::from_secs(60),
+    let (r, s) = run_against(
+        "hello-http",
+        &target.url,
+        "iterations",
+        &["--vus", "7", "--iterations", "5", "-e", "THINK_MS=1"],
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     assert!(r.stdout.is_empty(), "--quiet prints no table");
-    let s = summary(&json);
     assert_eq!(s["iterations"]["ok"].as_u64(), Some(35));
     assert_eq!(total_requests(&s), 35);
     assert_eq!(target.requests(), 35);
@@ -381,28 +366,20 @@ fn the_summary_table_shows_the_chosen_trend_stats() {
 #[test]
 fn shared_iterations_are_split_among_the_vus() {
     let target = Target::start();
-    let dir = scratch("shared");
-    let json = dir.join("r.json");
-    let r = run(
+    let (r, s) = run_against(
+        "hello-http",
+        &target.url,
+        "shared",
         &[
-            "run",
-            component("hello-http").to_str().unwrap(),
             "--vus",
             "5",
             "--shared-iterations",
             "23",
             "-e",
-            &format!("BASE_URL={}", target.url),
-            "-e",
             "THINK_MS=1",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
         ],
-        Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    let s = summary(&json);
     assert_eq!(s["iterations"]["ok"].as_u64(), Some(23));
     assert_eq!(target.requests(), 23);
     let bad = run(

@@ -123,12 +123,10 @@ fn misbehaving_vus_are_contained() {
 
 #[test]
 fn a_stuck_iteration_is_cancelled_by_its_timeout() {
-    let dir = scratch("timeout");
-    let json = dir.join("r.json");
-    let r = run(
+    let (r, s) = run_example(
+        "idle",
+        "timeout",
         &[
-            "run",
-            component("idle").to_str().unwrap(),
             "--vus",
             "3",
             "--duration",
@@ -137,26 +135,19 @@ fn a_stuck_iteration_is_cancelled_by_its_timeout() {
             "200ms",
             "-e",
             "SLEEP_MS=60000",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
         ],
-        Duration::from_secs(30),
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    let s = summary(&json);
     assert!(count(&s, "traps", "timeout") >= 3, "traps: {}", s["traps"]);
     assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
 }
 
 #[test]
 fn the_grace_period_ends_with_cancellation() {
-    let dir = scratch("grace");
-    let json = dir.join("r.json");
-    let r = run(
+    let (r, s) = run_example(
+        "idle",
+        "grace",
         &[
-            "run",
-            component("idle").to_str().unwrap(),
             "--vus",
             "5",
             "--duration",
@@ -167,14 +158,9 @@ fn the_grace_period_ends_with_cancellation() {
             "0s",
             "-e",
             "SLEEP_MS=60000",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
         ],
-        Duration::from_secs(30),
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    let s = summary(&json);
     assert_eq!(
         count(&s, "traps", "interrupted"),
         5,
@@ -186,12 +172,10 @@ fn the_grace_period_ends_with_cancellation() {
 
 #[test]
 fn fuel_metering_stops_a_runaway_loop() {
-    let dir = scratch("fuel");
-    let json = dir.join("r.json");
-    let r = run(
+    let (r, s) = run_example(
+        "chaos",
+        "fuel",
         &[
-            "run",
-            component("chaos").to_str().unwrap(),
             "--iterations",
             "2",
             "-e",
@@ -202,37 +186,16 @@ fn fuel_metering_stops_a_runaway_loop() {
             "50000000",
             "--cpu-limit",
             "60s",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
         ],
-        Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    let s = summary(&json);
     assert_eq!(count(&s, "traps", "fuel"), 2, "traps: {}", s["traps"]);
 }
 
 #[test]
 fn guest_output_reaches_the_log_with_the_vu_id_and_is_rate_limited() {
-    let dir = scratch("chatty");
-    let json = dir.join("r.json");
-    let r = run(
-        &[
-            "run",
-            component("chaos").to_str().unwrap(),
-            "--iterations",
-            "1",
-            "-e",
-            "STEADY=0",
-            "-e",
-            "CHATTY=2",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
-        ],
-        Duration::from_secs(60),
-    );
+    let chatty = ["--iterations", "1", "-e", "STEADY=0", "-e", "CHATTY=2"];
+    let (r, s) = run_example("chaos", "chatty", &chatty);
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     for needle in [
         "vu 0: stdout line 0 of VU 0",
@@ -246,33 +209,14 @@ fn guest_output_reaches_the_log_with_the_vu_id_and_is_rate_limited() {
             r.stderr
         );
     }
-    assert_eq!(summary(&json)["meta"]["log_lines_suppressed"], 0);
+    assert_eq!(s["meta"]["log_lines_suppressed"], 0);
 
     // 2 VUs × 100 lines × 3 streams against a budget of 10 lines a second.
-    let r = run(
-        &[
-            "run",
-            component("chaos").to_str().unwrap(),
-            "--iterations",
-            "1",
-            "-e",
-            "STEADY=0",
-            "-e",
-            "CHATTY=2",
-            "-e",
-            "LINES=100",
-            "--log-rate",
-            "10",
-            "--quiet",
-            "--out",
-            &format!("json={}", json.display()),
-        ],
-        Duration::from_secs(60),
-    );
+    let mut flooding = chatty.to_vec();
+    flooding.extend_from_slice(&["-e", "LINES=100", "--log-rate", "10"]);
+    let (r, s) = run_example("chaos", "chatty-flood", &flooding);
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    let suppressed = summary(&json)["meta"]["log_lines_suppressed"]
-        .as_u64()
-        .unwrap();
+    let suppressed = s["meta"]["log_lines_suppressed"].as_u64().unwrap();
     assert!(suppressed >= 500, "suppressed {suppressed} of 600 lines");
     assert!(
         r.stderr.lines().filter(|l| l.contains("line")).count() <= 40,

@@ -193,30 +193,29 @@ pub fn count(s: &serde_json::Value, section: &str, key: &str) -> u64 {
     s[section][key].as_u64().unwrap_or(0)
 }
 
-/// Runs the example `scenario` with `BASE_URL=target`, quietly, writing its
-/// JSON summary into a scratch directory `name`, plus `extra` flags; returns
-/// the run and the summary.
+/// Runs the example `scenario`, quietly, writing its JSON summary into a
+/// scratch directory `name`, plus `extra` flags; returns the run and the
+/// summary.
+pub fn run_example(scenario: &str, name: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+    let json = scratch(name).join("r.json");
+    let out = format!("json={}", json.display());
+    let c = component(scenario);
+    let mut args = vec!["run", c.to_str().unwrap(), "--quiet", "--out", &out];
+    args.extend_from_slice(extra);
+    let r = run(&args, Duration::from_secs(90));
+    let s = summary(&json);
+    (r, s)
+}
+
+/// Like [`run_example`], with `BASE_URL=target`.
 pub fn run_against(
     scenario: &str,
     target: &str,
     name: &str,
     extra: &[&str],
 ) -> (Run, serde_json::Value) {
-    let json = scratch(name).join("r.json");
     let base = format!("BASE_URL={target}");
-    let out = format!("json={}", json.display());
-    let c = component(scenario);
-    let mut args = vec![
-        "run",
-        c.to_str().unwrap(),
-        "-e",
-        &base,
-        "--quiet",
-        "--out",
-        &out,
-    ];
+    let mut args = vec!["-e", base.as_str()];
     args.extend_from_slice(extra);
-    let r = run(&args, Duration::from_secs(90));
-    let s = summary(&json);
-    (r, s)
+    run_example(scenario, name, &args)
 }
