@@ -28,6 +28,8 @@
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod mqtt;
+pub mod nats;
 pub mod vu;
 
 #[doc(hidden)]
@@ -48,6 +50,29 @@ use std::time::Duration;
 
 pub use metrics::check;
 pub use vu::sleep;
+
+/// `payload` with a send timestamp in front (12 bytes: a marker and the
+/// wall-clock time). The host reads it on receipt and records the message's
+/// end-to-end latency (`mqtt_message_latency`, `nats_message_latency`);
+/// [`mqtt::Message::latency`] and [`nats::Message::latency`] return it.
+/// Use [`unstamp`] to get the payload back.
+pub fn stamp(payload: impl AsRef<[u8]>) -> Vec<u8> {
+    let payload = payload.as_ref();
+    let mut out = Vec::with_capacity(12 + payload.len());
+    out.extend_from_slice(b"LTs\x01");
+    out.extend_from_slice(&__bindings::runner::scenario::vu::unix_time().to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a message made with [`stamp`], without its timestamp;
+/// other payloads unchanged.
+pub fn unstamp(payload: &[u8]) -> &[u8] {
+    match payload.strip_prefix(b"LTs\x01") {
+        Some(rest) if rest.len() >= 8 => &rest[8..],
+        _ => payload,
+    }
+}
 
 /// The error type of scenario code: anything that implements
 /// `std::error::Error`, or a `String`, converts into it with `?`.

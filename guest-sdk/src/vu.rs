@@ -39,3 +39,9 @@ pub fn now() -> Duration {
 pub fn sleep(time: Duration) {
     wit::sleep(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
 }
+
+/// Wall-clock time since the Unix epoch, from the runner's clock; compare
+/// it across processes (message timestamps), not for measuring intervals.
+pub fn unix_time() -> Duration {
+    Duration::from_nanos(wit::unix_time())
+}

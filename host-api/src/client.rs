@@ -37,6 +37,7 @@ pub struct ClientConfig {
     tls_any: Arc<rustls::ClientConfig>,
     tls_h1: Arc<rustls::ClientConfig>,
     tls_h2: Arc<rustls::ClientConfig>,
+    tls_plain: Arc<rustls::ClientConfig>,
 }
 
 impl ClientConfig {
@@ -68,7 +69,14 @@ impl ClientConfig {
             tls_any: tls(&[b"h2", b"http/1.1"]),
             tls_h1: tls(&[b"http/1.1"]),
             tls_h2: tls(&[b"h2"]),
+            tls_plain: tls(&[]),
         }
+    }
+
+    /// TLS settings without ALPN, for MQTT and NATS over TLS; honours
+    /// `--insecure` like HTTP does.
+    pub fn tls_plain(&self) -> Arc<rustls::ClientConfig> {
+        self.tls_plain.clone()
     }
 }
 

@@ -13,7 +13,11 @@
 pub mod client;
 pub mod http;
 pub mod limits;
+pub mod messaging;
 pub mod metrics;
+pub mod mqtt;
+mod mqtt_client;
+pub mod nats;
 pub mod recorder;
 pub mod stdio;
 pub mod types;
@@ -37,7 +41,12 @@ pub mod bindings {
         world: "load-test",
         imports: { default: async | trappable },
         exports: { default: async },
-        with: { "runner:scenario/http.response": crate::http::ResponseData },
+        with: {
+            "runner:scenario/http.response": crate::http::ResponseData,
+            "runner:scenario/mqtt.connection": crate::mqtt::Connection,
+            "runner:scenario/nats.connection": crate::nats::Connection,
+            "runner:scenario/nats.subscription": crate::nats::Subscription,
+        },
     });
 }
 
@@ -73,6 +82,7 @@ pub struct VuState {
     wasi: Option<WasiCtx>,
     http: client::Connections,
     live_responses: usize,
+    mqtt_connections: usize,
     lag: Option<Duration>,
     /// Memory, table and instance caps of this VU.
     pub limiter: Limiter,
@@ -102,6 +112,7 @@ impl VuState {
             wasi: None,
             http: client::Connections::default(),
             live_responses: 0,
+            mqtt_connections: 0,
             lag: None,
             limiter,
             budget: CpuBudget::new(cpu),

@@ -17,6 +17,8 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::messaging::{Event, MessagingStats, Protocol};
+
 /// Separates a request name from its tags in a metric key.
 pub const TAG_SEPARATOR: char = '\u{1f}';
 
@@ -294,6 +296,12 @@ impl Default for IterationStats {
 pub struct Metrics {
     /// HTTP requests by metric name.
     pub http: HashMap<String, RequestStats>,
+    /// MQTT connections, topics and subscriptions by metric name.
+    #[serde(default)]
+    pub mqtt: HashMap<String, MessagingStats>,
+    /// NATS connections, subjects and subscriptions by metric name.
+    #[serde(default)]
+    pub nats: HashMap<String, MessagingStats>,
     /// Checks by name.
     pub checks: HashMap<String, CheckStats>,
     /// Custom counters.
@@ -315,6 +323,12 @@ impl Metrics {
     pub fn merge(&mut self, o: &Metrics) {
         for (k, v) in &o.http {
             self.http.entry_ref(k).merge(v);
+        }
+        for (k, v) in &o.mqtt {
+            self.mqtt.entry_ref(k).merge(v);
+        }
+        for (k, v) in &o.nats {
+            self.nats.entry_ref(k).merge(v);
         }
         for (k, v) in &o.checks {
             let c = self.checks.entry(k.clone()).or_default();
@@ -469,6 +483,16 @@ impl Recorder {
                 *r.errors.entry_ref(kind) += 1;
             }
         }
+    }
+
+    /// Records one MQTT or NATS event under metric name `name`.
+    pub fn messaging(&self, protocol: Protocol, name: &str, event: Event<'_>) {
+        let mut m = self.shard();
+        let map = match protocol {
+            Protocol::Mqtt => &mut m.mqtt,
+            Protocol::Nats => &mut m.nats,
+        };
+        map.entry_ref(name).record(event);
     }
 
     /// Records a check outcome.

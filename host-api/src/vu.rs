@@ -32,6 +32,10 @@ impl Host for VuState {
         Ok(nanos(self.run.started.elapsed()))
     }
 
+    async fn unix_time(&mut self) -> wasmtime::Result<u64> {
+        Ok(crate::messaging::unix_nanos())
+    }
+
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         for line in message.lines() {
             self.run.log_limit.emit(self.vu_id, level, line);

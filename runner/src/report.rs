@@ -10,6 +10,10 @@ use host_api::recorder::Hist;
 use host_api::Metrics;
 use serde::{Deserialize, Serialize};
 
+mod messaging;
+
+pub use messaging::MessagingRow;
+
 /// Facts about the run itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Meta {
@@ -179,6 +183,10 @@ pub struct Summary {
     pub http: Vec<HttpRow>,
     /// HTTP requests by tag (`key=value`), across names.
     pub http_by_tag: BTreeMap<String, TagRow>,
+    /// MQTT per metric name (connection, topic, subscription).
+    pub mqtt: Vec<MessagingRow>,
+    /// NATS per metric name (connection, subject, subscription).
+    pub nats: Vec<MessagingRow>,
     /// Checks, sorted by name.
     pub checks: Vec<CheckRow>,
     /// Iterations: completed ok, failed, aborted.
@@ -314,6 +322,8 @@ impl Summary {
                 .iter()
                 .map(|(k, h)| (k.clone(), Percentiles::of(h, 1.0)))
                 .collect(),
+            mqtt: messaging::rows(&m.mqtt, secs),
+            nats: messaging::rows(&m.nats, secs),
             meta,
             http,
             http_by_tag,
@@ -437,6 +447,9 @@ impl Summary {
                 }
             }
         }
+        let secs = m.duration_s.max(1e-9);
+        messaging::table(&mut s, "MQTT", &self.mqtt, &self.raw.mqtt, secs, stats);
+        messaging::table(&mut s, "NATS", &self.nats, &self.raw.nats, secs, stats);
         if !self.checks.is_empty() {
             let _ = writeln!(s, "\n  checks");
             for c in &self.checks {

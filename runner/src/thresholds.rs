@@ -15,12 +15,17 @@
 //! `iteration_duration` (trend), `checks` (rate = pass share, count of
 //! failures; filter `{name:..}`), `errors` (failed requests plus failed and
 //! aborted iterations: count, rate), `traps` (count; filter `{kind:..}`),
+//! per messaging protocol (`mqtt_`, `nats_` prefixes; filter `{name:..}`):
+//! `_connect`, `_publish`, `_message_latency`, `_request` (trends, ms),
+//! `_messages_sent`, `_messages_received`, `_errors` (count, rate; `_errors`
+//! also filters on `{kind:..}`),
 //! and the scenario's own counters (count, rate), gauges (value, min, max),
 //! timings (trend, ms) and histograms (trend, raw values). Trend aggregates:
 //! `avg`, `min`, `max`, `med`, `p(N)`.
 
 use std::fmt;
 
+use host_api::messaging::MessagingStats;
 use host_api::recorder::Hist;
 use host_api::Metrics;
 use serde::{Deserialize, Serialize};
@@ -347,8 +352,55 @@ impl Threshold {
                 }
             }
             "errors" => {
-                let n = m.http_failed() + m.iterations.failed + m.iterations.aborted;
+                let messaging: u64 = m
+                    .mqtt
+                    .values()
+                    .chain(m.nats.values())
+                    .map(|s| s.failed())
+                    .sum();
+                let n = m.http_failed() + m.iterations.failed + m.iterations.aborted + messaging;
                 counter(n, self.aggregate, per_second)
+            }
+            name if messaging_metric(name).is_some() => {
+                let (proto, what) = messaging_metric(name)?;
+                let rows = match proto {
+                    "mqtt" => &m.mqtt,
+                    _ => &m.nats,
+                };
+                let rows = || {
+                    rows.iter()
+                        .filter(|(n, _)| self.filter_is("name").is_none_or(|f| f == n.as_str()))
+                        .map(|(_, s)| s)
+                };
+                let merged = |pick: fn(&MessagingStats) -> &Hist| {
+                    let mut h = Hist::micros();
+                    rows().for_each(|s| h.merge(pick(s)));
+                    h
+                };
+                match what {
+                    "connect" => trend(&merged(|s| &s.connect_time), self.aggregate, 1000.0),
+                    "publish" => trend(&merged(|s| &s.publish_time), self.aggregate, 1000.0),
+                    "message_latency" => {
+                        trend(&merged(|s| &s.message_latency), self.aggregate, 1000.0)
+                    }
+                    "request" => trend(&merged(|s| &s.request_time), self.aggregate, 1000.0),
+                    "messages_sent" => counter(
+                        rows().map(|s| s.published).sum(),
+                        self.aggregate,
+                        per_second,
+                    ),
+                    "messages_received" => {
+                        counter(rows().map(|s| s.received).sum(), self.aggregate, per_second)
+                    }
+                    _ => {
+                        let n = rows()
+                            .flat_map(|s| s.errors.iter())
+                            .filter(|(k, _)| self.filter_is("kind").is_none_or(|f| f == k.as_str()))
+                            .map(|(_, n)| n)
+                            .sum();
+                        counter(n, self.aggregate, per_second)
+                    }
+                }
             }
             "traps" => {
                 let n = m
@@ -393,7 +445,11 @@ impl Threshold {
                 matches!(self.aggregate, Count | Rate)
             }
             "http_req_failed" | "checks" => matches!(self.aggregate, Rate | Count),
-            _ => true,
+            name => match messaging_metric(name) {
+                Some((_, "connect" | "publish" | "message_latency" | "request")) => trend_aggs,
+                Some(_) => matches!(self.aggregate, Count | Rate),
+                None => true,
+            },
         };
         if ok {
             Ok(())
@@ -404,6 +460,24 @@ impl Threshold {
             ))
         }
     }
+}
+
+/// Splits `mqtt_publish` into (`mqtt`, `publish`) when it names one of the
+/// messaging metrics.
+fn messaging_metric(name: &str) -> Option<(&str, &str)> {
+    let (proto, what) = name.split_once('_')?;
+    let known = matches!(proto, "mqtt" | "nats")
+        && matches!(
+            what,
+            "connect"
+                | "publish"
+                | "message_latency"
+                | "request"
+                | "messages_sent"
+                | "messages_received"
+                | "errors"
+        );
+    known.then_some((proto, what))
 }
 
 fn trend(h: &Hist, agg: Aggregate, per_unit: f64) -> Option<f64> {

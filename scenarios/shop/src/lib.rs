@@ -17,7 +17,10 @@ struct Shop;
 
 fn get(path: &str, name: &str) -> guest_sdk::Result {
     let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
-    let r = Request::get(format!("{base}{path}")).name(name).discard_body().send()?;
+    let r = Request::get(format!("{base}{path}"))
+        .name(name)
+        .discard_body()
+        .send()?;
     check(&format!("{name} status 200"), r.status() == 200);
     Ok(())
 }

@@ -16,9 +16,18 @@ fn iteration() -> guest_sdk::Result {
     check("bytes: body has 1000 bytes", r.body().len() == 1000);
     check("bytes: body read twice is the same", r.text().len() == 1000);
     check("bytes: body_size is 1000", r.body_size() == 1000);
-    check("bytes: content-length header", r.header("Content-Length").as_deref() == Some("1000"));
-    check("bytes: headers listed", r.headers().iter().any(|(k, _)| k == "content-length"));
-    check("bytes: timed by the host", r.timings().total > Duration::ZERO);
+    check(
+        "bytes: content-length header",
+        r.header("Content-Length").as_deref() == Some("1000"),
+    );
+    check(
+        "bytes: headers listed",
+        r.headers().iter().any(|(k, _)| k == "content-length"),
+    );
+    check(
+        "bytes: timed by the host",
+        r.timings().total > Duration::ZERO,
+    );
 
     // Other methods, names, headers, statuses.
     let r = Request::post(format!("{base}/status/201"))
@@ -28,29 +37,43 @@ fn iteration() -> guest_sdk::Result {
         .timeout(Duration::from_secs(5))
         .send()?;
     check("create: status 201", r.status() == 201);
-    let r = Request::delete(format!("{base}/status/404")).name("missing").send()?;
+    let r = Request::delete(format!("{base}/status/404"))
+        .name("missing")
+        .send()?;
     check("missing: status 404", r.status() == 404);
     let r = Request::get(format!("{base}/")).http2().name("h2").send()?;
     check("h2: over HTTP/2", r.is_http2());
 
     // Tags and groups: one summary row per name and tags, and totals by tag.
     let r = guest_sdk::group("checkout", || {
-        Request::get(format!("{base}/")).name("cart").tag("page", "cart").send()
+        Request::get(format!("{base}/"))
+            .name("cart")
+            .tag("page", "cart")
+            .send()
     })?;
     check("tagged request in a group", r.status() == 200);
 
     // Errors are typed.
     match Request::get("ftp://example.invalid/").send() {
-        Err(e) => check("invalid URL is a typed error", matches!(e.kind(), http::ErrorKind::InvalidRequest(_))),
+        Err(e) => check(
+            "invalid URL is a typed error",
+            matches!(e.kind(), http::ErrorKind::InvalidRequest(_)),
+        ),
         Ok(_) => check("invalid URL is a typed error", false),
     };
 
     // Identity, clock, env, sleep.
     check("vu: class is default", vu::class() == "default");
-    check("vu: env passes through", vu::env("TOUR_MARK").as_deref() == Some("here"));
+    check(
+        "vu: env passes through",
+        vu::env("TOUR_MARK").as_deref() == Some("here"),
+    );
     let before = vu::now();
     sleep(Duration::from_millis(20));
-    check("vu: sleep suspends at least 20 ms", vu::now() - before >= Duration::from_millis(20));
+    check(
+        "vu: sleep suspends at least 20 ms",
+        vu::now() - before >= Duration::from_millis(20),
+    );
 
     // Custom metrics.
     metrics::counter("tour_iterations", 1);

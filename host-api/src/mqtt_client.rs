@@ -1,0 +1,668 @@
+//! One MQTT connection, on rumqttc: the handshake, a driver task that
+//! polls rumqttc's event loop, and the bookkeeping that turns its events
+//! into completed operations for the VU that waits on them.
+//!
+//! rumqttc speaks MQTT 3.1.1 and 5 through two parallel APIs; [`Client`]
+//! and [`Ev`] hide the difference so the logic exists once. A VU calls one
+//! operation at a time, and rumqttc reports outgoing packets in the order
+//! they were requested, so operations are matched to their packet ids
+//! through a FIFO, then to their acknowledgements by packet id.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::v5;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bindings::runner::scenario::mqtt::{Error, Qos};
+use crate::messaging::{stamp_latency, topic_matches, Event, Protocol};
+use crate::recorder::Recorder;
+
+/// Messages a connection holds for its VU; more are counted as dropped.
+const INBOX: usize = 1024;
+
+/// Largest packet accepted or sent.
+const MAX_PACKET: usize = 1 << 20;
+
+/// Requests queued between a connection and its rumqttc event loop.
+const REQUEST_QUEUE: usize = 16;
+
+/// How long a dropped connection may take to send its DISCONNECT.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A message received for the VU.
+pub(crate) struct Inbound {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: Qos,
+    pub retain: bool,
+    pub latency: Option<u64>,
+}
+
+/// What a completed operation returns.
+enum Ack {
+    Done,
+    Granted(Qos),
+}
+
+type Reply = oneshot::Sender<Result<Ack, Error>>;
+
+#[derive(Clone, Copy)]
+enum Op {
+    Publish(Qos),
+    Subscribe,
+    Unsubscribe,
+}
+
+/// State the VU side and the driver share.
+#[derive(Default)]
+struct State {
+    /// Operations requested whose packet rumqttc has not yet sent, in order.
+    unsent: VecDeque<(Op, Reply)>,
+    /// Sent QoS 1 and 2 publishes by packet id, waiting for PUBACK/PUBCOMP.
+    publishes: HashMap<u16, Reply>,
+    /// Sent subscribes and unsubscribes by packet id.
+    subscribes: HashMap<u16, Reply>,
+    unsubscribes: HashMap<u16, Reply>,
+    /// Subscribed filters and the metric names of their messages.
+    filters: Vec<(String, Arc<str>)>,
+    /// Why the connection ended, once it has.
+    closed: Option<Error>,
+    /// The VU asked to close: the end is not an error.
+    closing: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    recorder: Arc<Recorder>,
+    name: Arc<str>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// rumqttc's client handle, for either protocol version.
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+/// How to connect, already validated.
+pub(crate) struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub client_id: String,
+    pub clean_session: bool,
+    pub keep_alive: Duration,
+    pub credentials: Option<(String, String)>,
+    pub v5: bool,
+    pub timeout: Duration,
+    /// Metric name under which a lost connection is counted.
+    pub name: Arc<str>,
+}
+
+/// An open connection: the VU's side of it.
+pub(crate) struct Session {
+    client: Client,
+    shared: Arc<Shared>,
+    inbox: mpsc::Receiver<Inbound>,
+    driver: tokio::task::AbortHandle,
+    /// Per-operation time limit.
+    pub timeout: Duration,
+}
+
+impl Session {
+    /// Connects and waits for CONNACK, then starts the driver task.
+    pub async fn connect(s: Settings, recorder: Arc<Recorder>) -> Result<Self, Error> {
+        // Resolve first, so a bad host name reads as such rather than as a
+        // generic I/O failure from inside rumqttc.
+        let addr = format!("{}:{}", s.host, s.port);
+        match tokio::time::timeout(s.timeout, tokio::net::lookup_host(&addr)).await {
+            Err(_) => return Err(Error::Timeout),
+            Ok(Err(e)) => return Err(Error::Dns(format!("{}: {e}", s.host))),
+            Ok(Ok(_)) => {}
+        }
+        let (inbox_tx, inbox) = mpsc::channel(INBOX);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            recorder,
+            name: s.name.clone(),
+        });
+        let secs = s.timeout.as_secs().max(1);
+        let (client, driver) = if s.v5 {
+            let mut o = v5::MqttOptions::new(&s.client_id, &s.host, s.port);
+            o.set_clean_start(s.clean_session)
+                .set_keep_alive(s.keep_alive)
+                .set_max_packet_size(Some(MAX_PACKET as u32))
+                .set_connection_timeout(secs)
+                .set_request_channel_capacity(REQUEST_QUEUE);
+            if let Some((u, p)) = &s.credentials {
+                o.set_credentials(u, p);
+            }
+            if let Some(tls) = &s.tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
+                ));
+            }
+            let (client, mut el) = v5::AsyncClient::new(o, REQUEST_QUEUE);
+            match tokio::time::timeout(s.timeout, el.poll()).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Err(e)) => return Err(v5_error(e)),
+                Ok(Ok(_)) => {}
+            }
+            let shared = shared.clone();
+            let task = tokio::spawn(async move {
+                let end = loop {
+                    match el.poll().await {
+                        Ok(ev) => {
+                            if let Some(end) = handle(&shared, &inbox_tx, v5_event(ev)) {
+                                break end;
+                            }
+                        }
+                        Err(e) => break v5_error(e),
+                    }
+                };
+                close(&shared, end);
+            });
+            (Client::V5(client), task)
+        } else {
+            let mut o = rumqttc::MqttOptions::new(&s.client_id, &s.host, s.port);
+            o.set_clean_session(s.clean_session)
+                .set_keep_alive(s.keep_alive)
+                .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+                .set_request_channel_capacity(REQUEST_QUEUE);
+            if let Some((u, p)) = &s.credentials {
+                o.set_credentials(u, p);
+            }
+            if let Some(tls) = &s.tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
+                ));
+            }
+            let (client, mut el) = rumqttc::AsyncClient::new(o, REQUEST_QUEUE);
+            el.network_options.set_connection_timeout(secs);
+            match tokio::time::timeout(s.timeout, el.poll()).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Err(e)) => return Err(v4_error(e)),
+                Ok(Ok(_)) => {}
+            }
+            let shared = shared.clone();
+            let task = tokio::spawn(async move {
+                let end = loop {
+                    match el.poll().await {
+                        Ok(ev) => {
+                            if let Some(end) = handle(&shared, &inbox_tx, v4_event(ev)) {
+                                break end;
+                            }
+                        }
+                        Err(e) => break v4_error(e),
+                    }
+                };
+                close(&shared, end);
+            });
+            (Client::V4(client), task)
+        };
+        Ok(Self {
+            client,
+            shared,
+            inbox,
+            driver: driver.abort_handle(),
+            timeout: s.timeout,
+        })
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn closed(&self) -> Option<Error> {
+        self.shared.lock().closed.clone()
+    }
+
+    /// Publishes and waits for the confirmation `qos` promises.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), Error> {
+        if !rumqttc::valid_topic(&topic) {
+            return Err(Error::InvalidArgument(format!(
+                "{topic:?} is not a valid topic name (empty, or contains + or #)"
+            )));
+        }
+        self.request(Op::Publish(qos), async {
+            match &self.client {
+                Client::V4(c) => c.publish(topic, v4_qos(qos), retain, payload).await.is_ok(),
+                Client::V5(c) => c.publish(topic, v5_qos(qos), retain, payload).await.is_ok(),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Subscribes; returns the granted QoS.
+    pub async fn subscribe(&self, filter: String, qos: Qos, name: Arc<str>) -> Result<Qos, Error> {
+        if !rumqttc::valid_filter(&filter) {
+            return Err(Error::InvalidArgument(format!(
+                "{filter:?} is not a valid topic filter"
+            )));
+        }
+        {
+            let mut st = self.shared.lock();
+            st.filters.retain(|(f, _)| *f != filter);
+            st.filters.push((filter.clone(), name));
+        }
+        let ack = self
+            .request(Op::Subscribe, async {
+                match &self.client {
+                    Client::V4(c) => c.subscribe(filter, v4_qos(qos)).await.is_ok(),
+                    Client::V5(c) => c.subscribe(filter, v5_qos(qos)).await.is_ok(),
+                }
+            })
+            .await?;
+        Ok(match ack {
+            Ack::Granted(q) => q,
+            Ack::Done => qos,
+        })
+    }
+
+    /// Unsubscribes.
+    pub async fn unsubscribe(&self, filter: String) -> Result<(), Error> {
+        self.shared.lock().filters.retain(|(f, _)| *f != filter);
+        self.request(Op::Unsubscribe, async {
+            match &self.client {
+                Client::V4(c) => c.unsubscribe(filter).await.is_ok(),
+                Client::V5(c) => c.unsubscribe(filter).await.is_ok(),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Queues an operation and waits for its completion, within the
+    /// connection's timeout.
+    async fn request(
+        &self,
+        op: Op,
+        send: impl std::future::Future<Output = bool>,
+    ) -> Result<Ack, Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if let Some(e) = &st.closed {
+                return Err(e.clone());
+            }
+            st.unsent.push_back((op, tx));
+        }
+        let deadline = Instant::now() + self.timeout;
+        match tokio::time::timeout_at(deadline.into(), send).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                // Not queued: take back the waiter pushed above, the last one.
+                self.shared.lock().unsent.pop_back();
+                return Err(self.closed().unwrap_or(Error::Timeout));
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(self
+                .closed()
+                .unwrap_or_else(|| Error::Disconnected("the connection closed".into()))),
+        }
+    }
+
+    /// The next message, waiting at most `timeout`.
+    pub async fn next_message(&mut self, timeout: Duration) -> Result<Option<Inbound>, Error> {
+        match tokio::time::timeout(timeout, self.inbox.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Some(m)) => Ok(Some(m)),
+            Ok(None) => Err(self
+                .closed()
+                .unwrap_or_else(|| Error::Disconnected("the connection closed".into()))),
+        }
+    }
+
+    /// Sends DISCONNECT and waits (briefly) for the driver to finish.
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        if let Some(e) = self.closed() {
+            return match e {
+                Error::Disconnected(_) => Ok(()),
+                e => Err(e),
+            };
+        }
+        self.shared.lock().closing = true;
+        let sent = match &self.client {
+            Client::V4(c) => c.disconnect().await.is_ok(),
+            Client::V5(c) => c.disconnect().await.is_ok(),
+        };
+        if !sent {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        while self.closed().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        match self.closed() {
+            None => Err(Error::Timeout),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Session {
+    /// A connection the guest forgot, or whose VU ended or trapped, still
+    /// says DISCONNECT, so the broker sees a clean close; a driver that
+    /// cannot send it in time is aborted.
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.closing = true;
+        }
+        let sent = match &self.client {
+            Client::V4(c) => c.try_disconnect().is_ok(),
+            Client::V5(c) => c.try_disconnect().is_ok(),
+        };
+        let driver = self.driver.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if sent => {
+                rt.spawn(async move {
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    driver.abort();
+                });
+            }
+            _ => driver.abort(),
+        }
+    }
+}
+
+/// An event of either protocol version, reduced to what matters here.
+enum Ev {
+    OutPublish(u16),
+    OutSubscribe(u16),
+    OutUnsubscribe(u16),
+    OutDisconnect,
+    /// A QoS 1 or 2 publish completed (PUBACK or PUBCOMP), or was refused.
+    Acked(u16, Result<(), Error>),
+    SubAck(u16, Result<Qos, Error>),
+    UnsubAck(u16),
+    Message(Inbound),
+    /// The broker ended the connection.
+    Closed(Error),
+    Other,
+}
+
+/// Applies one event; returns why the connection ends, if it does.
+fn handle(shared: &Shared, inbox: &mpsc::Sender<Inbound>, ev: Ev) -> Option<Error> {
+    let mut st = shared.lock();
+    match ev {
+        Ev::OutPublish(pkid) => {
+            if let Some((op, reply)) = st.unsent.pop_front() {
+                match op {
+                    Op::Publish(Qos::AtMostOnce) => {
+                        let _ = reply.send(Ok(Ack::Done));
+                    }
+                    _ => {
+                        st.publishes.insert(pkid, reply);
+                    }
+                }
+            }
+        }
+        Ev::OutSubscribe(pkid) => {
+            if let Some((_, reply)) = st.unsent.pop_front() {
+                st.subscribes.insert(pkid, reply);
+            }
+        }
+        Ev::OutUnsubscribe(pkid) => {
+            if let Some((_, reply)) = st.unsent.pop_front() {
+                st.unsubscribes.insert(pkid, reply);
+            }
+        }
+        Ev::OutDisconnect => return Some(Error::Disconnected("disconnected by the VU".into())),
+        Ev::Acked(pkid, r) => {
+            if let Some(reply) = st.publishes.remove(&pkid) {
+                let _ = reply.send(r.map(|_| Ack::Done));
+            }
+        }
+        Ev::SubAck(pkid, r) => {
+            if let Some(reply) = st.subscribes.remove(&pkid) {
+                let _ = reply.send(r.map(Ack::Granted));
+            }
+        }
+        Ev::UnsubAck(pkid) => {
+            if let Some(reply) = st.unsubscribes.remove(&pkid) {
+                let _ = reply.send(Ok(Ack::Done));
+            }
+        }
+        Ev::Message(m) => {
+            let name = st
+                .filters
+                .iter()
+                .find(|(f, _)| topic_matches(f, &m.topic))
+                .map(|(_, n)| n.clone());
+            drop(st);
+            let name = name.as_deref().unwrap_or("(unsubscribed)");
+            let event = Event::Received {
+                bytes: m.payload.len() as u64,
+                latency_us: m.latency.map(|ns| ns / 1_000),
+            };
+            shared.recorder.messaging(Protocol::Mqtt, name, event);
+            if inbox.try_send(m).is_err() {
+                // The VU does not read its messages (or not fast enough):
+                // they are counted as received, and dropped here.
+                shared
+                    .recorder
+                    .messaging(Protocol::Mqtt, name, Event::Unread);
+            }
+        }
+        Ev::Closed(e) => return Some(e),
+        Ev::Other => {}
+    }
+    None
+}
+
+/// Ends the connection: every waiting operation fails with `why`, which
+/// is counted unless the VU itself closed the connection.
+fn close(shared: &Shared, why: Error) {
+    let mut st = shared.lock();
+    if !st.closing {
+        let kind = crate::mqtt::error_kind(&why);
+        shared
+            .recorder
+            .messaging(Protocol::Mqtt, &shared.name, Event::Error(kind));
+    }
+    let fail = |reply: Reply| {
+        let _ = reply.send(Err(why.clone()));
+    };
+    st.unsent.drain(..).for_each(|(_, r)| fail(r));
+    st.publishes.drain().for_each(|(_, r)| fail(r));
+    st.subscribes.drain().for_each(|(_, r)| fail(r));
+    st.unsubscribes.drain().for_each(|(_, r)| fail(r));
+    st.closed = Some(why);
+}
+
+fn v4_qos(q: Qos) -> rumqttc::QoS {
+    match q {
+        Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        Qos::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn from_v4_qos(q: rumqttc::QoS) -> Qos {
+    match q {
+        rumqttc::QoS::AtMostOnce => Qos::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => Qos::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => Qos::ExactlyOnce,
+    }
+}
+
+fn v5_qos(q: Qos) -> v5::mqttbytes::QoS {
+    match q {
+        Qos::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
+        Qos::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
+        Qos::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+fn from_v5_qos(q: v5::mqttbytes::QoS) -> Qos {
+    match q {
+        v5::mqttbytes::QoS::AtMostOnce => Qos::AtMostOnce,
+        v5::mqttbytes::QoS::AtLeastOnce => Qos::AtLeastOnce,
+        v5::mqttbytes::QoS::ExactlyOnce => Qos::ExactlyOnce,
+    }
+}
+
+fn outgoing(o: rumqttc::Outgoing) -> Ev {
+    use rumqttc::Outgoing as O;
+    match o {
+        O::Publish(p) => Ev::OutPublish(p),
+        O::Subscribe(p) => Ev::OutSubscribe(p),
+        O::Unsubscribe(p) => Ev::OutUnsubscribe(p),
+        O::Disconnect => Ev::OutDisconnect,
+        _ => Ev::Other,
+    }
+}
+
+fn v4_event(ev: rumqttc::Event) -> Ev {
+    use rumqttc::{Event as E, Packet as P, SubscribeReasonCode as R};
+    match ev {
+        E::Outgoing(o) => outgoing(o),
+        E::Incoming(P::PubAck(a)) => Ev::Acked(a.pkid, Ok(())),
+        E::Incoming(P::PubComp(a)) => Ev::Acked(a.pkid, Ok(())),
+        E::Incoming(P::SubAck(a)) => {
+            let granted = match a.return_codes.first() {
+                Some(R::Success(q)) => Ok(from_v4_qos(*q)),
+                _ => Err(Error::NotAuthorized(
+                    "the broker refused the subscription".into(),
+                )),
+            };
+            Ev::SubAck(a.pkid, granted)
+        }
+        E::Incoming(P::UnsubAck(a)) => Ev::UnsubAck(a.pkid),
+        E::Incoming(P::Publish(p)) => Ev::Message(Inbound {
+            latency: stamp_latency(&p.payload),
+            topic: p.topic,
+            payload: p.payload,
+            qos: from_v4_qos(p.qos),
+            retain: p.retain,
+        }),
+        E::Incoming(_) => Ev::Other,
+    }
+}
+
+fn v5_event(ev: v5::Event) -> Ev {
+    use v5::mqttbytes::v5::Packet as P;
+    use v5::mqttbytes::v5::{PubAckReason, PubCompReason, SubscribeReasonCode as R};
+    use v5::Event as E;
+    match ev {
+        E::Outgoing(o) => outgoing(o),
+        E::Incoming(P::PubAck(a)) => {
+            let r = match a.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                PubAckReason::NotAuthorized => Err(Error::NotAuthorized(
+                    "the broker refused the publish".into(),
+                )),
+                other => Err(Error::Protocol(format!(
+                    "the broker refused the publish: {other:?}"
+                ))),
+            };
+            Ev::Acked(a.pkid, r)
+        }
+        E::Incoming(P::PubComp(a)) => {
+            let r = match a.reason {
+                PubCompReason::Success => Ok(()),
+                other => Err(Error::Protocol(format!("publish not completed: {other:?}"))),
+            };
+            Ev::Acked(a.pkid, r)
+        }
+        E::Incoming(P::SubAck(a)) => {
+            let granted = match a.return_codes.first() {
+                Some(R::Success(q)) => Ok(from_v5_qos(*q)),
+                Some(R::NotAuthorized) | None => Err(Error::NotAuthorized(
+                    "the broker refused the subscription".into(),
+                )),
+                Some(other) => Err(Error::Protocol(format!(
+                    "the broker refused the subscription: {other:?}"
+                ))),
+            };
+            Ev::SubAck(a.pkid, granted)
+        }
+        E::Incoming(P::UnsubAck(a)) => Ev::UnsubAck(a.pkid),
+        E::Incoming(P::Publish(p)) => Ev::Message(Inbound {
+            latency: stamp_latency(&p.payload),
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload,
+            qos: from_v5_qos(p.qos),
+            retain: p.retain,
+        }),
+        E::Incoming(P::Disconnect(d)) => Ev::Closed(Error::Disconnected(format!(
+            "the broker disconnected: {:?}",
+            d.reason_code
+        ))),
+        E::Incoming(_) => Ev::Other,
+    }
+}
+
+fn io_error(e: &std::io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => Error::ConnectionRefused(e.to_string()),
+        K::TimedOut => Error::Timeout,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            Error::Disconnected(format!("the broker closed the connection: {e}"))
+        }
+        _ => Error::Io(e.to_string()),
+    }
+}
+
+fn v4_error(e: rumqttc::ConnectionError) -> Error {
+    use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
+    match e {
+        E::Io(io) => io_error(&io),
+        E::NetworkTimeout | E::FlushTimeout => Error::Timeout,
+        E::Tls(t) => Error::Tls(t.to_string()),
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => {
+            Error::NotAuthorized("the broker refused the credentials".into())
+        }
+        E::ConnectionRefused(code) => {
+            Error::ConnectionRefused(format!("the broker refused the connection: {code:?}"))
+        }
+        E::MqttState(s) => match s {
+            rumqttc::StateError::Io(io) => io_error(&io),
+            s => Error::Protocol(s.to_string()),
+        },
+        E::NotConnAck(p) => Error::Protocol(format!("expected CONNACK, got {p:?}")),
+        E::RequestsDone => Error::Disconnected("the connection closed".into()),
+    }
+}
+
+fn v5_error(e: v5::ConnectionError) -> Error {
+    use v5::mqttbytes::v5::ConnectReturnCode as C;
+    use v5::ConnectionError as E;
+    match e {
+        E::Io(io) => io_error(&io),
+        E::Timeout(_) => Error::Timeout,
+        E::Tls(t) => Error::Tls(t.to_string()),
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => {
+            Error::NotAuthorized("the broker refused the credentials".into())
+        }
+        E::ConnectionRefused(code) => {
+            Error::ConnectionRefused(format!("the broker refused the connection: {code:?}"))
+        }
+        E::MqttState(s) => match s {
+            v5::StateError::Io(io) => io_error(&io),
+            s => Error::Protocol(s.to_string()),
+        },
+        E::NotConnAck(p) => Error::Protocol(format!("expected CONNACK, got {p:?}")),
+        E::RequestsDone => Error::Disconnected("the connection closed".into()),
+    }
+}
