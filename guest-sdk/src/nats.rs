@@ -255,6 +255,18 @@ impl Connection {
             .map_err(Error)
     }
 
+    /// Like [`Connection::jetstream_publish`], counted under `name`.
+    pub fn jetstream_publish_named(
+        &self,
+        subject: &str,
+        payload: impl AsRef<[u8]>,
+        name: &str,
+    ) -> Result<u64, Error> {
+        self.0
+            .jetstream_publish(subject, payload.as_ref(), Some(name))
+            .map_err(Error)
+    }
+
     /// Waits until everything published is written to the socket.
     pub fn flush(&self) -> Result<(), Error> {
         self.0.flush().map_err(Error)

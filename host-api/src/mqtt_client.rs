@@ -638,6 +638,9 @@ fn v4_error(e: rumqttc::ConnectionError) -> Error {
         }
         E::MqttState(s) => match s {
             rumqttc::StateError::Io(io) => io_error(&io),
+            rumqttc::StateError::ConnectionAborted => {
+                Error::Disconnected("the broker closed the connection".into())
+            }
             s => Error::Protocol(s.to_string()),
         },
         E::NotConnAck(p) => Error::Protocol(format!("expected CONNACK, got {p:?}")),
@@ -660,6 +663,9 @@ fn v5_error(e: v5::ConnectionError) -> Error {
         }
         E::MqttState(s) => match s {
             v5::StateError::Io(io) => io_error(&io),
+            v5::StateError::ConnectionAborted => {
+                Error::Disconnected("the broker closed the connection".into())
+            }
             s => Error::Protocol(s.to_string()),
         },
         E::NotConnAck(p) => Error::Protocol(format!("expected CONNACK, got {p:?}")),

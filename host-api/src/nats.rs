@@ -139,10 +139,18 @@ fn check_token(what: &str, s: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Credentials written into a server URL: `user:password@` or `token@`.
+enum UrlAuth {
+    None,
+    Token(String),
+    UserPassword(String, String),
+}
+
 /// Checks the URL list; returns the default metric name (the first
-/// server's `host:port`).
-fn check_url(urls: &str) -> Result<String, Error> {
+/// server's `host:port`) and the credentials in the first URL that has any.
+fn check_url(urls: &str) -> Result<(String, UrlAuth), Error> {
     let mut first = None;
+    let mut auth = UrlAuth::None;
     for u in urls.split(',').map(str::trim) {
         let url = url::Url::parse(u)
             .map_err(|e| Error::InvalidArgument(format!("server URL {u:?} is not valid: {e}")))?;
@@ -156,8 +164,40 @@ fn check_url(urls: &str) -> Result<String, Error> {
             .host_str()
             .ok_or_else(|| Error::InvalidArgument(format!("server URL {u:?} has no host")))?;
         first.get_or_insert_with(|| format!("{host}:{}", url.port().unwrap_or(4222)));
+        if matches!(auth, UrlAuth::None) && !url.username().is_empty() {
+            let user = decode(url.username());
+            auth = match url.password() {
+                Some(p) => UrlAuth::UserPassword(user, decode(p)),
+                None => UrlAuth::Token(user),
+            };
+        }
     }
-    first.ok_or_else(|| Error::InvalidArgument("no server URL given".into()))
+    let first = first.ok_or_else(|| Error::InvalidArgument("no server URL given".into()))?;
+    Ok((first, auth))
+}
+
+/// Undoes the URL's percent-encoding of a user name or password.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn header_map(headers: &Headers) -> async_nats::HeaderMap {
@@ -193,7 +233,7 @@ impl Host for VuState {
         o: ConnectOptions,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
         let recorder = self.run.recorder.clone();
-        let default_name = match check_url(&o.url) {
+        let (default_name, url_auth) = match check_url(&o.url) {
             Ok(n) => n,
             Err(e) => {
                 record(&recorder, "invalid", Event::Error(error_kind(&e)));
@@ -216,11 +256,22 @@ impl Host for VuState {
                 0 | 1 => Duration::ZERO,
                 n => Duration::from_millis(50 << (n - 2).min(5)),
             });
+        // Options win over credentials written into the URL.
+        let url_auth = if o.token.is_some() || o.username.is_some() {
+            UrlAuth::None
+        } else {
+            url_auth
+        };
         if let Some(t) = o.token {
             opts = opts.token(t);
         }
         if let Some(u) = o.username {
             opts = opts.user_and_password(u, o.password.unwrap_or_default());
+        }
+        match url_auth {
+            UrlAuth::None => {}
+            UrlAuth::Token(t) => opts = opts.token(t),
+            UrlAuth::UserPassword(u, p) => opts = opts.user_and_password(u, p),
         }
         if o.tls {
             opts = opts.require_tls(true);
@@ -549,5 +600,28 @@ async fn forward(
         if tx.try_send((m, latency)).is_err() {
             record(&recorder, &name, Event::Unread);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_their_credentials_read() {
+        let (name, auth) = check_url("nats://u:p%40ss@127.0.0.1:4333,nats://h2").expect("valid");
+        assert_eq!(name, "127.0.0.1:4333");
+        assert!(matches!(auth, UrlAuth::UserPassword(u, p) if u == "u" && p == "p@ss"));
+        let (name, auth) = check_url("tls://tok@example.com").expect("valid");
+        assert_eq!(name, "example.com:4222");
+        assert!(matches!(auth, UrlAuth::Token(t) if t == "tok"));
+        assert!(matches!(
+            check_url("http://x"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            check_url("not a url"),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod brokers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -217,5 +219,11 @@ pub fn run_against(
     let base = format!("BASE_URL={target}");
     let mut args = vec!["-e", base.as_str()];
     args.extend_from_slice(extra);
+    run_example(scenario, name, &args)
+}
+
+/// Like [`run_example`], with `-e` before each of `env` (`KEY=VALUE`).
+pub fn run_env(scenario: &str, name: &str, env: &[&str]) -> (Run, serde_json::Value) {
+    let args: Vec<&str> = env.iter().flat_map(|e| ["-e", e]).collect();
     run_example(scenario, name, &args)
 }

@@ -58,7 +58,12 @@ impl Scenario for FanIn {
 
     fn run(class: &str) -> guest_sdk::Result {
         if class == "subscriber" {
-            return subscribe();
+            let r = subscribe();
+            if r.is_err() {
+                // Do not hammer a broker that is down.
+                guest_sdk::sleep(Duration::from_millis(250));
+            }
+            return r;
         }
         if vu::iteration() == 0 {
             guest_sdk::sleep(Duration::from_millis(env_num("START_DELAY_MS", 1000)));

@@ -8,8 +8,10 @@
 //!   `orders.<vu>`, all counted under the metric name `orders`. They wait
 //!   `START_DELAY_MS` (default 1000) first, so the workers are subscribed.
 //!
-//! Settings: `NATS_URL` (default `nats://127.0.0.1:4222`), `DURATION_S`
-//! (default 10).
+//! Settings: `NATS_URL` (default `nats://127.0.0.1:4222`, credentials as
+//! `nats://user:password@host:port`), `DURATION_S` (default 10), and
+//! `JETSTREAM=1` to publish through JetStream, each order acknowledged by
+//! the stream that stores it (create a stream capturing `orders.>` first).
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -48,7 +50,7 @@ impl Scenario for PubSub {
     }
 
     fn run(class: &str) -> guest_sdk::Result {
-        CONN.with(|slot| {
+        let r = CONN.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.is_none() {
                 *slot = Some(connect()?);
@@ -61,7 +63,12 @@ impl Scenario for PubSub {
             } else {
                 shop(c)
             }
-        })
+        });
+        if r.is_err() {
+            // Do not hammer a server that is down.
+            guest_sdk::sleep(Duration::from_millis(250));
+        }
+        r
     }
 }
 
@@ -71,7 +78,13 @@ fn shop(c: &Connection) -> guest_sdk::Result {
     }
     let order = format!("{{\"shop\":{},\"order\":{}}}", vu::id(), vu::iteration());
     let subject = format!("orders.{}", vu::id());
-    c.publish_with(&subject, guest_sdk::stamp(order), None, &[], Some("orders"))?;
+    if vu::env("JETSTREAM").is_some_and(|v| v == "1") {
+        // Stored by the stream that captures `orders.>`, and acknowledged.
+        let seq = c.jetstream_publish_named(&subject, guest_sdk::stamp(order), "orders")?;
+        check("stored with a sequence number", seq > 0);
+    } else {
+        c.publish_with(&subject, guest_sdk::stamp(order), None, &[], Some("orders"))?;
+    }
     Ok(())
 }
 

@@ -50,7 +50,7 @@ impl Scenario for Rpc {
     }
 
     fn run(class: &str) -> guest_sdk::Result {
-        CONN.with(|slot| {
+        let r = CONN.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.is_none() {
                 *slot = Some(connect()?);
@@ -63,7 +63,12 @@ impl Scenario for Rpc {
             } else {
                 request(c)
             }
-        })
+        });
+        if r.is_err() {
+            // Do not hammer a server that is down.
+            guest_sdk::sleep(Duration::from_millis(250));
+        }
+        r
     }
 }
 

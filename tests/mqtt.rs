@@ -1,0 +1,254 @@
+//! MQTT against a real mosquitto broker: counts checked against the
+//! broker's own `$SYS` counters, 1,000 long-lived connections closed
+//! cleanly, a broker killed mid-run, and typed errors for bad URLs and
+//! wrong credentials.
+
+mod common;
+
+use std::time::Duration;
+
+use common::brokers::Mosquitto;
+use common::{component, run_env, scratch, summary};
+
+/// The summary row of MQTT metric `name`.
+fn row<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["mqtt"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no MQTT row {name:?} in {}", s["mqtt"]))
+}
+
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[test]
+fn fan_in_counts_match_the_brokers_own_counters() {
+    let broker = Mosquitto::start("mqtt-fan-in");
+    let url = format!("MQTT_URL={}", broker.url());
+    let (r, s) = run_env(
+        "mqtt-fan-in",
+        "mqtt-fan-in",
+        &[
+            &url,
+            "PUBLISHERS=20",
+            "MESSAGES=50",
+            "QOS=1",
+            "DURATION_S=4",
+            "START_DELAY_MS=500",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let fanin = row(&s, "fanin");
+    // Every publish was acknowledged, and the one subscriber got each.
+    assert_eq!(n(&fanin["published"]), 1000);
+    assert_eq!(n(&fanin["received"]), 1000);
+    assert_eq!(n(&fanin["failed"]), 0, "{fanin}");
+    // Each message carried its send timestamp: end-to-end latency exists.
+    assert!(
+        fanin["message_latency_ms"]["p99"].as_f64().is_some(),
+        "{fanin}"
+    );
+    assert!(fanin["publish_ms"]["p50"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(n(&row(&s, "broker")["connects"]), 21);
+    // The broker's own counts agree.
+    let sys = broker.sys(&["publish/messages/received", "publish/messages/sent"]);
+    assert_eq!(sys["publish/messages/received"], 1000, "{sys:?}");
+    assert_eq!(sys["publish/messages/sent"], 1000, "{sys:?}");
+}
+
+#[test]
+fn mqtt_5_at_exactly_once_completes_every_publish() {
+    let broker = Mosquitto::start("mqtt-v5");
+    let url = format!("MQTT_URL={}", broker.url());
+    let (r, s) = run_env(
+        "mqtt-fan-in",
+        "mqtt-v5",
+        &[
+            &url,
+            "PUBLISHERS=5",
+            "MESSAGES=20",
+            "QOS=2",
+            "MQTT_VERSION=5",
+            "DURATION_S=3",
+            "START_DELAY_MS=500",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let fanin = row(&s, "fanin");
+    assert_eq!(n(&fanin["published"]), 100);
+    assert_eq!(n(&fanin["received"]), 100);
+    // mosquitto leaves QoS 2 publishes out of `publish/messages/received`;
+    // its byte count and its deliveries include them.
+    let sys = broker.sys(&["publish/bytes/received", "publish/messages/sent"]);
+    assert_eq!(
+        sys["publish/bytes/received"],
+        n(&fanin["bytes_sent"]),
+        "{sys:?}"
+    );
+    assert_eq!(sys["publish/messages/sent"], 100, "{sys:?}");
+    // The broker saw MQTT 5 clients.
+    assert!(broker.log().contains("p5"), "log:\n{}", broker.log());
+}
+
+#[test]
+fn a_thousand_connections_are_held_for_the_run_then_closed_cleanly() {
+    let broker = Mosquitto::start("mqtt-1000");
+    let url = format!("MQTT_URL={}", broker.url());
+    let (r, s) = run_env("iot", "mqtt-1000", &[&url, "DEVICES=1000", "DURATION_S=5"]);
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let fleet = row(&s, "fleet");
+    // 1,000 devices and the dashboard, each connected once for the run.
+    assert_eq!(n(&fleet["connects"]), 1001, "{fleet}");
+    assert_eq!(n(&fleet["failed"]), 0, "{fleet}");
+    let telemetry = row(&s, "telemetry");
+    let published = n(&telemetry["published"]);
+    assert!(
+        published >= 4000,
+        "1,000 devices for 5 s published {published}"
+    );
+    let sys = broker.sys(&[
+        "clients/connected",
+        "clients/maximum",
+        "publish/messages/received",
+    ]);
+    assert_eq!(sys["clients/maximum"], 1001, "{sys:?}");
+    assert_eq!(sys["publish/messages/received"], published, "{sys:?}");
+    // All gone, and each said goodbye with DISCONNECT.
+    assert_eq!(sys["clients/connected"], 0, "{sys:?}");
+    let log = broker.log();
+    let clean = log.matches(" disconnected.").count();
+    assert_eq!(clean, 1001, "clean disconnects in the broker log");
+    // (`<unknown>` is the harness's own port probe, which never speaks MQTT.)
+    let unclean: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("closed its connection") && !l.contains("<unknown>"))
+        .collect();
+    assert!(unclean.is_empty(), "unclean closes: {unclean:?}");
+}
+
+#[test]
+fn a_broker_killed_mid_run_is_counted_and_survived() {
+    let mut broker = Mosquitto::start("mqtt-kill");
+    let json = scratch("mqtt-kill").join("r.json");
+    let out = format!("json={}", json.display());
+    let url = format!("MQTT_URL={}", broker.url());
+    let c = component("iot");
+    let child = std::process::Command::new(common::runner())
+        .args([
+            "run",
+            c.to_str().unwrap_or_default(),
+            "--quiet",
+            "--out",
+            &out,
+        ])
+        .args([
+            "-e",
+            &url,
+            "-e",
+            "DEVICES=20",
+            "-e",
+            "PERIOD_MS=100",
+            "-e",
+            "DURATION_S=8",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the runner");
+    std::thread::sleep(Duration::from_millis(2_500));
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    // The run ends on time: nothing hangs on the dead connections.
+    let r = common::wait(child, Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(15), "took {:?}", r.elapsed);
+    let s = summary(&json);
+    let fleet = row(&s, "fleet");
+    // Losing the broker is counted, and so are the refused reconnects.
+    assert!(n(&fleet["errors"]["disconnected"]) >= 20, "{fleet}");
+    assert!(n(&fleet["errors"]["connection-refused"]) > 0, "{fleet}");
+    assert!(n(&s["iterations"]["failed"]) > 0);
+    // Devices connected again once the broker was back, and published to
+    // the new broker (which counts from zero).
+    assert!(n(&fleet["connects"]) >= 2 * 21, "{fleet}");
+    let sys = broker.sys(&["publish/messages/received"]);
+    assert!(sys["publish/messages/received"] >= 100, "{sys:?}");
+    assert!(
+        r.stderr.contains("MQTT connection refused"),
+        "stderr:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn bad_urls_and_wrong_credentials_are_typed_errors() {
+    // Nothing listens: connection refused.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("MQTT_URL=mqtt://127.0.0.1:{closed}");
+    let (r, s) = run_env(
+        "iot",
+        "mqtt-refused",
+        &[&url, "DEVICES=2", "DURATION_S=1", "PERIOD_MS=200"],
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert!(n(&row(&s, "fleet")["errors"]["connection-refused"]) > 0);
+    assert!(r.stderr.contains("MQTT connection refused"), "{}", r.stderr);
+
+    // Not an MQTT URL: invalid argument, named.
+    let (r, s) = run_env(
+        "iot",
+        "mqtt-bad-url",
+        &["MQTT_URL=http://127.0.0.1:1", "DEVICES=1", "DURATION_S=1"],
+    );
+    assert!(n(&row(&s, "invalid")["errors"]["invalid-argument"]) > 0);
+    assert!(
+        r.stderr
+            .contains("scheme \"http\" is not supported: use mqtt:// or mqtts://"),
+        "{}",
+        r.stderr
+    );
+
+    // Wrong password: not authorized.
+    let broker = Mosquitto::start_with_password("mqtt-auth", "device", "s3cret");
+    let url = format!("MQTT_URL={}", broker.url());
+    let (r, s) = run_env(
+        "iot",
+        "mqtt-auth",
+        &[
+            &url,
+            "DEVICES=2",
+            "DURATION_S=1",
+            "PERIOD_MS=200",
+            "MQTT_USER=device",
+            "MQTT_PASSWORD=wrong",
+        ],
+    );
+    assert!(
+        n(&row(&s, "fleet")["errors"]["not-authorized"]) > 0,
+        "{}",
+        s["mqtt"]
+    );
+    assert_eq!(n(&row(&s, "fleet")["connects"]), 0);
+    assert!(r.stderr.contains("MQTT not authorized"), "{}", r.stderr);
+
+    // The right password gets in.
+    let (_, s) = run_env(
+        "iot",
+        "mqtt-auth-ok",
+        &[
+            &url,
+            "DEVICES=2",
+            "DURATION_S=1",
+            "PERIOD_MS=200",
+            "MQTT_USER=device",
+            "MQTT_PASSWORD=s3cret",
+        ],
+    );
+    assert_eq!(n(&row(&s, "fleet")["connects"]), 3, "{}", s["mqtt"]);
+    assert_eq!(n(&row(&s, "fleet")["failed"]), 0, "{}", s["mqtt"]);
+}
