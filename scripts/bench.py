@@ -10,6 +10,13 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    (VUs) in a plain GET loop against a local nginx, side by side with
    `wrk -t1 -c50` against the same server.
 3. Open model: the achieved arrival rate at 5,000/s, the scheduler's lag.
+4. Messaging: MQTT QoS 0 and QoS 1 publishes/s (50 publisher VUs, no
+   pause) against a local mosquitto, NATS publishes/s against a local
+   nats-server, each with client CPU per message; and the resident memory
+   of 10,000 idle MQTT device connections (one per VU) against the same
+   10,000 VUs without connections.
+
+`--only messaging` or `--only http` runs one part.
 """
 
 import json
@@ -26,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "target/release/runner")
 SCENARIOS = os.path.join(ROOT, "target/scenarios")
 QUICK = "--quick" in sys.argv
+ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
 HTTP_SECONDS = 5 if QUICK else 10
 
 
@@ -113,7 +121,114 @@ def wrk_requests(text):
     sys.exit("bench: cannot read wrk's request count")
 
 
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wait_port(port, what):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench: {what} did not start")
+
+
+def start_mosquitto(tmp, port):
+    conf = os.path.join(tmp, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+                "persistence false\nlog_type error\n")
+    p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    wait_port(port, "mosquitto")
+    return p
+
+
+def start_nats(port):
+    p = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    wait_port(port, "nats-server")
+    return p
+
+
+def run_scenario(name, env, out):
+    """Runs an example scenario quietly with `-e` values; returns (CPU seconds, summary)."""
+    cmd = [RUNNER, "run", os.path.join(SCENARIOS, f"{name}.wasm"), "--quiet", "--out", f"json={out}"]
+    for k, v in env.items():
+        cmd += ["-e", f"{k}={v}"]
+    _, cpu, _ = measure(cmd)
+    return cpu, json.load(open(out))
+
+
+def row(summary, proto, name):
+    return next(r for r in summary[proto] if r["name"] == name)
+
+
+def messaging(tmp, idle_rss):
+    secs = HTTP_SECONDS
+    port = free_port()
+    mosq = start_mosquitto(tmp, port)
+    try:
+        for qos in (0, 1):
+            cpu, s = run_scenario("mqtt-fan-in", {
+                "MQTT_URL": f"mqtt://127.0.0.1:{port}", "SUBSCRIBERS": 0, "PUBLISHERS": 50,
+                "MESSAGES": 10**9, "INTERVAL_MS": 0, "START_DELAY_MS": 0, "QOS": qos,
+                "DURATION_S": secs}, os.path.join(tmp, f"mqtt{qos}.json"))
+            r = row(s, "mqtt", "fanin")
+            n = r["published"]
+            print(f"| MQTT QoS {qos} publish, 50 VUs, {secs}s, mosquitto | {n / s['meta']['duration_s']:,.0f} msgs/s, "
+                  f"{cpu * 1e6 / n:.1f} µs CPU/message, publish p99 {r['publish_ms']['p99']:.2f} ms ({r['failed']} failed) |")
+        devices = 10000
+        for per_vu, idle_rss in ((1, idle_rss[10000]), (10, idle_rss[1000])):
+            vus = devices // per_vu
+            out = os.path.join(tmp, f"iot-{per_vu}.json")
+            hold = 20
+            cmd = [RUNNER, "run", os.path.join(SCENARIOS, "iot.wasm"), "--quiet", "--out", f"json={out}",
+                   "-e", f"MQTT_URL=mqtt://127.0.0.1:{port}", "-e", f"DEVICES={vus}",
+                   "-e", f"DEVICES_PER_VU={per_vu}", "-e", "PERIOD_MS=600000",
+                   "-e", f"DURATION_S={hold}", "--grace", "1s"]
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(hold - 3)
+            rss = rss_kib(p.pid)
+            p.communicate(timeout=120)
+            fleet = row(json.load(open(out)), "mqtt", "fleet")
+            print(f"| {devices:,} idle MQTT connections, {per_vu} per VU ({vus:,} VUs, iot) | RSS {rss / 1024:.1f} MiB; "
+                  f"{(rss - idle_rss) / devices:.1f} KiB per connection over {vus:,} idle VUs, "
+                  f"{rss / devices:.1f} KiB per device all told ({fleet['connects']:,} connects, "
+                  f"{fleet['failed']} failed, connect p99 {fleet['connect_ms']['p99']:.0f} ms) |")
+    finally:
+        mosq.terminate()
+        mosq.wait()
+    port = free_port()
+    nats = start_nats(port)
+    try:
+        cpu, s = run_scenario("nats-pubsub", {
+            "NATS_URL": f"nats://127.0.0.1:{port}", "WORKERS": 0, "SHOPS": 50, "ORDERS": 10**9,
+            "INTERVAL_MS": 0, "START_DELAY_MS": 0, "DURATION_S": secs}, os.path.join(tmp, "nats.json"))
+        r = row(s, "nats", "orders")
+        n = r["published"]
+        print(f"| NATS publish + flush, 50 VUs, {secs}s, nats-server | {n / s['meta']['duration_s']:,.0f} msgs/s, "
+              f"{cpu * 1e6 / n:.1f} µs CPU/message, publish p99 {r['publish_ms']['p99']:.2f} ms ({r['failed']} failed) |")
+    finally:
+        nats.terminate()
+        nats.wait()
+
+
 def main():
+    if ONLY == "messaging":
+        tmp = tempfile.mkdtemp(prefix="runner-bench-")
+        print("| measurement | value |")
+        print("|---|---|")
+        idle = {}
+        for vus in (1000, 10000):
+            _, idle[vus] = startup(vus, tmp)
+            print(f"| start {vus:,} idle VUs | RSS {idle[vus] / 1024:.1f} MiB ({idle[vus] / vus:.1f} KiB per VU) |")
+        messaging(tmp, idle)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing: run scripts/setup.sh")
@@ -162,7 +277,9 @@ def main():
     finally:
         nginx.terminate()
         nginx.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+    if ONLY != "http":
+        messaging(tmp, {1000: r1, 10000: r10})
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

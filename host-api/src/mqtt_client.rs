@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::v5;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use crate::bindings::runner::scenario::mqtt::{Error, Qos};
 use crate::messaging::{stamp_latency, topic_matches, Event, Protocol};
@@ -28,6 +28,10 @@ const MAX_PACKET: usize = 1 << 20;
 
 /// Requests queued between a connection and its rumqttc event loop.
 const REQUEST_QUEUE: usize = 16;
+
+/// Publishes rumqttc keeps in flight; a VU waits for each one, so a few
+/// suffice, and fewer slots mean less memory per connection.
+const INFLIGHT: u16 = 8;
 
 /// How long a dropped connection may take to send its DISCONNECT.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -72,10 +76,15 @@ struct State {
     closed: Option<Error>,
     /// The VU asked to close: the end is not an error.
     closing: bool,
+    /// Messages received and not yet read by the VU. A plain queue rather
+    /// than a channel: it allocates nothing until a message arrives.
+    inbox: VecDeque<Inbound>,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Wakes the VU waiting in `next_message`.
+    arrived: Notify,
     recorder: Arc<Recorder>,
     name: Arc<str>,
 }
@@ -111,7 +120,6 @@ pub(crate) struct Settings {
 pub(crate) struct Session {
     client: Client,
     shared: Arc<Shared>,
-    inbox: mpsc::Receiver<Inbound>,
     driver: tokio::task::AbortHandle,
     /// Per-operation time limit.
     pub timeout: Duration,
@@ -128,9 +136,9 @@ impl Session {
             Ok(Err(e)) => return Err(Error::Dns(format!("{}: {e}", s.host))),
             Ok(Ok(_)) => {}
         }
-        let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            arrived: Notify::new(),
             recorder,
             name: s.name.clone(),
         });
@@ -141,7 +149,8 @@ impl Session {
                 .set_keep_alive(s.keep_alive)
                 .set_max_packet_size(Some(MAX_PACKET as u32))
                 .set_connection_timeout(secs)
-                .set_request_channel_capacity(REQUEST_QUEUE);
+                .set_request_channel_capacity(REQUEST_QUEUE)
+                .set_outgoing_inflight_upper_limit(INFLIGHT);
             if let Some((u, p)) = &s.credentials {
                 o.set_credentials(u, p);
             }
@@ -151,6 +160,9 @@ impl Session {
                 ));
             }
             let (client, mut el) = v5::AsyncClient::new(o, REQUEST_QUEUE);
+            // rumqttc reserves room for 100 buffered events per connection;
+            // a VU's connection rarely holds more than a few.
+            el.state.events = VecDeque::new();
             match tokio::time::timeout(s.timeout, el.poll()).await {
                 Err(_) => return Err(Error::Timeout),
                 Ok(Err(e)) => return Err(v5_error(e)),
@@ -161,7 +173,7 @@ impl Session {
                 let end = loop {
                     match el.poll().await {
                         Ok(ev) => {
-                            if let Some(end) = handle(&shared, &inbox_tx, v5_event(ev)) {
+                            if let Some(end) = handle(&shared, v5_event(ev)) {
                                 break end;
                             }
                         }
@@ -176,7 +188,8 @@ impl Session {
             o.set_clean_session(s.clean_session)
                 .set_keep_alive(s.keep_alive)
                 .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-                .set_request_channel_capacity(REQUEST_QUEUE);
+                .set_request_channel_capacity(REQUEST_QUEUE)
+                .set_inflight(INFLIGHT);
             if let Some((u, p)) = &s.credentials {
                 o.set_credentials(u, p);
             }
@@ -186,6 +199,7 @@ impl Session {
                 ));
             }
             let (client, mut el) = rumqttc::AsyncClient::new(o, REQUEST_QUEUE);
+            el.state.events = VecDeque::new();
             el.network_options.set_connection_timeout(secs);
             match tokio::time::timeout(s.timeout, el.poll()).await {
                 Err(_) => return Err(Error::Timeout),
@@ -197,7 +211,7 @@ impl Session {
                 let end = loop {
                     match el.poll().await {
                         Ok(ev) => {
-                            if let Some(end) = handle(&shared, &inbox_tx, v4_event(ev)) {
+                            if let Some(end) = handle(&shared, v4_event(ev)) {
                                 break end;
                             }
                         }
@@ -211,7 +225,6 @@ impl Session {
         Ok(Self {
             client,
             shared,
-            inbox,
             driver: driver.abort_handle(),
             timeout: s.timeout,
         })
@@ -318,13 +331,24 @@ impl Session {
     }
 
     /// The next message, waiting at most `timeout`.
-    pub async fn next_message(&mut self, timeout: Duration) -> Result<Option<Inbound>, Error> {
-        match tokio::time::timeout(timeout, self.inbox.recv()).await {
-            Err(_) => Ok(None),
-            Ok(Some(m)) => Ok(Some(m)),
-            Ok(None) => Err(self
-                .closed()
-                .unwrap_or_else(|| Error::Disconnected("the connection closed".into()))),
+    pub async fn next_message(&self, timeout: Duration) -> Result<Option<Inbound>, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register for a wake-up before looking, so a message that
+            // arrives in between is not missed.
+            let arrived = self.shared.arrived.notified();
+            {
+                let mut st = self.shared.lock();
+                if let Some(m) = st.inbox.pop_front() {
+                    return Ok(Some(m));
+                }
+                if let Some(e) = &st.closed {
+                    return Err(e.clone());
+                }
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Ok(None);
+            }
         }
     }
 
@@ -401,7 +425,7 @@ enum Ev {
 }
 
 /// Applies one event; returns why the connection ends, if it does.
-fn handle(shared: &Shared, inbox: &mpsc::Sender<Inbound>, ev: Ev) -> Option<Error> {
+fn handle(shared: &Shared, ev: Ev) -> Option<Error> {
     let mut st = shared.lock();
     match ev {
         Ev::OutPublish(pkid) => {
@@ -448,16 +472,22 @@ fn handle(shared: &Shared, inbox: &mpsc::Sender<Inbound>, ev: Ev) -> Option<Erro
                 .iter()
                 .find(|(f, _)| topic_matches(f, &m.topic))
                 .map(|(_, n)| n.clone());
-            drop(st);
-            let name = name.as_deref().unwrap_or("(unsubscribed)");
             let event = Event::Received {
                 bytes: m.payload.len() as u64,
                 latency_us: m.latency.map(|ns| ns / 1_000),
             };
+            // The VU may not read its messages (or not fast enough): they
+            // are counted as received, and the oldest dropped beyond INBOX.
+            let overflow = st.inbox.len() >= INBOX;
+            if overflow {
+                st.inbox.pop_front();
+            }
+            st.inbox.push_back(m);
+            drop(st);
+            shared.arrived.notify_one();
+            let name = name.as_deref().unwrap_or("(unsubscribed)");
             shared.recorder.messaging(Protocol::Mqtt, name, event);
-            if inbox.try_send(m).is_err() {
-                // The VU does not read its messages (or not fast enough):
-                // they are counted as received, and dropped here.
+            if overflow {
                 shared
                     .recorder
                     .messaging(Protocol::Mqtt, name, Event::Unread);
@@ -487,6 +517,8 @@ fn close(shared: &Shared, why: Error) {
     st.subscribes.drain().for_each(|(_, r)| fail(r));
     st.unsubscribes.drain().for_each(|(_, r)| fail(r));
     st.closed = Some(why);
+    drop(st);
+    shared.arrived.notify_one();
 }
 
 fn v4_qos(q: Qos) -> rumqttc::QoS {

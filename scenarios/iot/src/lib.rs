@@ -5,8 +5,13 @@
 //! so the summary shows the end-to-end latency. A device whose connection
 //! is lost connects again on its next reading.
 //!
+//! With `DEVICES_PER_VU` above 1, each VU plays that many devices (each
+//! with its own connection and client id): a fleet of 10,000 devices then
+//! needs a tenth of the VUs, and of their memory.
+//!
 //! Settings: `MQTT_URL` (default `mqtt://127.0.0.1:1883`), `DEVICES`
-//! (default 100), `PERIOD_MS` (default 1000), `DURATION_S` (default 30),
+//! (default 100; VUs of the class), `DEVICES_PER_VU` (default 1),
+//! `PERIOD_MS` (default 1000), `DURATION_S` (default 30),
 //! `MQTT_USER`/`MQTT_PASSWORD` (optional).
 
 use std::time::Duration;
@@ -14,7 +19,14 @@ use std::time::Duration;
 use guest_sdk::mqtt::{self, Connect, Persistent, QoS};
 use guest_sdk::{check, vu, Class, Options, Scenario};
 
-thread_local!(static CONN: Persistent = const { Persistent::new() });
+use std::cell::RefCell;
+
+thread_local! {
+    /// The dashboard's connection.
+    static CONN: Persistent = const { Persistent::new() };
+    /// This VU's devices, one connection each.
+    static DEVICES: RefCell<Vec<Persistent>> = const { RefCell::new(Vec::new()) };
+}
 
 fn env_num(key: &str, default: u64) -> u64 {
     vu::env(key).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -53,20 +65,29 @@ impl Scenario for Iot {
             }
             return r;
         }
-        let id = vu::id();
-        // A reading that drifts a little per device and iteration.
-        let reading = 20.0 + f64::from(id % 10) + (vu::iteration() % 7) as f64 * 0.1;
-        let payload = guest_sdk::stamp(format!("{{\"device\":{id},\"temp\":{reading:.1}}}"));
-        CONN.with(|c| {
-            c.with(
-                || connect(format!("device-{id}")),
-                |c| {
-                    c.message(&format!("devices/{id}/telemetry"), &payload)
-                        .qos(QoS::AtLeastOnce)
-                        .name("telemetry")
-                        .send()
-                },
-            )
+        let per_vu = env_num("DEVICES_PER_VU", 1).max(1);
+        DEVICES.with(|devices| {
+            let mut devices = devices.borrow_mut();
+            while (devices.len() as u64) < per_vu {
+                devices.push(Persistent::new());
+            }
+            for (k, device) in devices.iter().enumerate() {
+                let id = u64::from(vu::id()) * per_vu + k as u64;
+                // A reading that drifts a little per device and iteration.
+                let reading = 20.0 + (id % 10) as f64 + (vu::iteration() % 7) as f64 * 0.1;
+                let payload =
+                    guest_sdk::stamp(format!("{{\"device\":{id},\"temp\":{reading:.1}}}"));
+                device.with(
+                    || connect(format!("device-{id}")),
+                    |c| {
+                        c.message(&format!("devices/{id}/telemetry"), &payload)
+                            .qos(QoS::AtLeastOnce)
+                            .name("telemetry")
+                            .send()
+                    },
+                )?;
+            }
+            Ok::<_, mqtt::Error>(())
         })?;
         Ok(())
     }
