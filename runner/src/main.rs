@@ -23,7 +23,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(color)
         .with_env_filter(
-            EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // The client libraries narrate every (re)connection at info;
+            // the runner counts those itself.
+            EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| {
+                EnvFilter::new("info,async_nats=warn,rumqttc=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
