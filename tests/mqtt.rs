@@ -115,7 +115,7 @@ fn a_thousand_connections_are_held_for_the_run_then_closed_cleanly() {
     assert_eq!(sys["clients/maximum"], 1001, "{sys:?}");
     assert_eq!(sys["publish/messages/received"], published, "{sys:?}");
     // All gone, and each said goodbye with DISCONNECT.
-    assert_eq!(sys["clients/connected"], 0, "{sys:?}");
+    assert!(sys["clients/connected"] <= 1, "only the observer: {sys:?}");
     let log = broker.log();
     let clean = log.matches(" disconnected.").count();
     assert_eq!(clean, 1001, "clean disconnects in the broker log");
@@ -251,4 +251,103 @@ fn bad_urls_and_wrong_credentials_are_typed_errors() {
     );
     assert_eq!(n(&row(&s, "fleet")["connects"]), 3, "{}", s["mqtt"]);
     assert_eq!(n(&row(&s, "fleet")["failed"]), 0, "{}", s["mqtt"]);
+}
+
+#[test]
+fn a_vu_that_panics_closes_its_connection_cleanly() {
+    let broker = Mosquitto::start("mqtt-panic");
+    let url = format!("MQTT_URL={}", broker.url());
+    let env = [
+        url.as_str(),
+        "DEVICES=10",
+        "PERIOD_MS=100",
+        "DURATION_S=3",
+        "CRASH_EVERY=5",
+    ];
+    let (r, s) = run_env("iot", "mqtt-panic", &env);
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let panics = n(&s["traps"]["panic"]);
+    assert!(
+        panics >= 30,
+        "10 devices, a panic every 5th reading for 3 s: {panics}"
+    );
+    assert!(
+        r.stderr.contains("firmware bug on reading 4"),
+        "{}",
+        r.stderr
+    );
+    // Each panic dropped the VU's store, and with it the connection, which
+    // said DISCONNECT; the restarted VU connected afresh.
+    let fleet = row(&s, "fleet");
+    let connects = n(&fleet["connects"]);
+    // (A VU that panicked in the last moments of the run is not restarted.)
+    assert!(connects > panics, "{connects} connects for {panics} panics");
+    assert_eq!(n(&fleet["failed"]), 0, "{fleet}");
+    // The broker's log is the ground truth here: mosquitto 2.0's
+    // `clients/connected` miscounts when a client id reconnects while its
+    // old connection is closing, as a restarted device's does.
+    let log = broker.log();
+    let opened = log
+        .lines()
+        .filter(|l| l.contains("New client connected") && !l.contains(" as observer-"))
+        .count() as u64;
+    assert_eq!(opened, connects);
+    assert_eq!(log.matches(" disconnected.").count() as u64, connects);
+}
+
+#[test]
+fn a_mixed_journey_counts_http_and_mqtt_against_both_servers() {
+    let target = common::Target::start();
+    let broker = Mosquitto::start("mqtt-journey");
+    let base = format!("BASE_URL={}", target.url);
+    let url = format!("MQTT_URL={}", broker.url());
+    let json = scratch("mqtt-journey").join("r.json");
+    let series = scratch("mqtt-journey-series").join("t.ndjson");
+    let outs = [
+        format!("json={}", json.display()),
+        format!("ndjson={}", series.display()),
+    ];
+    let c = component("journey");
+    let args = [
+        "run",
+        c.to_str().unwrap_or_default(),
+        "--quiet",
+        "--vus",
+        "5",
+        "--duration",
+        "3s",
+        "-e",
+        &base,
+        "-e",
+        &url,
+        "-e",
+        "READINGS=4",
+        "--out",
+        &outs[0],
+        "--out",
+        &outs[1],
+    ];
+    let r = common::run(&args, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let s = summary(&json);
+    let sessions = n(&s["iterations"]["ok"]);
+    assert!(sessions >= 10, "{sessions} sessions");
+    // One login per session, counted by the target too.
+    assert_eq!(common::total_requests(&s), target.requests());
+    assert!(target.requests() >= sessions);
+    // One MQTT connection and four readings per completed session.
+    let car = row(&s, "car");
+    let telemetry = row(&s, "telemetry");
+    assert!(n(&car["connects"]) >= sessions);
+    assert!(n(&telemetry["published"]) >= 4 * sessions);
+    let sys = broker.sys(&["publish/messages/received"]);
+    assert_eq!(sys["publish/messages/received"], n(&telemetry["published"]));
+    // The time series carries the MQTT rows too, adding up to the summary.
+    let text = std::fs::read_to_string(&series).expect("read the series");
+    let published: u64 = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| n(&v["mqtt"]["telemetry"]["publish"]["count"]))
+        .sum();
+    assert_eq!(published, n(&telemetry["published"]));
 }

@@ -25,9 +25,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             // The client libraries narrate every (re)connection at info;
             // the runner counts those itself.
-            EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| {
-                EnvFilter::new("info,async_nats=warn,rumqttc=warn")
-            }),
+            EnvFilter::try_from_env("RUNNER_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,rumqttc=warn")),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use host_api::messaging::MessagingStats;
 use host_api::recorder::Hist;
 use host_api::Metrics;
 use serde::Serialize;
@@ -70,6 +71,41 @@ pub struct Record {
     pub checks: BTreeMap<String, (u64, u64)>,
     /// Iterations ended early, by kind.
     pub traps: BTreeMap<String, u64>,
+    /// MQTT by metric name, then by measure (`connect`, `publish`,
+    /// `receive` with the end-to-end latency of stamped messages,
+    /// `errors`).
+    pub mqtt: BTreeMap<String, BTreeMap<&'static str, IntervalStats>>,
+    /// NATS likewise, with `request` for request/reply round trips.
+    pub nats: BTreeMap<String, BTreeMap<&'static str, IntervalStats>>,
+}
+
+/// The non-empty measures of each messaging metric name in an interval.
+fn messaging(
+    m: &std::collections::HashMap<String, MessagingStats>,
+    secs: f64,
+) -> BTreeMap<String, BTreeMap<&'static str, IntervalStats>> {
+    let empty = Hist::micros();
+    m.iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(name, s)| {
+            let measures = [
+                ("connect", s.connects, &s.connect_time),
+                ("publish", s.published, &s.publish_time),
+                ("receive", s.received, &s.message_latency),
+                ("request", s.requests, &s.request_time),
+                ("errors", s.failed(), &empty),
+            ];
+            let stats = measures
+                .into_iter()
+                .filter(|(_, n, _)| *n > 0)
+                .map(|(what, n, h)| {
+                    let failed = if what == "errors" { n } else { 0 };
+                    (what, IntervalStats::new(n, failed, h, secs))
+                })
+                .collect();
+            (name.clone(), stats)
+        })
+        .collect()
 }
 
 impl Record {
@@ -103,6 +139,8 @@ impl Record {
                 .map(|(k, c)| (k.clone(), (c.pass, c.fail)))
                 .collect(),
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            mqtt: messaging(&m.mqtt, secs),
+            nats: messaging(&m.nats, secs),
         }
     }
 }
@@ -221,6 +259,13 @@ impl Series {
             row("iterations", "", &r.iterations)?;
             for (name, s) in &r.http {
                 row("http", name, s)?;
+            }
+            for (proto, names) in [("mqtt", &r.mqtt), ("nats", &r.nats)] {
+                for (name, measures) in names {
+                    for (what, s) in measures {
+                        row(&format!("{proto}_{what}"), name, s)?;
+                    }
+                }
             }
         }
         Ok(())

@@ -130,10 +130,12 @@ impl Mosquitto {
     }
 
     /// Reads `$SYS/broker/...` counters (names relative to
-    /// `$SYS/broker/`), as the broker last published them. Waits just over
-    /// one `sys_interval` first, so they cover everything until now.
+    /// `$SYS/broker/`): the last value the broker publishes while an
+    /// observer listens for 2.5 s, so at least two `sys_interval` ticks
+    /// after now (the retained value an observer gets first can be older).
+    /// The observer is itself a client: `clients/connected` may count it;
+    /// `publish/messages/sent` is given without what it sent the observer.
     pub fn sys(&self, names: &[&str]) -> HashMap<String, u64> {
-        std::thread::sleep(Duration::from_millis(1_500));
         let id = format!("observer-{}", std::process::id());
         let opts = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
         let (client, mut conn) = rumqttc::Client::new(opts, 10);
@@ -143,17 +145,23 @@ impl Mosquitto {
                 .expect("subscribe to $SYS");
         }
         let mut found = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while found.len() < names.len() && Instant::now() < deadline {
-            match conn.recv_timeout(Duration::from_millis(200)) {
+        let mut seen = 0u64;
+        let listen = Instant::now() + Duration::from_millis(2_500);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while (Instant::now() < listen || found.len() < names.len()) && Instant::now() < give_up {
+            match conn.recv_timeout(Duration::from_millis(100)) {
                 Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
                     let name = p.topic.trim_start_matches("$SYS/broker/").to_owned();
                     let text = String::from_utf8_lossy(&p.payload);
-                    if let Ok(v) = text.trim().parse::<u64>() {
-                        // The first value is the retained one, published
-                        // before this observer connected.
-                        found.entry(name).or_insert(v);
+                    if let Ok(mut v) = text.trim().parse::<u64>() {
+                        if name == "publish/messages/sent" {
+                            // Leave out the $SYS messages sent to this
+                            // observer before this value was taken.
+                            v = v.saturating_sub(seen);
+                        }
+                        found.insert(name, v);
                     }
+                    seen += 1;
                 }
                 Ok(Err(e)) => panic!("observer connection to mosquitto failed: {e}"),
                 _ => {}

@@ -12,7 +12,9 @@
 //! Settings: `MQTT_URL` (default `mqtt://127.0.0.1:1883`), `DEVICES`
 //! (default 100; VUs of the class), `DEVICES_PER_VU` (default 1),
 //! `PERIOD_MS` (default 1000), `DURATION_S` (default 30),
-//! `MQTT_USER`/`MQTT_PASSWORD` (optional).
+//! `MQTT_USER`/`MQTT_PASSWORD` (optional), `CRASH_EVERY` (optional: a
+//! firmware bug that panics a device's VU on every Nth reading, to watch the
+//! sandbox contain it and the broker see the connection closed cleanly).
 
 use std::time::Duration;
 
@@ -70,6 +72,10 @@ impl Scenario for Iot {
             let mut devices = devices.borrow_mut();
             while (devices.len() as u64) < per_vu {
                 devices.push(Persistent::new());
+            }
+            let crash_every = env_num("CRASH_EVERY", 0);
+            if crash_every > 0 && vu::iteration() % crash_every == crash_every - 1 {
+                panic!("firmware bug on reading {}", vu::iteration());
             }
             for (k, device) in devices.iter().enumerate() {
                 let id = u64::from(vu::id()) * per_vu + k as u64;
