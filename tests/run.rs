@@ -271,6 +271,12 @@ fn every_host_call_works_end_to_end() {
             "http_req_duration{page:cart} max<10s",
             "--threshold",
             "http_reqs{group:checkout} count==6",
+            "--threshold",
+            "checks{group:checkout} rate==1",
+            "--threshold",
+            "group_duration{group:checkout} max<10s",
+            "--threshold",
+            "tour_carts{page:cart} count==6",
             "--out",
             &format!("json={}", json.display()),
         ],
@@ -309,6 +315,19 @@ fn every_host_call_works_end_to_end() {
     assert_eq!(cart["tags"]["page"], "cart");
     assert_eq!(s["http_by_tag"]["group=checkout"]["requests"], 6);
     assert_eq!(s["http_by_tag"]["page=cart"]["requests"], 6);
+    // Checks and custom metrics inside the group carry its tag; the
+    // group's duration is a timing of its own; thresholds filter on tags.
+    let grouped = checks
+        .iter()
+        .find(|c| c["name"] == "tagged request in a group")
+        .expect("the grouped check");
+    assert_eq!(grouped["tags"]["group"], "checkout", "{grouped}");
+    assert_eq!(s["counters"]["tour_carts {group=checkout, page=cart}"], 6);
+    let group = &s["timings"]["group_duration {group=checkout}"];
+    assert!(group["min"].as_f64().is_some(), "{}", s["timings"]);
+    let passed = s["thresholds"].as_array().unwrap();
+    assert_eq!(passed.len(), 5);
+    assert!(passed.iter().all(|t| t["pass"] == true), "{passed:?}");
     // 5 requests per iteration reached the server.
     assert_eq!(target.requests(), 30);
     assert_eq!(target.stats()["http2"], 6);

@@ -226,20 +226,21 @@ thread_local! {
     static GROUP: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` inside the group `name`: its requests are tagged
-/// `group=name` (k6's `group`), so the summary shows them together.
-/// Groups nest as `outer::inner`.
+/// Runs `f` inside the group `name`, as k6's `group` does: its requests,
+/// checks and custom metrics are tagged `group=name`, so the summary shows
+/// them together, and the time `f` took is recorded as the timing
+/// `group_duration{group=name}`. Groups nest as `outer::inner`.
 pub fn group<T>(name: &str, f: impl FnOnce() -> T) -> T {
-    let previous = GROUP.with(|g| {
-        let mut g = g.borrow_mut();
-        let next = match g.as_deref() {
-            Some(outer) => format!("{outer}::{name}"),
-            None => name.to_owned(),
-        };
-        g.replace(next)
+    let full = GROUP.with(|g| match g.borrow().as_deref() {
+        Some(outer) => format!("{outer}::{name}"),
+        None => name.to_owned(),
     });
+    let previous = GROUP.with(|g| g.borrow_mut().replace(full.clone()));
+    let started = vu::now();
     let out = f();
+    let took = vu::now().saturating_sub(started);
     GROUP.with(|g| *g.borrow_mut() = previous);
+    metrics::timing_tagged("group_duration", took, &[("group", &full)]);
     out
 }
 

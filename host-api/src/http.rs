@@ -86,15 +86,6 @@ impl Prepared {
     }
 }
 
-/// Most tags a request keeps.
-const MAX_TAGS: usize = 8;
-
-/// A tag key or value, bounded and free of the characters metric keys use.
-fn clean_tag(mut s: String) -> String {
-    s.retain(|c| c != crate::recorder::TAG_SEPARATOR && c != '=');
-    truncate(s, 64)
-}
-
 fn prepare(req: Request, conns: &mut Connections) -> Result<Prepared, Error> {
     let method = method_of(&req.method)?;
     let target = conns.target(&req.url, method, req.version)?;
@@ -111,12 +102,7 @@ fn prepare(req: Request, conns: &mut Connections) -> Result<Prepared, Error> {
         headers,
         body: Bytes::from(req.body),
         name: req.name.map(|n| truncate(n, MAX_NAME)),
-        tags: req
-            .tags
-            .into_iter()
-            .take(MAX_TAGS)
-            .map(|(k, v)| (clean_tag(k), clean_tag(v)))
-            .collect(),
+        tags: crate::recorder::clean_tags(req.tags),
     })
 }
 

@@ -1,7 +1,8 @@
 //! Host side of the `metrics` interface: custom counters, gauges,
-//! timings, histograms and checks, recorded into the run's recorder.
+//! timings, histograms and checks, recorded into the run's recorder under
+//! their name and tags (see [`crate::recorder::tagged_key`]).
 
-use crate::bindings::runner::scenario::metrics::Host;
+use crate::bindings::runner::scenario::metrics::{Host, Tags};
 use crate::vu::nanos;
 use crate::VuState;
 
@@ -9,41 +10,43 @@ use crate::VuState;
 /// grow the aggregates without bound through one name.
 const MAX_NAME: usize = 256;
 
-fn name(n: &str) -> &str {
-    if n.len() <= MAX_NAME {
-        return n;
-    }
-    let mut end = MAX_NAME;
+/// The metric key of `n` with `tags`: the name bounded, the tags cleaned.
+fn key(n: &str, tags: Vec<(String, String)>) -> String {
+    let mut end = n.len().min(MAX_NAME);
     while !n.is_char_boundary(end) {
         end -= 1;
     }
-    &n[..end]
+    let name: String = n[..end]
+        .chars()
+        .filter(|c| *c != crate::recorder::TAG_SEPARATOR)
+        .collect();
+    crate::recorder::tagged_key(&name, &crate::recorder::clean_tags(tags))
 }
 
 impl Host for VuState {
-    async fn counter(&mut self, n: String, delta: u64) -> wasmtime::Result<()> {
-        self.run.recorder.counter(name(&n), delta);
+    async fn counter(&mut self, n: String, delta: u64, tags: Tags) -> wasmtime::Result<()> {
+        self.run.recorder.counter(&key(&n, tags), delta);
         Ok(())
     }
 
-    async fn gauge(&mut self, n: String, value: f64) -> wasmtime::Result<()> {
+    async fn gauge(&mut self, n: String, value: f64, tags: Tags) -> wasmtime::Result<()> {
         let at = nanos(self.run.started.elapsed());
-        self.run.recorder.gauge(name(&n), value, at);
+        self.run.recorder.gauge(&key(&n, tags), value, at);
         Ok(())
     }
 
-    async fn timing(&mut self, n: String, time: u64) -> wasmtime::Result<()> {
-        self.run.recorder.timing(name(&n), time / 1_000);
+    async fn timing(&mut self, n: String, time: u64, tags: Tags) -> wasmtime::Result<()> {
+        self.run.recorder.timing(&key(&n, tags), time / 1_000);
         Ok(())
     }
 
-    async fn histogram(&mut self, n: String, value: u64) -> wasmtime::Result<()> {
-        self.run.recorder.histogram(name(&n), value);
+    async fn histogram(&mut self, n: String, value: u64, tags: Tags) -> wasmtime::Result<()> {
+        self.run.recorder.histogram(&key(&n, tags), value);
         Ok(())
     }
 
-    async fn check(&mut self, n: String, pass: bool) -> wasmtime::Result<bool> {
-        self.run.recorder.check(name(&n), pass);
+    async fn check(&mut self, n: String, pass: bool, tags: Tags) -> wasmtime::Result<bool> {
+        self.run.recorder.check(&key(&n, tags), pass);
         Ok(pass)
     }
 }

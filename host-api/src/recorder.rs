@@ -39,6 +39,32 @@ pub fn tagged_key(name: &str, tags: &[(String, String)]) -> String {
     key
 }
 
+/// Most tags one measurement keeps.
+const MAX_TAGS: usize = 8;
+
+/// Longest tag key or value kept.
+const MAX_TAG_LEN: usize = 64;
+
+/// A guest's tags, bounded in number and length and free of the characters
+/// metric keys use, so a guest cannot forge or bloat keys through them.
+pub fn clean_tags(tags: Vec<(String, String)>) -> Vec<(String, String)> {
+    let clean = |mut s: String| {
+        s.retain(|c| c != TAG_SEPARATOR && c != '=');
+        if s.len() > MAX_TAG_LEN {
+            let mut end = MAX_TAG_LEN;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        s
+    };
+    tags.into_iter()
+        .take(MAX_TAGS)
+        .map(|(k, v)| (clean(k), clean(v)))
+        .collect()
+}
+
 /// Splits a metric key into the request name and its tags.
 pub fn split_key(key: &str) -> (&str, Vec<(&str, &str)>) {
     let mut parts = key.split(TAG_SEPARATOR);

@@ -2,7 +2,6 @@
 //! table and written as JSON (which keeps the raw, mergeable aggregates).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -11,6 +10,7 @@ use host_api::Metrics;
 use serde::{Deserialize, Serialize};
 
 mod messaging;
+mod table;
 
 pub use messaging::MessagingRow;
 
@@ -166,6 +166,9 @@ pub struct TagRow {
 pub struct CheckRow {
     /// The check name.
     pub name: String,
+    /// Its tags (`group`, ...), if any.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// Passes.
     pub pass: u64,
     /// Failures.
@@ -280,14 +283,15 @@ impl Summary {
         let mut checks: Vec<CheckRow> = m
             .checks
             .iter()
-            .map(|(name, c)| CheckRow {
-                name: name.clone(),
+            .map(|(key, c)| CheckRow {
+                name: host_api::recorder::split_key(key).0.to_owned(),
+                tags: tags_of(key),
                 pass: c.pass,
                 fail: c.fail,
                 rate: c.pass as f64 / (c.pass + c.fail).max(1) as f64,
             })
             .collect();
-        checks.sort_by(|a, b| a.name.cmp(&b.name));
+        checks.sort_by(|a, b| (&a.name, &a.tags).cmp(&(&b.name, &b.tags)));
         let it = &m.iterations;
         Summary {
             iterations: IterationRow {
@@ -306,21 +310,21 @@ impl Summary {
                     .then(|| Percentiles::of(&it.scheduler_lag, 1000.0)),
             },
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            counters: m.counters.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            counters: m.counters.iter().map(|(k, v)| (label(k), *v)).collect(),
             gauges: m
                 .gauges
                 .iter()
-                .map(|(k, g)| (k.clone(), (g.last, g.min, g.max)))
+                .map(|(k, g)| (label(k), (g.last, g.min, g.max)))
                 .collect(),
             timings: m
                 .timings
                 .iter()
-                .map(|(k, h)| (k.clone(), Percentiles::of(h, 1000.0)))
+                .map(|(k, h)| (label(k), Percentiles::of(h, 1000.0)))
                 .collect(),
             histograms: m
                 .histograms
                 .iter()
-                .map(|(k, h)| (k.clone(), Percentiles::of(h, 1.0)))
+                .map(|(k, h)| (label(k), Percentiles::of(h, 1.0)))
                 .collect(),
             mqtt: messaging::rows(&m.mqtt, secs),
             nats: messaging::rows(&m.nats, secs),
@@ -336,180 +340,6 @@ impl Summary {
     /// Whether every threshold held.
     pub fn thresholds_passed(&self) -> bool {
         self.thresholds.iter().all(|t| t.pass)
-    }
-
-    /// The summary as a human-readable table, showing `stats` for each
-    /// latency distribution.
-    pub fn table(&self, stats: &[crate::thresholds::Aggregate]) -> String {
-        let mut s = String::new();
-        let m = &self.meta;
-        let _ = writeln!(
-            s,
-            "\n  scenario {}  ·  {} VUs  ·  {:.1}s{}",
-            m.scenario,
-            m.vus,
-            m.duration_s,
-            if m.interrupted {
-                "  ·  stopped by Ctrl-C"
-            } else {
-                ""
-            }
-        );
-        let it = &self.iterations;
-        let _ = writeln!(
-            s,
-            "  iterations {} ok, {} failed, {} aborted  ({:.1}/s, p50 {}, p95 {})",
-            it.ok,
-            it.failed,
-            it.aborted,
-            it.rate,
-            ms(it.duration_ms.p50),
-            ms(it.duration_ms.p95)
-        );
-        if let Some(open) = &m.open_model {
-            let _ = writeln!(
-                s,
-                "  open model: {:.1} arrivals/s target ({:?}), {:.1}/s scheduled, {} dropped (no free VU among {} max)",
-                open.rate,
-                open.arrival,
-                it.arrival_rate.unwrap_or(0.0),
-                it.dropped,
-                m.max_vus
-            );
-            if let Some(l) = &it.latency_ms {
-                let _ = writeln!(
-                    s,
-                    "  iteration latency from scheduled start: p50 {}, p95 {}, p99 {}, max {}",
-                    ms(l.p50),
-                    ms(l.p95),
-                    ms(l.p99),
-                    ms(l.max)
-                );
-            }
-            if let Some(l) = &it.scheduler_lag_ms {
-                let _ = writeln!(s, "  scheduler lag: p99 {}, max {}", ms(l.p99), ms(l.max));
-            }
-        }
-        if !self.http.is_empty() {
-            let w = self
-                .http
-                .iter()
-                .map(|r| r.label().chars().count())
-                .max()
-                .unwrap_or(4)
-                .clamp(4, 60);
-            let mut head = format!(
-                "\n  {:<w$}  {:>9} {:>9} {:>7} ",
-                "HTTP", "requests", "req/s", "failed"
-            );
-            for st in stats {
-                let _ = write!(head, " {:>9}", st.to_string());
-            }
-            let _ = writeln!(s, "{head}");
-            for r in &self.http {
-                let mut line = format!(
-                    "  {:<w$}  {:>9} {:>9.1} {:>7} ",
-                    clip(&r.label(), w),
-                    r.requests,
-                    r.rate,
-                    r.failed
-                );
-                let hist = self.raw.http.get(&r.key).map(|h| &h.latency);
-                for st in stats {
-                    let v = hist.and_then(|h| st.of(h, 1000.0));
-                    let _ = write!(line, " {:>9}", v.map(ms).unwrap_or_else(|| "-".into()));
-                }
-                let _ = writeln!(s, "{line}");
-                if let Some(c) = self
-                    .raw
-                    .http
-                    .get(&r.name)
-                    .map(|h| &h.corrected)
-                    .filter(|c| c.count() > 0)
-                {
-                    let mut line = format!("  {:<w$}  {:>27} ", "", "from intended start:");
-                    for st in stats {
-                        let v = st.of(c, 1000.0);
-                        let _ = write!(line, " {:>9}", v.map(ms).unwrap_or_else(|| "-".into()));
-                    }
-                    let _ = writeln!(s, "{line}");
-                }
-                let mut why: Vec<String> =
-                    r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                why.extend(
-                    r.statuses
-                        .iter()
-                        .filter(|(k, _)| **k >= 400)
-                        .map(|(k, v)| format!("status {k} {v}")),
-                );
-                if !why.is_empty() {
-                    let _ = writeln!(s, "  {:<w$}  failures: {}", "", why.join(", "));
-                }
-            }
-        }
-        let secs = m.duration_s.max(1e-9);
-        messaging::table(&mut s, "MQTT", &self.mqtt, &self.raw.mqtt, secs, stats);
-        messaging::table(&mut s, "NATS", &self.nats, &self.raw.nats, secs, stats);
-        if !self.checks.is_empty() {
-            let _ = writeln!(s, "\n  checks");
-            for c in &self.checks {
-                let mark = if c.fail == 0 { "✓" } else { "✗" };
-                let _ = writeln!(
-                    s,
-                    "  {mark} {:<40} {:>7.2}%  {} pass, {} fail",
-                    c.name,
-                    c.rate * 100.0,
-                    c.pass,
-                    c.fail
-                );
-            }
-        }
-        if !self.traps.is_empty() {
-            let _ = writeln!(s, "\n  iterations ended early");
-            for (k, v) in &self.traps {
-                let _ = writeln!(s, "    {k:<20} {v}");
-            }
-        }
-        for (k, v) in &self.counters {
-            let _ = writeln!(s, "  counter {k}: {v}");
-        }
-        for (k, (last, min, max)) in &self.gauges {
-            let _ = writeln!(s, "  gauge {k}: {last} (min {min}, max {max})");
-        }
-        for (k, p) in &self.timings {
-            let _ = writeln!(
-                s,
-                "  timing {k}: p50 {} p95 {} p99 {} max {}",
-                ms(p.p50),
-                ms(p.p95),
-                ms(p.p99),
-                ms(p.max)
-            );
-        }
-        for (k, p) in &self.histograms {
-            let _ = writeln!(
-                s,
-                "  histogram {k}: p50 {} p95 {} p99 {} max {}",
-                p.p50, p.p95, p.p99, p.max
-            );
-        }
-        if !self.thresholds.is_empty() {
-            let _ = writeln!(s, "\n  thresholds");
-            for t in &self.thresholds {
-                let _ = writeln!(s, "  {t}");
-            }
-        }
-        if let Some(t) = &m.aborted_by_threshold {
-            let _ = writeln!(s, "\n  stopped early: threshold {t} was crossed");
-        }
-        if m.log_lines_suppressed > 0 {
-            let _ = writeln!(
-                s,
-                "\n  {} guest log lines suppressed (--log-rate)",
-                m.log_lines_suppressed
-            );
-        }
-        s
     }
 
     /// Writes the summary as JSON to `path`, atomically: a reader sees the
@@ -543,6 +373,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A metric key as people read it: `name {k=v, ...}`.
+fn label(key: &str) -> String {
+    host_api::recorder::key_label(key)
+}
+
+/// The tags of a metric key.
+fn tags_of(key: &str) -> BTreeMap<String, String> {
+    host_api::recorder::split_key(key)
+        .1
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 fn ms(v: f64) -> String {

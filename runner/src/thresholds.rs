@@ -272,9 +272,9 @@ impl Threshold {
         }
     }
 
-    /// Whether a request metric key passes the filter: `{name:..}` on the
-    /// request name, any other key on the request's tags.
-    fn matches_request(&self, key: &str) -> bool {
+    /// Whether a metric key (a request's, a check's, a custom metric's)
+    /// passes the filter: `{name:..}` on the name, any other key on the tags.
+    fn matches_key(&self, key: &str) -> bool {
         let Some((k, v)) = &self.filter else {
             return true;
         };
@@ -298,7 +298,7 @@ impl Threshold {
         let http = || {
             m.http
                 .iter()
-                .filter(move |(key, _)| self.matches_request(key))
+                .filter(move |(key, _)| self.matches_key(key))
                 .map(|(_, r)| r)
         };
         match self.metric.as_str() {
@@ -343,7 +343,7 @@ impl Threshold {
                 let (pass, fail) = m
                     .checks
                     .iter()
-                    .filter(|(name, _)| self.filter_is("name").is_none_or(|f| f == name.as_str()))
+                    .filter(|(key, _)| self.matches_key(key))
                     .fold((0, 0), |(p, f), (_, c)| (p + c.pass, f + c.fail));
                 match self.aggregate {
                     Aggregate::Rate if pass + fail > 0 => Some(pass as f64 / (pass + fail) as f64),
@@ -412,21 +412,46 @@ impl Threshold {
                 counter(n, self.aggregate, per_second)
             }
             name => {
-                if let Some(n) = m.counters.get(name) {
-                    counter(*n, self.aggregate, per_second)
-                } else if let Some(g) = m.gauges.get(name) {
-                    match self.aggregate {
-                        Aggregate::Value => Some(g.last),
-                        Aggregate::Min => Some(g.min),
-                        Aggregate::Max => Some(g.max),
+                // The scenario's own metrics, over every tag set that
+                // passes the filter.
+                let mine = |key: &&String| {
+                    host_api::recorder::split_key(key).0 == name && self.matches_key(key)
+                };
+                let counters: Vec<u64> = m
+                    .counters
+                    .iter()
+                    .filter(|(k, _)| mine(k))
+                    .map(|(_, n)| *n)
+                    .collect();
+                if !counters.is_empty() {
+                    return counter(counters.iter().sum(), self.aggregate, per_second);
+                }
+                let gauges: Vec<_> = m.gauges.iter().filter(|(k, _)| mine(k)).collect();
+                if !gauges.is_empty() {
+                    let latest = gauges.iter().max_by_key(|(_, g)| g.at).map(|(_, g)| g.last);
+                    let min = gauges.iter().map(|(_, g)| g.min).reduce(f64::min);
+                    let max = gauges.iter().map(|(_, g)| g.max).reduce(f64::max);
+                    return match self.aggregate {
+                        Aggregate::Value => latest,
+                        Aggregate::Min => min,
+                        Aggregate::Max => max,
                         _ => None,
+                    };
+                }
+                let merged = |hists: &std::collections::HashMap<String, Hist>, fresh: Hist| {
+                    let mut h = fresh;
+                    let mut any = false;
+                    for (_, x) in hists.iter().filter(|(k, _)| mine(k)) {
+                        h.merge(x);
+                        any = true;
                     }
-                } else if let Some(h) = m.timings.get(name) {
-                    trend(h, self.aggregate, 1000.0)
+                    any.then_some(h)
+                };
+                if let Some(h) = merged(&m.timings, Hist::micros()) {
+                    trend(&h, self.aggregate, 1000.0)
                 } else {
-                    m.histograms
-                        .get(name)
-                        .and_then(|h| trend(h, self.aggregate, 1.0))
+                    merged(&m.histograms, Hist::values())
+                        .and_then(|h| trend(&h, self.aggregate, 1.0))
                 }
             }
         }

@@ -136,7 +136,7 @@ impl Record {
             checks: m
                 .checks
                 .iter()
-                .map(|(k, c)| (k.clone(), (c.pass, c.fail)))
+                .map(|(k, c)| (host_api::recorder::key_label(k), (c.pass, c.fail)))
                 .collect(),
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             mqtt: messaging(&m.mqtt, secs),

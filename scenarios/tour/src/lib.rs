@@ -44,14 +44,18 @@ fn iteration() -> guest_sdk::Result {
     let r = Request::get(format!("{base}/")).http2().name("h2").send()?;
     check("h2: over HTTP/2", r.is_http2());
 
-    // Tags and groups: one summary row per name and tags, and totals by tag.
-    let r = guest_sdk::group("checkout", || {
-        Request::get(format!("{base}/"))
+    // Tags and groups: one summary row per name and tags, and totals by
+    // tag; checks and custom metrics in a group carry its tag, and the
+    // group's own duration is recorded.
+    guest_sdk::group("checkout", || -> guest_sdk::Result {
+        let r = Request::get(format!("{base}/"))
             .name("cart")
             .tag("page", "cart")
-            .send()
+            .send()?;
+        check("tagged request in a group", r.status() == 200);
+        metrics::counter_tagged("tour_carts", 1, &[("page", "cart")]);
+        Ok(())
     })?;
-    check("tagged request in a group", r.status() == 200);
 
     // Errors are typed.
     match Request::get("ftp://example.invalid/").send() {
