@@ -499,3 +499,52 @@ fn inspect_shows_imports_and_declared_options() {
         bad.stderr
     );
 }
+
+#[test]
+fn pacing_and_think_time_flags_space_the_iterations() {
+    let target = Target::start();
+    // 2 VUs, one iteration every 400 ms for 2 s: 5 each, 10 in all.
+    let (_, s) = hello(
+        &target.url,
+        "pacing-flag",
+        &[
+            "--vus",
+            "2",
+            "--duration",
+            "2s",
+            "--ramp-up",
+            "0s",
+            "--pacing",
+            "400ms",
+            "-e",
+            "THINK_MS=0",
+        ],
+    );
+    let n = u(&s["iterations"]["ok"]);
+    assert!((9..=11).contains(&n), "{n} iterations with --pacing 400ms");
+    assert_eq!(total_requests(&s), target.requests());
+    // A 300 ms think time after each iteration: about 7 each in 2 s.
+    let target = Target::start();
+    let (_, s) = hello(
+        &target.url,
+        "think-flag",
+        &[
+            "--vus",
+            "2",
+            "--duration",
+            "2s",
+            "--ramp-up",
+            "0s",
+            "--think-time",
+            "300ms",
+            "-e",
+            "THINK_MS=0",
+        ],
+    );
+    let n = u(&s["iterations"]["ok"]);
+    assert!(
+        (12..=15).contains(&n),
+        "{n} iterations with --think-time 300ms"
+    );
+    assert_eq!(total_requests(&s), target.requests());
+}

@@ -82,6 +82,16 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_positive_u64, conflicts_with_all = ["iterations", "rate", "stages"])]
     pub shared_iterations: Option<u64>,
 
+    /// Closed model: pause this long after each iteration (every class;
+    /// replaces the scenario's think time).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "rate")]
+    pub think_time: Option<Duration>,
+
+    /// Closed model: start a VU's iterations at least this far apart
+    /// (constant pacing; every class; replaces the scenario's pacing).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "rate")]
+    pub pacing: Option<Duration>,
+
     /// Spread the VUs' starts evenly over this time, so they do not hit the
     /// target in one instant.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]

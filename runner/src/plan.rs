@@ -167,13 +167,16 @@ impl Plan {
             let mut class = ClassPlan::simple(&c.name, c.vus);
             class.start_rate = c.start_rate.map(|r| (r, c.poisson_start));
             class.iterations = c.iterations;
-            class.think = c.think_time.map(Duration::from_nanos);
-            class.pacing = c.pacing.map(Duration::from_nanos);
+            class.think = args.think_time.or(c.think_time.map(Duration::from_nanos));
+            class.pacing = args.pacing.or(c.pacing.map(Duration::from_nanos));
             class.env = c.env.clone();
             classes.push(class);
         }
         if classes.is_empty() {
-            classes.push(ClassPlan::simple(DEFAULT_CLASS, 1));
+            let mut class = ClassPlan::simple(DEFAULT_CLASS, 1);
+            class.think = args.think_time;
+            class.pacing = args.pacing;
+            classes.push(class);
         }
         let declared: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
         if !args.stages.is_empty() && args.duration.is_some() {
@@ -489,6 +492,22 @@ mod tests {
         assert_eq!(p.classes[1].vus, 8);
         assert!(p.classes[1].ramp.is_some());
         assert_eq!(p.classes[2].pacing, Some(Duration::from_secs(1)));
+        // The flags replace every class's own pause.
+        let q = Plan::new(
+            &args(&["--pacing", "250ms", "--think-time", "10ms"]),
+            &options,
+        )
+        .expect("plan");
+        assert!(q
+            .classes
+            .iter()
+            .all(|c| c.pacing == Some(Duration::from_millis(250))));
+        assert!(q
+            .classes
+            .iter()
+            .all(|c| c.think == Some(Duration::from_millis(10))));
+        let q = Plan::new(&args(&["--pacing", "1s"]), &opts(&[])).expect("plan");
+        assert_eq!(q.classes[0].pacing, Some(Duration::from_secs(1)));
         assert_eq!(p.classes[2].iterations, Some(5));
         let rt =
             p.classes[2].runtime(&[("K".to_string(), "cli".to_string())].into_iter().collect());
