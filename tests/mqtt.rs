@@ -351,3 +351,34 @@ fn a_mixed_journey_counts_http_and_mqtt_against_both_servers() {
         .sum();
     assert_eq!(published, n(&telemetry["published"]));
 }
+
+#[test]
+fn mqtts_connects_with_insecure_and_is_a_typed_tls_error_without() {
+    let broker = Mosquitto::start_tls("mqtt-tls");
+    let url = format!("MQTT_URL=mqtts://127.0.0.1:{}", broker.port);
+    let env = [
+        "-e",
+        &url,
+        "-e",
+        "DEVICES=3",
+        "-e",
+        "PERIOD_MS=200",
+        "-e",
+        "DURATION_S=2",
+    ];
+    let mut insecure = env.to_vec();
+    insecure.push("--insecure");
+    let (r, s) = common::run_example("iot", "mqtt-tls", &insecure);
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert_eq!(n(&row(&s, "fleet")["connects"]), 4, "{}", s["mqtt"]);
+    assert_eq!(n(&row(&s, "fleet")["failed"]), 0, "{}", s["mqtt"]);
+    let published = n(&row(&s, "telemetry")["published"]);
+    assert!(published >= 15, "{published}");
+    let sys = broker.sys(&["publish/messages/received"]);
+    assert_eq!(sys["publish/messages/received"], published);
+
+    // The self-signed certificate is refused without --insecure.
+    let (r, s) = common::run_example("iot", "mqtt-tls-verify", &env);
+    assert!(n(&row(&s, "fleet")["errors"]["tls"]) > 0, "{}", s["mqtt"]);
+    assert!(r.stderr.contains("MQTT TLS error"), "{}", r.stderr);
+}

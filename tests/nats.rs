@@ -215,3 +215,34 @@ fn bad_urls_and_wrong_credentials_are_typed_errors() {
     assert_eq!(n(&row(&s, "server")["connects"]), 2, "{}", s["nats"]);
     assert_eq!(n(&row(&s, "orders")["published"]), 3, "{}", s["nats"]);
 }
+
+#[test]
+fn tls_connects_with_insecure_and_is_a_typed_tls_error_without() {
+    let server = Nats::start_tls("nats-tls");
+    let url = format!("NATS_URL=tls://127.0.0.1:{}", server.port);
+    let env = [
+        "-e",
+        &url,
+        "-e",
+        "SHOPS=2",
+        "-e",
+        "WORKERS=1",
+        "-e",
+        "ORDERS=5",
+        "-e",
+        "DURATION_S=2",
+        "-e",
+        "START_DELAY_MS=200",
+    ];
+    let mut insecure = env.to_vec();
+    insecure.push("--insecure");
+    let (r, s) = common::run_example("nats-pubsub", "nats-tls", &insecure);
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert_eq!(n(&row(&s, "orders")["published"]), 10, "{}", s["nats"]);
+    assert_eq!(n(&row(&s, "orders")["received"]), 10, "{}", s["nats"]);
+    assert_eq!(server.varz("in_msgs"), 10);
+
+    let (r, s) = common::run_example("nats-pubsub", "nats-tls-verify", &env);
+    assert!(n(&row(&s, "server")["errors"]["tls"]) > 0, "{}", s["nats"]);
+    assert!(r.stderr.contains("NATS TLS error"), "{}", r.stderr);
+}

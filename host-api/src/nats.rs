@@ -90,8 +90,15 @@ fn record(r: &Recorder, name: &str, event: Event<'_>) {
 fn io_cause(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
     let mut source = Some(e);
     while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return Some(Error::Tls(s.to_string()));
+        }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind as K;
+            // rustls reports handshake failures as I/O errors wrapping its own.
+            if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+                return Some(Error::Tls(io.to_string()));
+            }
             return Some(match io.kind() {
                 K::ConnectionRefused => Error::ConnectionRefused(io.to_string()),
                 K::TimedOut => Error::Timeout,

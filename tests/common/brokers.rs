@@ -12,6 +12,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A self-signed certificate for 127.0.0.1 and localhost, written as
+/// `cert.pem` and `key.pem` in `dir`; clients need `--insecure`.
+fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let c = rcgen::generate_simple_self_signed(names).expect("make a certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).expect("write cert.pem");
+    std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key.pem");
+    (cert, key)
+}
+
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local address").port()
@@ -56,6 +67,8 @@ pub struct Mosquitto {
     child: Option<Child>,
     /// Its MQTT port.
     pub port: u16,
+    /// Where the `$SYS` observer connects: a plain-MQTT port.
+    observer_port: u16,
     dir: PathBuf,
     conf: PathBuf,
 }
@@ -83,6 +96,23 @@ impl Mosquitto {
         )
     }
 
+    /// A broker that speaks MQTT over TLS only (`mqtts://`), with a
+    /// self-signed certificate.
+    pub fn start_tls(test: &str) -> Self {
+        let dir = super::scratch(&format!("{test}-certs"));
+        let (cert, key) = self_signed(&dir);
+        // A plain listener beside it, for the `$SYS` observer.
+        let plain = free_port();
+        let tls = format!(
+            "allow_anonymous true\ncertfile {}\nkeyfile {}\nlistener {plain} 127.0.0.1\n",
+            cert.display(),
+            key.display()
+        );
+        let mut m = Self::start_with(test, &tls);
+        m.observer_port = plain;
+        m
+    }
+
     fn start_with(test: &str, auth: &str) -> Self {
         let dir = super::scratch(&format!("{test}-mosquitto"));
         let port = free_port();
@@ -95,6 +125,7 @@ impl Mosquitto {
         let mut m = Self {
             child: None,
             port,
+            observer_port: port,
             dir,
             conf,
         };
@@ -137,7 +168,7 @@ impl Mosquitto {
     /// `publish/messages/sent` is given without what it sent the observer.
     pub fn sys(&self, names: &[&str]) -> HashMap<String, u64> {
         let id = format!("observer-{}", std::process::id());
-        let opts = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
+        let opts = rumqttc::MqttOptions::new(id, "127.0.0.1", self.observer_port);
         let (client, mut conn) = rumqttc::Client::new(opts, 10);
         for n in names {
             client
@@ -207,6 +238,20 @@ impl Nats {
             test,
             &["-js".into(), "-sd".into(), dir.display().to_string()],
         )
+    }
+
+    /// A server that requires TLS, with a self-signed certificate.
+    pub fn start_tls(test: &str) -> Self {
+        let dir = super::scratch(&format!("{test}-certs"));
+        let (cert, key) = self_signed(&dir);
+        let args = [
+            "--tls".to_owned(),
+            "--tlscert".to_owned(),
+            cert.display().to_string(),
+            "--tlskey".to_owned(),
+            key.display().to_string(),
+        ];
+        Self::start_with(test, &args)
     }
 
     /// A server that only accepts `user` with `password`.
