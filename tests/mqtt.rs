@@ -382,3 +382,46 @@ fn mqtts_connects_with_insecure_and_is_a_typed_tls_error_without() {
     assert!(n(&row(&s, "fleet")["errors"]["tls"]) > 0, "{}", s["mqtt"]);
     assert!(r.stderr.contains("MQTT TLS error"), "{}", r.stderr);
 }
+
+#[test]
+fn every_mqtt_and_nats_host_call_works_end_to_end() {
+    let broker = Mosquitto::start("messaging-tour");
+    let server = common::brokers::Nats::start("messaging-tour");
+    let mqtt_url = format!("MQTT_URL={}", broker.url());
+    let nats_url = format!("NATS_URL={}", server.url());
+    let (r, s) = common::run_example(
+        "messaging-tour",
+        "messaging-tour",
+        &[
+            "-e",
+            &mqtt_url,
+            "-e",
+            &nats_url,
+            "--vus",
+            "3",
+            "--iterations",
+            "2",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    assert_eq!(n(&s["iterations"]["ok"]), 6, "stderr:\n{}", r.stderr);
+    let checks = s["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 12, "{checks:?}");
+    for c in checks {
+        assert_eq!(n(&c["fail"]), 0, "failed: {c}");
+    }
+    // Three publishes per iteration under one name, each received once.
+    let published = row(&s, "tour-publish");
+    assert_eq!(n(&published["published"]), 18);
+    assert_eq!(n(&row(&s, "tour-wildcard")["received"]), 18);
+    assert!(row(&s, "tour-wildcard")["message_latency_ms"]["max"]
+        .as_f64()
+        .is_some());
+    // The no-responders request and the invalid subject are counted.
+    let nats = s["nats"].as_array().expect("nats rows");
+    let errors: u64 = nats.iter().map(|r| n(&r["errors"]["no-responders"])).sum();
+    assert_eq!(errors, 6);
+    assert_eq!(n(&row(&s, "tour/#")["errors"]["invalid-argument"]), 6);
+    let space = nats.iter().find(|r| r["name"] == "has space").expect("row");
+    assert_eq!(n(&space["errors"]["invalid-argument"]), 6);
+}

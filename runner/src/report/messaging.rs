@@ -41,6 +41,10 @@ pub struct MessagingRow {
     pub bytes_sent: u64,
     /// Payload bytes received (and in replies).
     pub bytes_received: u64,
+    /// Payload bytes sent per second.
+    pub bytes_sent_rate: f64,
+    /// Payload bytes received per second.
+    pub bytes_received_rate: f64,
     /// Received messages the VU did not read in time.
     pub unread: u64,
     /// Failures, all kinds.
@@ -72,6 +76,8 @@ pub fn rows(m: &HashMap<String, MessagingStats>, secs: f64) -> Vec<MessagingRow>
             request_ms: pct(&s.request_time),
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
+            bytes_sent_rate: s.bytes_sent as f64 / secs,
+            bytes_received_rate: s.bytes_received as f64 / secs,
             unread: s.unread,
             failed: s.failed(),
             errors: s.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
