@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mqtt;
 mod mqtt_client;
 pub mod nats;
+mod nats_url;
 pub mod recorder;
 pub mod stdio;
 pub mod types;

@@ -400,6 +400,25 @@ impl Metrics {
     pub fn http_failed(&self) -> u64 {
         self.http.values().map(RequestStats::failed).sum()
     }
+
+    fn messaging(&self) -> impl Iterator<Item = &MessagingStats> {
+        self.mqtt.values().chain(self.nats.values())
+    }
+
+    /// MQTT and NATS messages published (and requests answered).
+    pub fn messages_sent(&self) -> u64 {
+        self.messaging().map(|s| s.published + s.requests).sum()
+    }
+
+    /// MQTT and NATS messages received on subscriptions.
+    pub fn messages_received(&self) -> u64 {
+        self.messaging().map(|s| s.received).sum()
+    }
+
+    /// Failed MQTT and NATS operations.
+    pub fn messaging_failed(&self) -> u64 {
+        self.messaging().map(MessagingStats::failed).sum()
+    }
 }
 
 trait EntryRef<V> {

@@ -46,14 +46,30 @@ impl Progress {
         self.last = elapsed;
         let Some(bar) = &self.bar else { return };
         let rate = interval.http_requests() as f64 / dt;
-        let errors = totals.http_failed() + interval.http_failed();
+        let errors = totals.http_failed()
+            + interval.http_failed()
+            + totals.messaging_failed()
+            + interval.messaging_failed();
+        let messages = if totals.mqtt.is_empty()
+            && totals.nats.is_empty()
+            && interval.mqtt.is_empty()
+            && interval.nats.is_empty()
+        {
+            String::new()
+        } else {
+            format!(
+                "  {:>7.0} msg/s out {:>7.0} in",
+                interval.messages_sent() as f64 / dt,
+                interval.messages_received() as f64 / dt
+            )
+        };
         let iterations = totals.iterations.ok
             + totals.iterations.failed
             + interval.iterations.ok
             + interval.iterations.failed;
         let traps = totals.iterations.aborted + interval.iterations.aborted;
         bar.set_message(format!(
-            "{:>6.1}s  VUs {active}/{}  {rate:>8.0} req/s  errors {errors}  iterations {iterations}  traps {traps}",
+            "{:>6.1}s  VUs {active}/{}  {rate:>8.0} req/s{messages}  errors {errors}  iterations {iterations}  traps {traps}",
             elapsed.as_secs_f64(),
             self.vus
         ));
