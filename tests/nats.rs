@@ -8,18 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::brokers::Nats;
-use common::{component, run_env, scratch, summary};
+use common::{component, num as n, run_env, scratch, summary};
 
-/// The summary row of NATS metric `name`.
 fn row<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    s["nats"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no NATS row {name:?} in {}", s["nats"]))
-}
-
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+    common::messaging_row(s, "nats", name)
 }
 
 #[test]

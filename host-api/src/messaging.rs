@@ -3,7 +3,8 @@
 //! topic filter matching.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,36 @@ pub fn stamp_latency(payload: &[u8]) -> Option<u64> {
     let (sent, _) = rest.split_first_chunk::<8>()?;
     let sent = u64::from_be_bytes(*sent);
     Some(unix_nanos().saturating_sub(sent))
+}
+
+/// Longest metric name kept; longer names are cut.
+pub(crate) const MAX_NAME: usize = 256;
+
+/// A metric name, cut to [`MAX_NAME`] bytes.
+pub(crate) fn metric_name(s: String) -> Arc<str> {
+    crate::client::truncate(s, MAX_NAME).into()
+}
+
+/// A duration in microseconds, saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The event of a publish that started at `started`: confirmed, or failed
+/// with the error kind `kind` gives.
+pub(crate) fn published<T, E>(
+    result: &Result<T, E>,
+    started: Instant,
+    bytes: u64,
+    kind: fn(&E) -> &'static str,
+) -> Event<'static> {
+    match result {
+        Ok(_) => Event::Published {
+            us: micros(started.elapsed()),
+            bytes,
+        },
+        Err(e) => Event::Error(kind(e)),
+    }
 }
 
 /// Nanoseconds since the Unix epoch.

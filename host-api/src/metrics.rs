@@ -11,42 +11,36 @@ use crate::VuState;
 const MAX_NAME: usize = 256;
 
 /// The metric key of `n` with `tags`: the name bounded, the tags cleaned.
-fn key(n: &str, tags: Vec<(String, String)>) -> String {
-    let mut end = n.len().min(MAX_NAME);
-    while !n.is_char_boundary(end) {
-        end -= 1;
-    }
-    let name: String = n[..end]
-        .chars()
-        .filter(|c| *c != crate::recorder::TAG_SEPARATOR)
-        .collect();
+fn key(mut n: String, tags: Vec<(String, String)>) -> String {
+    n.retain(|c| c != crate::recorder::TAG_SEPARATOR);
+    let name = crate::client::truncate(n, MAX_NAME);
     crate::recorder::tagged_key(&name, &crate::recorder::clean_tags(tags))
 }
 
 impl Host for VuState {
     async fn counter(&mut self, n: String, delta: u64, tags: Tags) -> wasmtime::Result<()> {
-        self.run.recorder.counter(&key(&n, tags), delta);
+        self.run.recorder.counter(&key(n, tags), delta);
         Ok(())
     }
 
     async fn gauge(&mut self, n: String, value: f64, tags: Tags) -> wasmtime::Result<()> {
         let at = nanos(self.run.started.elapsed());
-        self.run.recorder.gauge(&key(&n, tags), value, at);
+        self.run.recorder.gauge(&key(n, tags), value, at);
         Ok(())
     }
 
     async fn timing(&mut self, n: String, time: u64, tags: Tags) -> wasmtime::Result<()> {
-        self.run.recorder.timing(&key(&n, tags), time / 1_000);
+        self.run.recorder.timing(&key(n, tags), time / 1_000);
         Ok(())
     }
 
     async fn histogram(&mut self, n: String, value: u64, tags: Tags) -> wasmtime::Result<()> {
-        self.run.recorder.histogram(&key(&n, tags), value);
+        self.run.recorder.histogram(&key(n, tags), value);
         Ok(())
     }
 
     async fn check(&mut self, n: String, pass: bool, tags: Tags) -> wasmtime::Result<bool> {
-        self.run.recorder.check(&key(&n, tags), pass);
+        self.run.recorder.check(&key(n, tags), pass);
         Ok(pass)
     }
 }

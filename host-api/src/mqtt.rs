@@ -15,7 +15,7 @@ use wasmtime::component::Resource;
 use crate::bindings::runner::scenario::mqtt::{
     ConnectOptions, Error, Host, HostConnection, Message, Protocol as Version, Qos,
 };
-use crate::messaging::{Event, Protocol};
+use crate::messaging::{metric_name, micros, published, Event, Protocol};
 use crate::mqtt_client::{Session, Settings};
 use crate::recorder::Recorder;
 use crate::VuState;
@@ -25,9 +25,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most MQTT connections one VU may hold (a VU may play many devices).
 const MAX_CONNECTIONS_PER_VU: usize = 4096;
-
-/// Longest metric name kept.
-const MAX_NAME: usize = 256;
 
 /// Makes default client ids unique within a run.
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
@@ -50,17 +47,6 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Disconnected(_) => "disconnected",
         Error::Io(_) => "io",
     }
-}
-
-fn bounded(mut s: String) -> Arc<str> {
-    if s.len() > MAX_NAME {
-        let mut end = MAX_NAME;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s.into()
 }
 
 /// Checks the options and turns them into rumqttc's settings, plus the
@@ -124,7 +110,7 @@ fn settings(
     if timeout.is_zero() {
         return Err(bad("the timeout must be more than 0".into()));
     }
-    let name = bounded(o.name.unwrap_or_else(|| format!("{host}:{port}")));
+    let name = metric_name(o.name.unwrap_or_else(|| format!("{host}:{port}")));
     let s = Settings {
         host,
         port,
@@ -142,10 +128,6 @@ fn settings(
 
 fn record(r: &Recorder, name: &str, event: Event<'_>) {
     r.messaging(Protocol::Mqtt, name, event);
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Host for VuState {
@@ -196,17 +178,11 @@ impl HostConnection for VuState {
         name: Option<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let c = self.table.get(&this)?;
-        let name = bounded(name.unwrap_or_else(|| topic.clone()));
+        let name = metric_name(name.unwrap_or_else(|| topic.clone()));
         let bytes = payload.len() as u64;
         let started = Instant::now();
         let result = c.session.publish(topic, payload, qos, retain).await;
-        let event = match &result {
-            Ok(()) => Event::Published {
-                us: micros(started.elapsed()),
-                bytes,
-            },
-            Err(e) => Event::Error(error_kind(e)),
-        };
+        let event = published(&result, started, bytes, error_kind);
         record(&self.run.recorder, &name, event);
         self.resumed();
         Ok(result)
@@ -220,7 +196,7 @@ impl HostConnection for VuState {
         name: Option<String>,
     ) -> wasmtime::Result<Result<Qos, Error>> {
         let c = self.table.get(&this)?;
-        let name = bounded(name.unwrap_or_else(|| filter.clone()));
+        let name = metric_name(name.unwrap_or_else(|| filter.clone()));
         let result = c.session.subscribe(filter, qos, name.clone()).await;
         if let Err(e) = &result {
             record(&self.run.recorder, &name, Event::Error(error_kind(e)));

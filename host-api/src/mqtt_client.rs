@@ -168,20 +168,9 @@ impl Session {
                 Ok(Err(e)) => return Err(v5_error(e)),
                 Ok(Ok(_)) => {}
             }
-            let shared = shared.clone();
-            let task = tokio::spawn(async move {
-                let end = loop {
-                    match el.poll().await {
-                        Ok(ev) => {
-                            if let Some(end) = handle(&shared, v5_event(ev)) {
-                                break end;
-                            }
-                        }
-                        Err(e) => break v5_error(e),
-                    }
-                };
-                close(&shared, end);
-            });
+            let task = tokio::spawn(drive(shared.clone(), async move || {
+                el.poll().await.map(v5_event).map_err(v5_error)
+            }));
             (Client::V5(client), task)
         } else {
             let mut o = rumqttc::MqttOptions::new(&s.client_id, &s.host, s.port);
@@ -206,20 +195,9 @@ impl Session {
                 Ok(Err(e)) => return Err(v4_error(e)),
                 Ok(Ok(_)) => {}
             }
-            let shared = shared.clone();
-            let task = tokio::spawn(async move {
-                let end = loop {
-                    match el.poll().await {
-                        Ok(ev) => {
-                            if let Some(end) = handle(&shared, v4_event(ev)) {
-                                break end;
-                            }
-                        }
-                        Err(e) => break v4_error(e),
-                    }
-                };
-                close(&shared, end);
-            });
+            let task = tokio::spawn(drive(shared.clone(), async move || {
+                el.poll().await.map(v4_event).map_err(v4_error)
+            }));
             (Client::V4(client), task)
         };
         Ok(Self {
@@ -406,6 +384,22 @@ impl Drop for Session {
             _ => driver.abort(),
         }
     }
+}
+
+/// The driver task: polls rumqttc's event loop (through `next`) and
+/// applies each event until the connection ends.
+async fn drive(shared: Arc<Shared>, mut next: impl AsyncFnMut() -> Result<Ev, Error>) {
+    let end = loop {
+        match next().await {
+            Ok(ev) => {
+                if let Some(end) = handle(&shared, ev) {
+                    break end;
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    close(&shared, end);
 }
 
 /// An event of either protocol version, reduced to what matters here.
@@ -669,7 +663,10 @@ fn v4_error(e: rumqttc::ConnectionError) -> Error {
             Error::ConnectionRefused(format!("the broker refused the connection: {code:?}"))
         }
         E::MqttState(s) => match s {
-            rumqttc::StateError::Io(io) => io_error(&io),
+            rumqttc::StateError::Io(io)
+            | rumqttc::StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)) => {
+                io_error(&io)
+            }
             rumqttc::StateError::ConnectionAborted => {
                 Error::Disconnected("the broker closed the connection".into())
             }
@@ -694,7 +691,8 @@ fn v5_error(e: v5::ConnectionError) -> Error {
             Error::ConnectionRefused(format!("the broker refused the connection: {code:?}"))
         }
         E::MqttState(s) => match s {
-            v5::StateError::Io(io) => io_error(&io),
+            v5::StateError::Io(io)
+            | v5::StateError::Deserialization(v5::mqttbytes::Error::Io(io)) => io_error(&io),
             v5::StateError::ConnectionAborted => {
                 Error::Disconnected("the broker closed the connection".into())
             }

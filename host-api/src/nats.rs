@@ -18,7 +18,7 @@ use wasmtime::component::Resource;
 use crate::bindings::runner::scenario::nats::{
     ConnectOptions, Error, Headers, Host, HostConnection, HostSubscription, Message,
 };
-use crate::messaging::{stamp_latency, Event, Protocol};
+use crate::messaging::{metric_name, micros, published, stamp_latency, Event, Protocol};
 use crate::nats_url::{check_url, UrlAuth};
 use crate::recorder::Recorder;
 use crate::VuState;
@@ -28,9 +28,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Messages a subscription holds for its VU; more are counted `unread`.
 const INBOX: usize = 1024;
-
-/// Longest metric name kept.
-const MAX_NAME: usize = 256;
 
 /// An open connection, as the guest's `connection` resource holds it.
 pub struct Connection {
@@ -66,21 +63,6 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Disconnected(_) => "disconnected",
         Error::Io(_) => "io",
     }
-}
-
-fn bounded(mut s: String) -> Arc<str> {
-    if s.len() > MAX_NAME {
-        let mut end = MAX_NAME;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s.into()
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn record(r: &Recorder, name: &str, event: Event<'_>) {
@@ -187,7 +169,7 @@ impl Host for VuState {
                 return Ok(Err(e));
             }
         };
-        let name = bounded(o.name.unwrap_or(default_name));
+        let name = metric_name(o.name.unwrap_or(default_name));
         let timeout = o.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_nanos);
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(timeout)
@@ -283,7 +265,7 @@ impl HostConnection for VuState {
         name: Option<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let c = self.table.get(&this)?;
-        let name = bounded(name.unwrap_or_else(|| subject.clone()));
+        let name = metric_name(name.unwrap_or_else(|| subject.clone()));
         let bytes = payload.len() as u64;
         let started = Instant::now();
         let result = async {
@@ -315,13 +297,7 @@ impl HostConnection for VuState {
         let result = tokio::time::timeout(c.timeout, result)
             .await
             .unwrap_or(Err(Error::Timeout));
-        let event = match &result {
-            Ok(()) => Event::Published {
-                us: micros(started.elapsed()),
-                bytes,
-            },
-            Err(e) => Event::Error(error_kind(e)),
-        };
+        let event = published(&result, started, bytes, error_kind);
         record(&self.run.recorder, &name, event);
         self.resumed();
         Ok(result)
@@ -335,7 +311,7 @@ impl HostConnection for VuState {
         name: Option<String>,
     ) -> wasmtime::Result<Result<Resource<Subscription>, Error>> {
         let c = self.table.get(&this)?;
-        let name = bounded(name.unwrap_or_else(|| subject.clone()));
+        let name = metric_name(name.unwrap_or_else(|| subject.clone()));
         let result = async {
             check_token("subject", &subject)?;
             let sub = match queue_group {
@@ -379,7 +355,7 @@ impl HostConnection for VuState {
         name: Option<String>,
     ) -> wasmtime::Result<Result<Message, Error>> {
         let c = self.table.get(&this)?;
-        let name = bounded(name.unwrap_or_else(|| subject.clone()));
+        let name = metric_name(name.unwrap_or_else(|| subject.clone()));
         let timeout = timeout.map_or(c.timeout, Duration::from_nanos);
         let sent = payload.len() as u64;
         let started = Instant::now();
@@ -429,7 +405,7 @@ impl HostConnection for VuState {
         name: Option<String>,
     ) -> wasmtime::Result<Result<u64, Error>> {
         let c = self.table.get_mut(&this)?;
-        let name = bounded(name.unwrap_or_else(|| subject.clone()));
+        let name = metric_name(name.unwrap_or_else(|| subject.clone()));
         let timeout = c.timeout;
         let js = c
             .jetstream
@@ -449,13 +425,7 @@ impl HostConnection for VuState {
         let result = tokio::time::timeout(timeout, result)
             .await
             .unwrap_or(Err(Error::Timeout));
-        let event = match &result {
-            Ok(_) => Event::Published {
-                us: micros(started.elapsed()),
-                bytes,
-            },
-            Err(e) => Event::Error(error_kind(e)),
-        };
+        let event = published(&result, started, bytes, error_kind);
         record(&self.run.recorder, &name, event);
         self.resumed();
         Ok(result)

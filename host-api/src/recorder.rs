@@ -50,14 +50,7 @@ const MAX_TAG_LEN: usize = 64;
 pub fn clean_tags(tags: Vec<(String, String)>) -> Vec<(String, String)> {
     let clean = |mut s: String| {
         s.retain(|c| c != TAG_SEPARATOR && c != '=');
-        if s.len() > MAX_TAG_LEN {
-            let mut end = MAX_TAG_LEN;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
-        s
+        crate::client::truncate(s, MAX_TAG_LEN)
     };
     tags.into_iter()
         .take(MAX_TAGS)

@@ -227,3 +227,20 @@ pub fn run_env(scenario: &str, name: &str, env: &[&str]) -> (Run, serde_json::Va
     let args: Vec<&str> = env.iter().flat_map(|e| ["-e", e]).collect();
     run_example(scenario, name, &args)
 }
+
+/// The summary row of metric `name` in the `mqtt` or `nats` section.
+pub fn messaging_row<'a>(
+    s: &'a serde_json::Value,
+    proto: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    s[proto]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no {proto} row {name:?} in {}", s[proto]))
+}
+
+/// A count in the summary; 0 when absent.
+pub fn num(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
