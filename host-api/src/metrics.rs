@@ -14,6 +14,9 @@ const MAX_NAME: usize = 256;
 fn key(mut n: String, tags: Vec<(String, String)>) -> String {
     n.retain(|c| c != crate::recorder::TAG_SEPARATOR);
     let name = crate::client::truncate(n, MAX_NAME);
+    if tags.is_empty() {
+        return name;
+    }
     crate::recorder::tagged_key(&name, &crate::recorder::clean_tags(tags))
 }
 
