@@ -223,13 +223,21 @@ impl Host for VuState {
             async {}
         });
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, opts.connect(o.url.as_str())).await;
-        self.resumed();
-        let result = match result {
-            Err(_) => Err(Error::Timeout),
-            Ok(Err(e)) => Err(connect_error(&e)),
-            Ok(Ok(client)) => Ok(client),
+        // As for MQTT: a task of its own, boxed, so the client's deep
+        // connect futures do not leave the VU's fiber stack resident.
+        let url = o.url;
+        let handshake = Box::pin(async move {
+            match tokio::time::timeout(timeout, opts.connect(url.as_str())).await {
+                Err(_) => Err(Error::Timeout),
+                Ok(Err(e)) => Err(connect_error(&e)),
+                Ok(Ok(client)) => Ok(client),
+            }
+        });
+        let result = match tokio::spawn(handshake).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Io(format!("the connect task failed: {e}"))),
         };
+        self.resumed();
         match result {
             Ok(client) => {
                 record(
