@@ -15,7 +15,7 @@ use wasmtime::component::Resource;
 use crate::bindings::runner::scenario::mqtt::{
     ConnectOptions, Error, Host, HostConnection, Message, Protocol as Version, Qos,
 };
-use crate::messaging::{metric_name, micros, published, Event, Protocol};
+use crate::messaging::{metric_name, micros, off_fiber, published, Event, Protocol};
 use crate::mqtt_client::{Session, Settings};
 use crate::recorder::Recorder;
 use crate::VuState;
@@ -110,7 +110,7 @@ fn settings(
     if timeout.is_zero() {
         return Err(bad("the timeout must be more than 0".into()));
     }
-    let name = metric_name(o.name.unwrap_or_else(|| format!("{host}:{port}")));
+    let name: Arc<str> = metric_name(o.name.unwrap_or_else(|| format!("{host}:{port}"))).into();
     let s = Settings {
         host,
         port,
@@ -150,15 +150,9 @@ impl Host for VuState {
             return Ok(Err(e));
         }
         let started = Instant::now();
-        // The handshake runs as a task of its own, boxed before it moves:
-        // polled on the VU's fiber, rumqttc's deep futures left ~20 KiB of
-        // that fiber stack resident for the rest of the VU's life (a
-        // connected VU's stack went from 4 to 24 KiB; now 12).
-        let handshake = Box::pin(Session::connect(settings, recorder.clone()));
-        let result = match tokio::spawn(handshake).await {
-            Ok(r) => r,
-            Err(e) => Err(Error::Io(format!("the connect task failed: {e}"))),
-        };
+        let result = off_fiber(Box::pin(Session::connect(settings, recorder.clone())))
+            .await
+            .unwrap_or_else(|e| Err(Error::Io(e)));
         self.resumed();
         match result {
             Ok(session) => {
@@ -205,7 +199,7 @@ impl HostConnection for VuState {
     ) -> wasmtime::Result<Result<Qos, Error>> {
         let c = self.table.get(&this)?;
         let name = metric_name(name.unwrap_or_else(|| filter.clone()));
-        let result = c.session.subscribe(filter, qos, name.clone()).await;
+        let result = c.session.subscribe(filter, qos, name.as_str().into()).await;
         if let Err(e) = &result {
             record(&self.run.recorder, &name, Event::Error(error_kind(e)));
         }

@@ -18,7 +18,7 @@ use wasmtime::component::Resource;
 use crate::bindings::runner::scenario::nats::{
     ConnectOptions, Error, Headers, Host, HostConnection, HostSubscription, Message,
 };
-use crate::messaging::{metric_name, micros, published, stamp_latency, Event, Protocol};
+use crate::messaging::{metric_name, micros, off_fiber, published, stamp_latency, Event, Protocol};
 use crate::nats_url::{check_url, UrlAuth};
 use crate::recorder::Recorder;
 use crate::VuState;
@@ -169,7 +169,7 @@ impl Host for VuState {
                 return Ok(Err(e));
             }
         };
-        let name = metric_name(o.name.unwrap_or(default_name));
+        let name: Arc<str> = metric_name(o.name.unwrap_or(default_name)).into();
         let timeout = o.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_nanos);
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(timeout)
@@ -223,8 +223,6 @@ impl Host for VuState {
             async {}
         });
         let started = Instant::now();
-        // As for MQTT: a task of its own, boxed, so the client's deep
-        // connect futures do not leave the VU's fiber stack resident.
         let url = o.url;
         let handshake = Box::pin(async move {
             match tokio::time::timeout(timeout, opts.connect(url.as_str())).await {
@@ -233,10 +231,9 @@ impl Host for VuState {
                 Ok(Ok(client)) => Ok(client),
             }
         });
-        let result = match tokio::spawn(handshake).await {
-            Ok(r) => r,
-            Err(e) => Err(Error::Io(format!("the connect task failed: {e}"))),
-        };
+        let result = off_fiber(handshake)
+            .await
+            .unwrap_or_else(|e| Err(Error::Io(e)));
         self.resumed();
         match result {
             Ok(client) => {
@@ -345,7 +342,7 @@ impl HostConnection for VuState {
             }
         };
         let (tx, inbox) = mpsc::channel(INBOX);
-        let task = tokio::spawn(forward(sub, tx, recorder, name));
+        let task = tokio::spawn(forward(sub, tx, recorder, name.into()));
         let s = Subscription {
             inbox,
             task: task.abort_handle(),
