@@ -353,20 +353,38 @@ impl Nats {
             payload.len()
         )
         .expect("write");
-        let mut text = String::new();
+        // Read until one whole `MSG <subject> <sid> <len>\r\n<payload>\r\n`
+        // frame is in; INFO, PONG and +OK may come before or after it.
+        let mut data = Vec::new();
         let mut buf = [0u8; 4096];
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !text.contains("MSG _INBOX.setup") || !text.ends_with("}\r\n") {
+        loop {
+            if let Some(payload) = reply_payload(&data) {
+                return payload;
+            }
+            let text = String::from_utf8_lossy(&data).into_owned();
             assert!(Instant::now() < deadline, "no reply to {subject}: {text}");
             let n = s.read(&mut buf).expect("read from nats");
             assert!(n > 0, "nats closed the connection: {text}");
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            data.extend_from_slice(&buf[..n]);
         }
-        let msg = &text[text.find("MSG _INBOX.setup").unwrap_or(0)..];
-        msg.split_once("\r\n")
-            .map(|(_, p)| p.trim().to_owned())
-            .unwrap_or_default()
     }
+}
+
+/// The payload of the first complete `MSG _INBOX.setup` frame in `data`.
+fn reply_payload(data: &[u8]) -> Option<String> {
+    let find = |from: usize, what: &[u8]| {
+        data.get(from..)?
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|i| from + i)
+    };
+    let start = find(0, b"MSG _INBOX.setup ")?;
+    let header_end = find(start, b"\r\n")?;
+    let header = std::str::from_utf8(&data[start..header_end]).ok()?;
+    let len: usize = header.split_whitespace().last()?.parse().ok()?;
+    let payload = data.get(header_end + 2..header_end + 2 + len)?;
+    Some(String::from_utf8_lossy(payload).trim().to_owned())
 }
 
 impl Drop for Nats {
