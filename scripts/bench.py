@@ -4,8 +4,9 @@ BENCHMARKS.md). Run after scripts/setup.sh:
 
     scripts/bench.py [--quick]
 
-1. Start-up: time and resident memory to start 1,000 and 10,000 VUs of the
-   `idle` scenario (VUs parked in a sleep).
+1. Start-up: time and resident memory to start 1,000, 10,000 and (when
+   vm.max_map_count allows it) 100,000 VUs of the `idle` scenario (VUs
+   parked in a sleep).
 2. HTTP: requests/s and client CPU microseconds per request, 50 connections
    (VUs) in a plain GET loop against a local nginx, side by side with
    `wrk -t1 -c50` against the same server.
@@ -59,7 +60,7 @@ def child_cpu():
 def startup(vus, tmp):
     """Starts `vus` idle VUs at once; returns (startup seconds, RSS KiB once parked)."""
     out = os.path.join(tmp, f"idle-{vus}.json")
-    hold = 6.0
+    hold = 6.0 if vus <= 10000 else 20.0
     p = subprocess.Popen(
         [RUNNER, "run", os.path.join(SCENARIOS, "idle.wasm"), "--vus", str(vus),
          "--duration", f"{hold}s", "--ramp-up", "0s", "--grace", "0s",
@@ -217,6 +218,22 @@ def messaging(tmp, idle_rss):
         nats.wait()
 
 
+def hundred_k():
+    """The scale goal: 100,000 VUs in one process. Each VU costs a few
+    kernel mappings, more than the default vm.max_map_count allows."""
+    vus = 100_000
+    needed = vus * 5 + 4096
+    with open("/proc/sys/vm/max_map_count") as f:
+        have = int(f.read())
+    if have < needed:
+        print(f"| start {vus:,} idle VUs | skipped: vm.max_map_count is {have:,}, needs {needed:,} "
+              f"(`sudo sysctl -w vm.max_map_count=1048576`) |")
+        return
+    with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp:
+        secs, rss = startup(vus, tmp)
+    print(f"| start {vus:,} idle VUs | {secs:.3f} s to all instantiated; RSS {rss / 1024:.1f} MiB ({rss / vus:.1f} KiB per VU) |")
+
+
 def main():
     if ONLY == "messaging":
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
@@ -244,6 +261,7 @@ def main():
         print(f"| start {vus:,} idle VUs | {secs:.3f} s to all instantiated; RSS {rss / 1024:.1f} MiB ({rss / vus:.1f} KiB per VU) |")
     (_, r1), (_, r10) = results[1000], results[10000]
     print(f"| marginal RSS per idle VU (10k − 1k) / 9k | {(r10 - r1) / 9000:.1f} KiB |")
+    hundred_k()
 
     port = free_port()
     nginx = start_nginx(tmp, port)
