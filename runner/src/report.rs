@@ -389,7 +389,8 @@ fn tags_of(key: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn ms(v: f64) -> String {
+/// A duration in milliseconds, in the unit that reads best.
+pub(crate) fn ms(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.2}s", v / 1000.0)
     } else if v >= 1.0 {

@@ -109,12 +109,21 @@ pub struct Outcome {
     pub pass: bool,
     /// The observed value (absent when the metric had no data).
     pub value: Option<f64>,
+    /// The value's unit: `ms` for durations, empty for counts and rates.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mark = if self.pass { "✓" } else { "✗" };
         match self.value {
+            Some(v) if self.unit == "ms" => write!(
+                f,
+                "{mark} {}  (observed {})",
+                self.threshold,
+                crate::report::ms(v)
+            ),
             Some(v) => write!(f, "{mark} {}  (observed {})", self.threshold, round(v)),
             None => write!(f, "{mark} {}  (no data)", self.threshold),
         }
@@ -269,6 +278,33 @@ impl Threshold {
             // must not pass silently.
             pass: value.is_some_and(|v| self.op.holds(v, self.bound)),
             value,
+            unit: if self.in_ms(m) {
+                "ms".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// Whether the observed value is a duration in milliseconds: a trend
+    /// aggregate of a built-in latency or of a custom timing.
+    fn in_ms(&self, m: &Metrics) -> bool {
+        use Aggregate::*;
+        if !matches!(self.aggregate, Avg | Min | Max | Med | P(_)) {
+            return false;
+        }
+        match self.metric.as_str() {
+            "http_req_duration" | "http_req_waiting" | "http_req_latency"
+            | "iteration_duration" | "iteration_latency" => true,
+            name => match messaging_metric(name) {
+                Some((_, what)) => {
+                    matches!(what, "connect" | "publish" | "message_latency" | "request")
+                }
+                None => m
+                    .timings
+                    .keys()
+                    .any(|k| host_api::recorder::split_key(k).0 == name),
+            },
         }
     }
 
@@ -619,5 +655,13 @@ mod tests {
         assert!(!eval("checks rate>0.99").pass);
         assert_eq!(eval("errors count<10").value, Some(5.0));
         assert!(eval("orders count==7").pass);
+        // Durations are shown with their unit; counts and rates without.
+        let shown = eval("http_req_duration p(50)<100ms").to_string();
+        assert!(shown.ends_with("(observed 50.02ms)"), "{shown}");
+        assert_eq!(eval("checks rate>0.99").unit, "");
+        assert_eq!(
+            eval("orders count==7").to_string(),
+            "✓ orders count==7  (observed 7)"
+        );
     }
 }
