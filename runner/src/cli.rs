@@ -45,7 +45,7 @@ pub struct RunArgs {
 
     /// How long to run, e.g. `30s`, `5m`. Without it (and without
     /// --iterations) each VU runs one iteration.
-    #[arg(short, long, value_parser = parse_duration)]
+    #[arg(short, long, value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
 
     /// Iterations per VU; the run ends when every VU has done them (or
@@ -131,11 +131,11 @@ pub struct RunArgs {
     pub table_elements: u32,
 
     /// Wall-clock time an iteration may take before it is cancelled.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_positive_duration)]
     pub iteration_timeout: Option<Duration>,
 
     /// Timeout of an HTTP request that sets none.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
     pub http_timeout: Duration,
 
     /// Largest HTTP response body accepted, e.g. `16MiB`.
@@ -242,6 +242,15 @@ fn parse_threshold(s: &str) -> Result<crate::thresholds::Threshold, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 5m, 1h30m)"))
+}
+
+/// A duration that must not be zero (a run, a timeout).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be longer than 0 (examples: 500ms, 30s, 5m)".into());
+    }
+    Ok(d)
 }
 
 fn parse_stall(s: &str) -> Result<crate::target::Stall, String> {
@@ -358,5 +367,9 @@ mod tests {
         assert_eq!(a.out, vec![Output::Json("r.json".into())]);
         assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--vus", "0"]).is_err());
         assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--duration", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--duration", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--http-timeout", "0s"]).is_err());
+        // A zero pause is a real choice.
+        assert!(Cli::try_parse_from(["runner", "run", "s.wasm", "--think-time", "0s"]).is_ok());
     }
 }
