@@ -185,6 +185,9 @@ impl Plan {
         if !args.stages.is_empty() && args.iterations.is_some() {
             bail!("--iterations does not apply with --stage");
         }
+        if args.duration.is_none() && options.duration == Some(0) {
+            bail!("the scenario's options set a duration of 0; give one with --duration");
+        }
         let mut duration = if args.stages.is_empty() {
             args.duration.or(options.duration.map(Duration::from_nanos))
         } else {
@@ -568,6 +571,15 @@ mod tests {
         assert!(Plan::new(&args(&[]), &opts(&[("a", 1), ("a", 1)])).is_err());
         assert!(Plan::new(&args(&[]), &opts(&[("a", 0)])).is_err());
         assert!(Plan::new(&args(&[]), &opts(&[("", 1)])).is_err());
+        let zero = ScenarioOptions {
+            duration: Some(0),
+            ..opts(&[("a", 1)])
+        };
+        assert!(Plan::new(&args(&[]), &zero).is_err());
+        assert!(
+            Plan::new(&args(&["-d", "1s"]), &zero).is_ok(),
+            "the flag wins"
+        );
     }
 
     #[test]
