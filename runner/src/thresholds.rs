@@ -118,13 +118,14 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mark = if self.pass { "✓" } else { "✗" };
         match self.value {
-            Some(v) if self.unit == "ms" => write!(
-                f,
-                "{mark} {}  (observed {})",
-                self.threshold,
-                crate::report::ms(v)
-            ),
-            Some(v) => write!(f, "{mark} {}  (observed {})", self.threshold, round(v)),
+            Some(v) => {
+                let shown = if self.unit == "ms" {
+                    crate::report::ms(v)
+                } else {
+                    round(v)
+                };
+                write!(f, "{mark} {}  (observed {shown})", self.threshold)
+            }
             None => write!(f, "{mark} {}  (no data)", self.threshold),
         }
     }
@@ -289,23 +290,11 @@ impl Threshold {
     /// Whether the observed value is a duration in milliseconds: a trend
     /// aggregate of a built-in latency or of a custom timing.
     fn in_ms(&self, m: &Metrics) -> bool {
-        use Aggregate::*;
-        if !matches!(self.aggregate, Avg | Min | Max | Med | P(_)) {
-            return false;
-        }
-        match self.metric.as_str() {
-            "http_req_duration" | "http_req_waiting" | "http_req_latency"
-            | "iteration_duration" | "iteration_latency" => true,
-            name => match messaging_metric(name) {
-                Some((_, what)) => {
-                    matches!(what, "connect" | "publish" | "message_latency" | "request")
-                }
-                None => m
-                    .timings
+        self.aggregate.is_trend()
+            && (is_latency(&self.metric)
+                || m.timings
                     .keys()
-                    .any(|k| host_api::recorder::split_key(k).0 == name),
-            },
-        }
+                    .any(|k| host_api::recorder::split_key(k).0 == self.metric))
     }
 
     /// Whether a metric key (a request's, a check's, a custom metric's)
@@ -498,16 +487,13 @@ impl Threshold {
     /// allowed: they may be the scenario's own metrics.
     pub fn validate(&self) -> Result<(), String> {
         use Aggregate::*;
-        let trend_aggs = matches!(self.aggregate, Avg | Min | Max | Med | P(_));
         let ok = match self.metric.as_str() {
-            "http_req_duration" | "http_req_waiting" | "http_req_latency"
-            | "iteration_duration" | "iteration_latency" => trend_aggs,
+            name if is_latency(name) => self.aggregate.is_trend(),
             "http_reqs" | "iterations" | "errors" | "traps" | "dropped_iterations" => {
                 matches!(self.aggregate, Count | Rate)
             }
             "http_req_failed" | "checks" => matches!(self.aggregate, Rate | Count),
             name => match messaging_metric(name) {
-                Some((_, "connect" | "publish" | "message_latency" | "request")) => trend_aggs,
                 Some(_) => matches!(self.aggregate, Count | Rate),
                 None => true,
             },
@@ -520,6 +506,18 @@ impl Threshold {
                 self.source, self.aggregate, self.metric
             ))
         }
+    }
+}
+
+/// Whether `name` is one of the built-in latencies (trends, in ms).
+fn is_latency(name: &str) -> bool {
+    match name {
+        "http_req_duration" | "http_req_waiting" | "http_req_latency" | "iteration_duration"
+        | "iteration_latency" => true,
+        name => matches!(
+            messaging_metric(name),
+            Some((_, "connect" | "publish" | "message_latency" | "request"))
+        ),
     }
 }
 

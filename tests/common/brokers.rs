@@ -362,10 +362,14 @@ impl Nats {
             if let Some(payload) = reply_payload(&data) {
                 return payload;
             }
-            let text = String::from_utf8_lossy(&data).into_owned();
-            assert!(Instant::now() < deadline, "no reply to {subject}: {text}");
+            let text = || String::from_utf8_lossy(&data).into_owned();
+            assert!(
+                Instant::now() < deadline,
+                "no reply to {subject}: {}",
+                text()
+            );
             let n = s.read(&mut buf).expect("read from nats");
-            assert!(n > 0, "nats closed the connection: {text}");
+            assert!(n > 0, "nats closed the connection: {}", text());
             data.extend_from_slice(&buf[..n]);
         }
     }
