@@ -185,7 +185,7 @@ impl Plan {
         if !args.stages.is_empty() && args.iterations.is_some() {
             bail!("--iterations does not apply with --stage");
         }
-        if args.duration.is_none() && options.duration == Some(0) {
+        if args.duration.is_none() && args.stages.is_empty() && options.duration == Some(0) {
             bail!("the scenario's options set a duration of 0; give one with --duration");
         }
         let mut duration = if args.stages.is_empty() {
@@ -579,6 +579,10 @@ mod tests {
         assert!(
             Plan::new(&args(&["-d", "1s"]), &zero).is_ok(),
             "the flag wins"
+        );
+        assert!(
+            Plan::new(&args(&["--stage", "1s:2"]), &zero).is_ok(),
+            "stages set the length"
         );
     }
 
