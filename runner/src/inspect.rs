@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Result;
-use host_api::{Recorder, RunContext, ScenarioOptions};
+use anyhow::{Context, Result};
+use host_api::ScenarioOptions;
 use serde::Serialize;
 
 use crate::engine::{self, EngineSettings};
@@ -110,30 +110,25 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         table_elements: 1_000_000,
     };
     let engine = engine::build(&settings, false)?;
-    let scenario = engine::load(&engine, path, &settings)?;
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read scenario {shown}"))?;
+    let scenario = engine::load(&engine, &shown, &bytes, &settings)?;
     let ty = scenario.component.component_type();
     let mut imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_owned()).collect();
     let mut exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_owned()).collect();
     imports.sort();
     exports.sort();
     let uses_wasi = imports.iter().any(|i| i.starts_with("wasi:"));
-    let ctx = Arc::new(RunContext {
-        recorder: Arc::new(Recorder::new(1)),
-        env: Arc::new(env.iter().cloned().collect::<HashMap<_, _>>()),
-        started: Instant::now(),
+    let limits = engine::probe::ProbeLimits {
+        settings,
+        cpu_limit: Duration::from_secs(2),
+        fuel: None,
         http: host_api::http::ClientConfig::new(Duration::from_secs(10), 1 << 20, false),
-        log_limit: Arc::new(host_api::stdio::LogLimit::new(100)),
-    });
-    let options = crate::run::scenario_options(
-        &engine,
-        &scenario.component,
-        path,
-        &ctx,
-        &settings,
-        Duration::from_secs(2),
-        None,
-    )
-    .await?;
+        tick: true,
+    };
+    let env = Arc::new(env.iter().cloned().collect::<HashMap<_, _>>());
+    let options =
+        engine::probe::options(&engine, &scenario.component, &shown, env, &limits).await?;
     Ok(Report {
         scenario: path.display().to_string(),
         bytes: scenario.size,

@@ -1,27 +1,31 @@
 //! The runner: loads a scenario component, plans the load, runs one
 //! sandboxed wasmtime store per virtual user, and reports.
 //!
-//! The binary (`main.rs`) is a thin shell over these modules:
-//! [`cli`] (flags), [`plan`] (load plan), [`engine`] and [`vu`] (the VU
-//! engine), [`oslimits`] (OS checks), [`run`] (one run, start to finish),
-//! [`progress`] and [`report`] (output), [`target`] (the built-in target).
+//! Data flows one way through the modules:
+//! [`cli`] (flags) → [`spec`] (a validated [`spec::RunSpec`]) → [`plan`]
+//! (the load plan) → [`engine`] (wasmtime, components) → [`exec`] (the VUs)
+//! → [`run`] (a run as an object: control, snapshots, summary) → [`sinks`],
+//! [`report`], [`thresholds`] (output) and [`agent`] + [`web`] (runs served
+//! over HTTP). [`units`] and [`oslimits`] are leaves; [`target`] is the
+//! built-in HTTP target and [`inspect`] shows a component.
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod cli;
 pub mod engine;
-pub mod executor;
+pub mod exec;
 pub mod inspect;
 pub mod oslimits;
 pub mod plan;
-pub mod profile;
-pub mod progress;
 pub mod report;
 pub mod run;
+pub mod sinks;
+pub mod spec;
 pub mod target;
 pub mod thresholds;
-pub mod timeseries;
-pub mod vu;
+pub mod units;
+pub mod web;
 
 /// Exit code of a run that could not start or failed.
 pub const EXIT_ERROR: i32 = 1;

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use runner::cli::{Cli, Command, Output};
-use runner::{engine, EXIT_ERROR, EXIT_THRESHOLDS, EXIT_USAGE};
+use runner::cli::{commands, Cli};
+use runner::{engine, EXIT_ERROR, EXIT_USAGE};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -42,45 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR as u8);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => {
-                let summary = runner::run::run(&args).await?;
-                if !args.quiet {
-                    println!("{}", summary.table(&args.summary_trend_stats.0));
-                }
-                for out in &args.out {
-                    match out {
-                        Output::Json(path) => summary.write_json(path)?,
-                        Output::Ndjson(_) | Output::Csv(_) => {} // written during the run
-                    }
-                }
-                if !summary.thresholds_passed() {
-                    let failed: Vec<&str> = summary
-                        .thresholds
-                        .iter()
-                        .filter(|t| !t.pass)
-                        .map(|t| t.threshold.as_str())
-                        .collect();
-                    eprintln!("thresholds failed: {}", failed.join("; "));
-                    return Ok(EXIT_THRESHOLDS);
-                }
-                Ok(0)
-            }
-            Command::Inspect(args) => {
-                let report = runner::inspect::inspect(&args.scenario, &args.env).await?;
-                if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.text());
-                }
-                Ok(0)
-            }
-            Command::Target(args) => runner::target::serve(args.listen, args.tls, args.stall)
-                .await
-                .map(|()| 0),
-        }
-    });
+    let result = runtime.block_on(commands::execute(cli.command));
     // Host connection tasks may linger; do not wait for them.
     runtime.shutdown_background();
     match result {

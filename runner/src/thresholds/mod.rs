@@ -120,7 +120,7 @@ impl fmt::Display for Outcome {
         match self.value {
             Some(v) => {
                 let shown = if self.unit == "ms" {
-                    crate::report::ms(v)
+                    crate::units::ms(v)
                 } else {
                     round(v)
                 };

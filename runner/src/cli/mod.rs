@@ -1,10 +1,17 @@
-//! Command-line interface: what the user types, parsed and validated.
+//! Command-line interface: what the user types, parsed and validated, then
+//! turned into a [`RunSpec`] before anything runs ([`commands`] carries
+//! each subcommand out).
+
+pub mod commands;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::spec::{Arrival, Output, RunOptions, RunSpec, ScenarioRef, Stage};
+use crate::units::{parse_duration, parse_positive_duration, parse_size};
 
 /// Load tests whose scenarios are WebAssembly components, one sandboxed
 /// store per virtual user.
@@ -24,12 +31,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once; boxing buys nothing
 pub enum Command {
-    /// Run a scenario component locally.
+    /// Run a scenario component on this machine.
     Run(RunArgs),
     /// Serve the built-in HTTP test target (for demos and smoke tests).
     Target(TargetArgs),
     /// Show a scenario's size, imports, exports and declared options.
     Inspect(InspectArgs),
+    /// A long-running agent: accept runs over HTTP (REST API, live events,
+    /// Prometheus metrics), run them one at a time, keep serving.
+    Serve(ServeArgs),
 }
 
 /// Flags of `runner run`.
@@ -65,17 +75,18 @@ pub struct RunArgs {
     /// --stage 1m:100 --stage 30s:0`: targets are running VUs (from --vus,
     /// default 0) or, with --rate, arrivals per second (from --rate).
     /// Repeatable; the stages set the run's length.
-    #[arg(long = "stage", value_name = "DURATION:TARGET", value_parser = crate::profile::parse_stage)]
-    pub stages: Vec<crate::profile::Stage>,
+    #[arg(long = "stage", value_name = "DURATION:TARGET")]
+    pub stages: Vec<Stage>,
 
     /// Open model: the most VUs (default: enough for one-second iterations
-    /// at the full rate).
+    /// at the full rate). Closed model, in a run of a set length: the most
+    /// VUs the run may be raised to while it goes on (default: --vus).
     #[arg(long, value_parser = parse_positive_u32)]
     pub max_vus: Option<u32>,
 
     /// Open model: how arrivals are spaced.
     #[arg(long, value_enum, default_value = "even")]
-    pub arrival: crate::plan::Arrival,
+    pub arrival: Arrival,
 
     /// Iterations shared by all VUs: each VU takes the next one until N have
     /// run (k6's shared-iterations), so faster VUs do more.
@@ -156,7 +167,7 @@ pub struct RunArgs {
     /// Write results: `json=FILE` (the full summary), `ndjson=FILE` (one
     /// JSON line per second), `csv=FILE` (one row per second and request
     /// name). Repeatable. Files are replaced atomically at the end.
-    #[arg(short, long, value_name = "FORMAT=FILE", value_parser = parse_out)]
+    #[arg(short, long, value_name = "FORMAT=FILE")]
     pub out: Vec<Output>,
 
     /// Latency statistics shown in the summary table, comma-separated, from
@@ -172,6 +183,79 @@ pub struct RunArgs {
     /// and dropped.
     #[arg(long, default_value_t = 100)]
     pub log_rate: u64,
+
+    /// Serve the live API (and dashboard) of this run on ADDR while it
+    /// runs (default 127.0.0.1:6565): watch it, stop it, change its VUs or
+    /// rate. Put it after the scenario.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:6565")]
+    pub web: Option<SocketAddr>,
+
+    /// Bearer token the API requires (needed to bind --web off loopback).
+    #[arg(long, env = "RUNNER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl RunArgs {
+    /// The run these flags describe (the scenario's hash is filled in when
+    /// it is loaded).
+    pub fn spec(&self) -> RunSpec {
+        RunSpec {
+            scenario: ScenarioRef {
+                name: self.scenario.display().to_string(),
+                ..ScenarioRef::default()
+            },
+            options: RunOptions {
+                vus: self.vus,
+                max_vus: self.max_vus,
+                duration: self.duration,
+                iterations: self.iterations,
+                shared_iterations: self.shared_iterations,
+                rate: self.rate,
+                stages: self.stages.clone(),
+                arrival: self.arrival,
+                think_time: self.think_time,
+                pacing: self.pacing,
+                ramp_up: self.ramp_up,
+                grace: self.grace,
+                env: self.env.iter().cloned().collect(),
+                thresholds: self.thresholds.iter().map(|t| t.source.clone()).collect(),
+                cpu_limit: self.cpu_limit,
+                fuel: self.fuel,
+                memory_limit: self.memory_limit,
+                instance_limit: self.instance_limit,
+                table_limit: self.table_limit,
+                table_elements: self.table_elements,
+                iteration_timeout: self.iteration_timeout,
+                http_timeout: self.http_timeout,
+                max_body: self.max_body,
+                insecure: self.insecure,
+                log_rate: self.log_rate,
+            },
+            outputs: self.out.clone(),
+        }
+    }
+}
+
+/// Flags of `runner serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to serve the API on. Anything but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:6565")]
+    pub listen: SocketAddr,
+
+    /// Bearer token every request must carry (`Authorization: Bearer
+    /// TOKEN`).
+    #[arg(long, env = "RUNNER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest scenario upload accepted, e.g. `256MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    pub max_upload: u64,
+
+    /// Finished runs kept (their summaries and histories); older ones are
+    /// forgotten.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub keep_runs: u32,
 }
 
 /// Flags of `runner inspect`.
@@ -207,17 +291,6 @@ pub struct TargetArgs {
     pub stall: Option<crate::target::Stall>,
 }
 
-/// A results file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// The full end-of-run summary as JSON.
-    Json(PathBuf),
-    /// A time series: one JSON line per interval.
-    Ndjson(PathBuf),
-    /// A time series: one CSV row per interval and request name.
-    Csv(PathBuf),
-}
-
 /// The statistics a summary table shows for each latency trend.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrendStats(pub Vec<crate::thresholds::Aggregate>);
@@ -238,19 +311,6 @@ fn parse_threshold(s: &str) -> Result<crate::thresholds::Threshold, String> {
     let t = crate::thresholds::Threshold::parse(s)?;
     t.validate()?;
     Ok(t)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 5m, 1h30m)"))
-}
-
-/// A duration that must not be zero (a run, a timeout).
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err("must be longer than 0 (examples: 500ms, 30s, 5m)".into());
-    }
-    Ok(d)
 }
 
 fn parse_stall(s: &str) -> Result<crate::target::Stall, String> {
@@ -295,51 +355,17 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_out(s: &str) -> Result<Output, String> {
-    const KNOWN: &str = "json=FILE, ndjson=FILE, csv=FILE";
-    match s.split_once('=') {
-        Some((_, "")) => Err(format!("{s:?} names no file ({KNOWN})")),
-        Some(("json", path)) => Ok(Output::Json(PathBuf::from(path))),
-        Some(("ndjson", path)) => Ok(Output::Ndjson(PathBuf::from(path))),
-        Some(("csv", path)) => Ok(Output::Csv(PathBuf::from(path))),
-        Some((format, _)) => Err(format!("unknown output format {format:?} (known: {KNOWN})")),
-        None => Err(format!("{s:?} is not FORMAT=FILE ({KNOWN})")),
-    }
-}
-
-/// Parses a byte size such as `512KiB`, `32MiB`, `1GiB`, `1000000`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 64KiB, 32MiB, 1GiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" => 1_000,
-        "KiB" => 1 << 10,
-        "M" | "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "G" | "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
+    fn no_flags_give_the_default_options() {
+        let cli = Cli::try_parse_from(["runner", "run", "s.wasm"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.spec().options, RunOptions::default());
     }
 
     #[test]

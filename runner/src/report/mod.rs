@@ -9,6 +9,7 @@ use host_api::recorder::Hist;
 use host_api::Metrics;
 use serde::{Deserialize, Serialize};
 
+pub mod csv;
 mod messaging;
 mod table;
 
@@ -21,6 +22,9 @@ pub struct Meta {
     pub scenario: String,
     /// Its size in bytes.
     pub scenario_bytes: u64,
+    /// SHA-256 of the component, hex.
+    #[serde(default)]
+    pub sha256: String,
     /// Start time, milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
     /// Wall-clock length of the run, seconds.
@@ -29,12 +33,18 @@ pub struct Meta {
     pub vus: u32,
     /// The most VUs that could run at once.
     pub max_vus: u32,
+    /// The most VUs that did run at once.
+    #[serde(default)]
+    pub peak_vus: u32,
     /// The open model's settings, if the run used it.
     pub open_model: Option<OpenMeta>,
     /// VUs per class, in order.
     pub classes: Vec<(String, u32)>,
-    /// Whether the user stopped the run early (Ctrl-C).
+    /// Whether someone stopped the run early (Ctrl-C, SIGTERM, the API).
     pub interrupted: bool,
+    /// Who stopped the run early, if someone did.
+    #[serde(default)]
+    pub stopped_by: Option<crate::run::StopBy>,
     /// The `abort` threshold that stopped the run early, if one did.
     pub aborted_by_threshold: Option<String>,
     /// Seconds from the start until every VU had its instance (includes
@@ -42,6 +52,52 @@ pub struct Meta {
     pub startup_s: Option<f64>,
     /// Guest log lines dropped by the rate limit.
     pub log_lines_suppressed: u64,
+    /// Load changes, stops and scenario swaps made while the run went on.
+    #[serde(default)]
+    pub events: Vec<crate::run::ControlEvent>,
+    /// When the scenario was swapped: each component and how long it ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<crate::run::swap::Phase>,
+    /// The options the run was given.
+    #[serde(default)]
+    pub options: crate::spec::RunOptions,
+    /// Output files that could not be written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_errors: Vec<String>,
+}
+
+impl Meta {
+    /// The facts known before a run starts.
+    pub fn initial(spec: &crate::spec::RunSpec, plan: &crate::plan::Plan) -> Self {
+        Meta {
+            scenario: spec.scenario.name.clone(),
+            scenario_bytes: spec.scenario.bytes,
+            sha256: spec.scenario.sha256.clone(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            duration_s: 0.0,
+            vus: plan.total_vus(),
+            max_vus: plan.max_vus(),
+            peak_vus: 0,
+            open_model: None,
+            classes: plan
+                .classes
+                .iter()
+                .map(|c| (c.name.to_string(), c.vus))
+                .collect(),
+            interrupted: false,
+            stopped_by: None,
+            aborted_by_threshold: None,
+            startup_s: None,
+            log_lines_suppressed: 0,
+            events: Vec::new(),
+            scenarios: Vec::new(),
+            options: spec.options.clone(),
+            output_errors: Vec::new(),
+        }
+    }
 }
 
 /// Settings of an open-model run.
@@ -50,7 +106,7 @@ pub struct OpenMeta {
     /// Target arrivals per second, all classes.
     pub rate: f64,
     /// Arrival spacing.
-    pub arrival: crate::plan::Arrival,
+    pub arrival: crate::spec::Arrival,
     /// Seconds during which arrivals were scheduled.
     pub window_s: f64,
 }
@@ -234,8 +290,16 @@ pub struct IterationRow {
 }
 
 impl Summary {
-    /// Computes the summary of `m`.
+    /// Computes the summary of `m`, keeping `m` as its raw aggregates.
     pub fn new(meta: Meta, m: Metrics) -> Self {
+        let mut s = Self::of(meta, &m);
+        s.raw = m;
+        s
+    }
+
+    /// Computes the summary of `m` without keeping the raw aggregates (the
+    /// live summary of a run that goes on).
+    pub fn of(meta: Meta, m: &Metrics) -> Self {
         let secs = meta.duration_s.max(1e-9);
         let mut http: Vec<HttpRow> = m
             .http
@@ -333,7 +397,7 @@ impl Summary {
             http_by_tag,
             checks,
             thresholds: Vec::new(),
-            raw: m,
+            raw: Metrics::default(),
         }
     }
 
@@ -389,16 +453,7 @@ fn tags_of(key: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A duration in milliseconds, in the unit that reads best.
-pub(crate) fn ms(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.2}s", v / 1000.0)
-    } else if v >= 1.0 {
-        format!("{v:.2}ms")
-    } else {
-        format!("{:.0}µs", v * 1000.0)
-    }
-}
+pub(crate) use crate::units::ms;
 
 fn clip(s: &str, w: usize) -> String {
     if s.chars().count() <= w {

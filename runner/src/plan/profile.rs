@@ -3,20 +3,13 @@
 
 use std::time::Duration;
 
+use crate::spec::Stage;
+
 /// A piecewise-linear function of time from 0 to its duration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
     /// (seconds, value), time ascending, the first at 0.
     points: Vec<(f64, f64)>,
-}
-
-/// One stage: reach `target` linearly over `duration`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Stage {
-    /// How long the ramp takes.
-    pub duration: Duration,
-    /// The value at its end.
-    pub target: f64,
 }
 
 impl Profile {
@@ -77,6 +70,22 @@ impl Profile {
         self.points.last().map_or(0.0, |p| p.1)
     }
 
+    /// This profile up to `t` seconds, then a linear ramp from its value at
+    /// `t` to `value` over `ramp`, then `value` held until `end` seconds.
+    /// The integral up to `t` is unchanged, so arrivals already scheduled
+    /// keep their times and the next ones follow the new rate.
+    pub fn retarget(&self, t: f64, value: f64, ramp: Duration, end: f64) -> Profile {
+        let t = t.max(0.0);
+        let mut points: Vec<(f64, f64)> = self.points.iter().copied().filter(|p| p.0 < t).collect();
+        points.push((t, self.value_at(t)));
+        let reached = t + ramp.as_secs_f64();
+        points.push((reached, value));
+        if end > reached {
+            points.push((end, value));
+        }
+        Profile { points }
+    }
+
     /// When the integral of the profile (e.g. arrivals so far, for a rate)
     /// reaches `count`, in seconds; `None` if it does not before the end.
     pub fn time_of(&self, count: f64) -> Option<f64> {
@@ -103,20 +112,6 @@ impl Profile {
     }
 }
 
-/// Parses `DURATION:TARGET`, e.g. `30s:100`.
-pub fn parse_stage(s: &str) -> Result<Stage, String> {
-    let (d, t) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not DURATION:TARGET (e.g. 30s:100)"))?;
-    let duration = humantime::parse_duration(d).map_err(|e| format!("stage {s:?}: {e}"))?;
-    let target: f64 = t
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| format!("stage {s:?}: the target {t:?} is not a number >= 0"))?;
-    Ok(Stage { duration, target })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +134,21 @@ mod tests {
     }
 
     #[test]
+    fn retargeting_keeps_the_past_and_ramps_to_the_new_value() {
+        let c = Profile::constant(100.0, Duration::from_secs(10));
+        // At 4 s, ramp to 200/s over 2 s; held to 10 s.
+        let r = c.retarget(4.0, 200.0, Duration::from_secs(2), 10.0);
+        assert_eq!(r.time_of(400.0), Some(4.0), "the first 4 s are unchanged");
+        assert_eq!(r.value_at(5.0), 150.0);
+        assert_eq!(r.value_at(8.0), 200.0);
+        assert!((r.area() - (400.0 + 300.0 + 800.0)).abs() < 1e-9);
+        // A step (no ramp) to 0: no arrival after 4 s.
+        let z = c.retarget(4.0, 0.0, Duration::ZERO, 10.0);
+        assert_eq!(z.time_of(401.0), None);
+        assert_eq!(z.value_at(4.5), 0.0);
+    }
+
+    #[test]
     fn arrival_times_integrate_the_rate() {
         // Constant 100/s: arrival k at k/100 s.
         let c = Profile::constant(100.0, Duration::from_secs(3));
@@ -154,13 +164,5 @@ mod tests {
         let d = Profile::stages(100.0, &[st(10, 0.0)]);
         let t = d.time_of(250.0).expect("within");
         assert!((t - (10.0 - 50f64.sqrt())).abs() < 1e-9, "{t}");
-    }
-
-    #[test]
-    fn stages_parse() {
-        assert_eq!(parse_stage("30s:100"), Ok(st(30, 100.0)));
-        assert!(parse_stage("30s").is_err());
-        assert!(parse_stage("soon:1").is_err());
-        assert!(parse_stage("1s:-3").is_err());
     }
 }

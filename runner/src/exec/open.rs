@@ -7,13 +7,17 @@
 //! class's cap; past the cap the arrival is counted as dropped rather than
 //! delayed. Arrivals are evenly spaced or a Poisson process.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::plan::{Arrival, ClassPlan};
-use crate::vu::{self, Shared, Step, Vu};
+use super::vu::{Step, Vu};
+use super::{lock, ActiveGuard, Class, Load, Shared};
+use crate::plan::arrivals::Counts;
+use crate::plan::profile::Profile;
+use crate::spec::Arrival;
 
 /// An arrival: an iteration to start, and when it should have started.
 #[derive(Clone, Copy, Debug)]
@@ -54,55 +58,17 @@ impl Pool {
     }
 }
 
-/// The arrival sequence in "count space": arrival k is due when the
-/// integral of the rate reaches its count, so a changing rate needs no
-/// special case (time-rescaling of a unit-rate process).
-pub(crate) struct Counts {
-    arrival: Arrival,
-    state: u64,
-}
-
-impl Counts {
-    pub(crate) fn new(arrival: Arrival, seed: u64) -> Self {
-        Self {
-            arrival,
-            // xorshift needs a non-zero state.
-            state: seed | 1,
-        }
-    }
-
-    /// The count of the arrival after one at `count`: one more (even), or
-    /// an exponential step of mean one (Poisson).
-    pub(crate) fn next(&mut self, count: f64) -> f64 {
-        match self.arrival {
-            Arrival::Even => count + 1.0,
-            Arrival::Poisson => count + self.exponential(),
-        }
-    }
-
-    /// An exponential sample of mean one.
-    fn exponential(&mut self) -> f64 {
-        // xorshift64*: statistical quality is ample for spacing.
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        let x = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        -u.ln()
-    }
-}
-
 /// One open-model VU: prepares its instance, then runs the tickets it is
 /// handed until the run stops.
 async fn run_vu(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     id: u32,
-    class: Arc<vu::Class>,
+    class: Arc<Class>,
     first: Option<Ticket>,
 ) {
-    let _active = vu::activate(&shared);
-    let mut vu = Vu::new(shared.clone(), id, class);
+    let _active = ActiveGuard::new(&shared, &class);
+    let mut vu = Vu::new(shared.clone(), id, class.clone());
     let mut next = first;
     if next.is_none() && vu.prepare().await == Step::Stop {
         return;
@@ -129,49 +95,46 @@ async fn run_vu(
 
 /// Runs the arrivals of one open-model class from `start` for `duration`,
 /// then waits for its VUs to finish (they obey the run's stop signals).
-/// VU ids are `first_id..first_id + class.max_vus()`.
+/// `allocated` VUs are started up front; VU ids are `first_id..first_id +
+/// max_vus`.
 pub async fn run_class(
     shared: Arc<Shared>,
-    class: ClassPlan,
-    runtime: Arc<vu::Class>,
+    class: Arc<Class>,
+    allocated: u32,
     first_id: u32,
     arrival: Arrival,
     start: tokio::time::Instant,
     duration: Duration,
 ) {
-    let Some(open) = class.open.clone() else {
+    let Load::Open { max_vus, .. } = &class.load else {
         return;
     };
     let pool = Arc::new(Pool::default());
     let handle = tokio::runtime::Handle::current();
     let spawn = {
-        let (shared, pool, name, handle) = (
-            shared.clone(),
-            pool.clone(),
-            runtime.clone(),
-            handle.clone(),
-        );
+        let (shared, pool, class, handle) =
+            (shared.clone(), pool.clone(), class.clone(), handle.clone());
         move |id: u32, first: Option<Ticket>| {
             handle.spawn(run_vu(
                 shared.clone(),
                 pool.clone(),
                 id,
-                name.clone(),
+                class.clone(),
                 first,
             ))
         }
     };
     let mut vus: Vec<tokio::task::JoinHandle<()>> =
-        (0..class.vus).map(|i| spawn(first_id + i, None)).collect();
+        (0..allocated).map(|i| spawn(first_id + i, None)).collect();
     let scheduler = Scheduler {
         shared: shared.clone(),
         pool: pool.clone(),
         counts: Counts::new(arrival, seed(first_id)),
-        rate: open.rate,
+        class: class.clone(),
         start: start.into_std(),
         end: (start + duration).into_std(),
-        next_id: first_id + class.vus,
-        last_id: first_id + class.max_vus(),
+        next_id: first_id + allocated,
+        last_id: first_id + (*max_vus).max(allocated),
     };
     // A thread of its own: tokio's timer has millisecond granularity, too
     // coarse for exact arrival times at thousands per second.
@@ -198,7 +161,7 @@ struct Scheduler {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     counts: Counts,
-    rate: crate::profile::Profile,
+    class: Arc<Class>,
     start: Instant,
     end: Instant,
     next_id: u32,
@@ -216,30 +179,61 @@ impl Scheduler {
         let recorder = self.shared.ctx.recorder.clone();
         let mut started = Vec::new();
         let mut count = 0.0f64;
-        while let Some(at) = self.rate.time_of(count) {
-            let due = self.start + Duration::from_secs_f64(at);
-            if due >= self.end || self.shared.stop.is_cancelled() {
+        let (mut rate, mut version) = self.rate();
+        loop {
+            if self.shared.stop.is_cancelled() || Instant::now() >= self.end {
                 break;
             }
+            if let Some((newer, v)) = self.changed(version) {
+                (rate, version) = (newer, v);
+            }
+            let due = rate
+                .time_of(count)
+                .map(|at| self.start + Duration::from_secs_f64(at));
             let now = Instant::now();
-            if due > now {
-                // Short sleeps, so a stop is noticed within 50 ms.
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
-                continue;
-            }
-            let lag = now.saturating_duration_since(due);
-            recorder.scheduler_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
-            if let Err(ticket) = self.pool.offer(Ticket { intended: due }) {
-                if self.next_id < self.last_id {
-                    started.push(spawn(self.next_id, Some(ticket)));
-                    self.next_id += 1;
-                } else {
-                    recorder.dropped();
+            match due {
+                Some(due) if due >= self.end => break,
+                Some(due) if due <= now => {
+                    let lag = now.saturating_duration_since(due);
+                    recorder.scheduler_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
+                    if let Err(ticket) = self.pool.offer(Ticket { intended: due }) {
+                        if self.next_id < self.last_id {
+                            started.push(spawn(self.next_id, Some(ticket)));
+                            self.next_id += 1;
+                        } else {
+                            recorder.dropped();
+                        }
+                    }
+                    count = self.counts.next(count);
                 }
+                // Short sleeps, so a stop or a new rate is noticed within
+                // 50 ms; with no arrival left at the current rate, wait
+                // for a change or the end.
+                Some(due) => std::thread::sleep((due - now).min(Duration::from_millis(50))),
+                None => std::thread::sleep(Duration::from_millis(50)),
             }
-            count = self.counts.next(count);
         }
         started
+    }
+
+    /// The class's rate profile and its version.
+    fn rate(&self) -> (Profile, u64) {
+        match &self.class.load {
+            Load::Open { rate, version, .. } => {
+                (lock(rate).clone(), version.load(Ordering::Acquire))
+            }
+            Load::Closed { .. } => (Profile::constant(0.0, Duration::ZERO), 0),
+        }
+    }
+
+    /// The rate profile if it changed since `version`.
+    fn changed(&self, version: u64) -> Option<(Profile, u64)> {
+        match &self.class.load {
+            Load::Open { version: v, .. } if v.load(Ordering::Acquire) != version => {
+                Some(self.rate())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -249,24 +243,5 @@ fn set_fine_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn poisson_counts_step_by_one_on_average() {
-        let mut c = Counts::new(Arrival::Poisson, 42);
-        let n = 100_000;
-        let mut count = 0.0;
-        for _ in 0..n {
-            count = c.next(count);
-        }
-        let mean = count / n as f64;
-        assert!((mean - 1.0).abs() < 0.02, "mean step {mean}");
-        let mut e = Counts::new(Arrival::Even, 1);
-        assert_eq!(e.next(299.0), 300.0);
     }
 }

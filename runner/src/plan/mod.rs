@@ -7,8 +7,11 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use host_api::ScenarioOptions;
 
-use crate::cli::RunArgs;
-use crate::profile::Profile;
+pub mod arrivals;
+pub mod profile;
+
+use crate::spec::{Arrival, RunOptions};
+use profile::Profile;
 
 /// Most VUs one runner process will start.
 pub const MAX_VUS: u32 = 1_000_000;
@@ -25,6 +28,9 @@ pub struct ClassPlan {
     pub vus: u32,
     /// The open model's arrival rate and VU cap, if this class is open.
     pub open: Option<OpenClass>,
+    /// Closed model: the most VUs this class may be raised to while the
+    /// run goes on (at least `vus`; the engine's pool is sized for it).
+    pub max: u32,
     /// Closed model with stages: the number of VUs that should be running
     /// over time (`vus` is its maximum).
     pub ramp: Option<Profile>,
@@ -50,6 +56,7 @@ impl ClassPlan {
             name: name.into(),
             vus,
             open: None,
+            max: vus,
             ramp: None,
             start_rate: None,
             iterations: None,
@@ -60,29 +67,22 @@ impl ClassPlan {
         }
     }
 
-    /// What this class's VUs share at run time; `env` holds the `-e`
-    /// values, under the class's own.
-    pub fn runtime(
+    /// What `vu.env` reads for this class: `base` (the `-e` values) with
+    /// the class's own over them.
+    pub fn env_over(
         &self,
-        env: &std::collections::HashMap<String, String>,
-    ) -> Arc<crate::vu::Class> {
-        let mut env = env.clone();
+        base: &std::collections::HashMap<String, String>,
+    ) -> std::collections::HashMap<String, String> {
+        let mut env = base.clone();
         env.extend(self.env.iter().cloned());
-        Arc::new(crate::vu::Class {
-            name: self.name.clone(),
-            env: Arc::new(env),
-            iterations: self.iterations,
-            think: self.think,
-            pacing: self.pacing,
-            shared: self.shared.clone(),
-        })
+        env
     }
 
     /// When VU `j` of this class starts, with its own start rate; `None`
     /// when the class has none (the run's ramp-up applies).
     pub fn start_offsets(&self, seed: u64) -> Option<Vec<Duration>> {
         let (rate, poisson) = self.start_rate?;
-        let mut counts = crate::executor::Counts::new(
+        let mut counts = arrivals::Counts::new(
             if poisson {
                 Arrival::Poisson
             } else {
@@ -102,7 +102,7 @@ impl ClassPlan {
     pub fn max_vus(&self) -> u32 {
         self.open
             .as_ref()
-            .map_or(self.vus, |o| o.max_vus.max(self.vus))
+            .map_or(self.max.max(self.vus), |o| o.max_vus.max(self.vus))
     }
 }
 
@@ -114,17 +114,6 @@ pub struct OpenClass {
     pub rate: Profile,
     /// VUs the class may grow to when the allocated ones are busy.
     pub max_vus: u32,
-}
-
-/// How arrivals are spaced in the open model.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-pub enum Arrival {
-    /// Evenly spaced: exactly 1/rate apart.
-    Even,
-    /// A Poisson process: exponential gaps with mean 1/rate.
-    Poisson,
 }
 
 /// A run's plan: VUs looping over iterations (closed model), or arrivals
@@ -149,7 +138,7 @@ pub struct Plan {
 
 impl Plan {
     /// The plan for `args` applied to the scenario's `options`.
-    pub fn new(args: &RunArgs, options: &ScenarioOptions) -> Result<Plan> {
+    pub fn new(o: &RunOptions, options: &ScenarioOptions) -> Result<Plan> {
         let mut classes: Vec<ClassPlan> = Vec::new();
         for c in &options.classes {
             if c.name.is_empty() {
@@ -167,46 +156,46 @@ impl Plan {
             let mut class = ClassPlan::simple(&c.name, c.vus);
             class.start_rate = c.start_rate.map(|r| (r, c.poisson_start));
             class.iterations = c.iterations;
-            class.think = args.think_time.or(c.think_time.map(Duration::from_nanos));
-            class.pacing = args.pacing.or(c.pacing.map(Duration::from_nanos));
+            class.think = o.think_time.or(c.think_time.map(Duration::from_nanos));
+            class.pacing = o.pacing.or(c.pacing.map(Duration::from_nanos));
             class.env = c.env.clone();
             classes.push(class);
         }
         if classes.is_empty() {
             let mut class = ClassPlan::simple(DEFAULT_CLASS, 1);
-            class.think = args.think_time;
-            class.pacing = args.pacing;
+            class.think = o.think_time;
+            class.pacing = o.pacing;
             classes.push(class);
         }
         let declared: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
-        if !args.stages.is_empty() && args.duration.is_some() {
+        if !o.stages.is_empty() && o.duration.is_some() {
             bail!("--stage sets the run's length; drop --duration (or the stages)");
         }
-        if !args.stages.is_empty() && args.iterations.is_some() {
+        if !o.stages.is_empty() && o.iterations.is_some() {
             bail!("--iterations does not apply with --stage");
         }
-        if args.duration.is_none() && args.stages.is_empty() && options.duration == Some(0) {
+        if o.duration.is_none() && o.stages.is_empty() && options.duration == Some(0) {
             bail!("the scenario's options set a duration of 0; give one with --duration");
         }
-        let mut duration = if args.stages.is_empty() {
-            args.duration.or(options.duration.map(Duration::from_nanos))
+        let mut duration = if o.stages.is_empty() {
+            o.duration.or(options.duration.map(Duration::from_nanos))
         } else {
-            Some(args.stages.iter().map(|s| s.duration).sum())
+            Some(o.stages.iter().map(|s| s.duration).sum())
         };
-        if args.rate.is_none() && !args.stages.is_empty() {
-            ramping_vus(&mut classes, declared, args)?;
-        } else if let Some(total) = args.vus {
+        if o.rate.is_none() && !o.stages.is_empty() {
+            ramping_vus(&mut classes, declared, o)?;
+        } else if let Some(total) = o.vus {
             scale(&mut classes, total, declared);
         } else if declared == 0 {
             bail!("the scenario's VU classes declare 0 VUs; give a count with --vus");
         }
-        if let Some(rate) = args.rate {
-            open_model(&mut classes, rate, duration, args)?;
-        } else if args.stages.is_empty() {
+        if let Some(rate) = o.rate {
+            open_model(&mut classes, rate, duration, o)?;
+        } else if o.stages.is_empty() {
             // No load model on the command line: each class's own. Unless
             // --duration says otherwise, the longest class's stages set the
             // run's length for all.
-            for spec in options.classes.iter().filter(|_| args.duration.is_none()) {
+            for spec in options.classes.iter().filter(|_| o.duration.is_none()) {
                 let staged: Duration = spec
                     .stages
                     .iter()
@@ -220,21 +209,22 @@ impl Plan {
                 own_model(class, spec, duration)?;
             }
         }
+        closed_ceilings(&mut classes, o, duration.is_some())?;
         let total: u64 = classes.iter().map(|c| u64::from(c.max_vus())).sum();
         if total > u64::from(MAX_VUS) {
             bail!("{total} VUs is more than one runner runs ({MAX_VUS}); split the load over several runners");
         }
-        let iterations = match (duration, args.iterations) {
-            (None, None) if args.rate.is_none() && args.shared_iterations.is_none() => Some(1),
+        let iterations = match (duration, o.iterations) {
+            (None, None) if o.rate.is_none() && o.shared_iterations.is_none() => Some(1),
             (_, i) => i,
         };
         for c in &mut classes {
-            c.iterations = args
+            c.iterations = o
                 .iterations
                 .or(c.iterations)
                 .or(iterations.filter(|_| duration.is_none()));
         }
-        if let Some(n) = args.shared_iterations {
+        if let Some(n) = o.shared_iterations {
             let pool = Arc::new(std::sync::atomic::AtomicU64::new(n));
             for c in &mut classes {
                 c.iterations = None;
@@ -245,10 +235,10 @@ impl Plan {
             classes,
             duration,
             iterations,
-            ramp_up: args.ramp_up,
-            grace: args.grace,
-            iteration_timeout: args.iteration_timeout,
-            arrival: args.arrival,
+            ramp_up: o.ramp_up,
+            grace: o.grace,
+            iteration_timeout: o.iteration_timeout,
+            arrival: o.arrival,
         })
     }
 
@@ -288,10 +278,10 @@ fn own_model(
     spec: &host_api::VuClass,
     duration: Option<Duration>,
 ) -> Result<()> {
-    let stages: Vec<crate::profile::Stage> = spec
+    let stages: Vec<crate::spec::Stage> = spec
         .stages
         .iter()
-        .map(|s| crate::profile::Stage {
+        .map(|s| crate::spec::Stage {
             duration: Duration::from_nanos(s.duration),
             target: s.target,
         })
@@ -327,11 +317,39 @@ fn own_model(
     Ok(())
 }
 
+/// Sets how far each closed-model class may be raised while the run goes
+/// on: `--max-vus` shared in proportion to the classes' VUs, never below
+/// them; without it, each class's own count.
+fn closed_ceilings(classes: &mut [ClassPlan], o: &RunOptions, timed: bool) -> Result<()> {
+    for c in classes.iter_mut().filter(|c| c.open.is_none()) {
+        c.max = c.vus;
+    }
+    let Some(max) = o.max_vus.filter(|_| o.rate.is_none()) else {
+        return Ok(());
+    };
+    if !timed || o.shared_iterations.is_some() {
+        bail!("--max-vus applies to the open model and to runs of a set length (--duration or --stage), not to a run of a set number of iterations");
+    }
+    let closed: Vec<usize> = (0..classes.len())
+        .filter(|&i| classes[i].open.is_none())
+        .collect();
+    let vus: u64 = closed.iter().map(|&i| u64::from(classes[i].vus)).sum();
+    if u64::from(max) < vus {
+        bail!("--max-vus {max} is less than the {vus} VUs the run starts with (--vus)");
+    }
+    let mut caps: Vec<ClassPlan> = closed.iter().map(|&i| classes[i].clone()).collect();
+    scale(&mut caps, max, vus);
+    for (&i, cap) in closed.iter().zip(caps) {
+        classes[i].max = cap.vus.max(classes[i].vus);
+    }
+    Ok(())
+}
+
 /// Makes the classes ramp their running VUs through the stages, from
 /// `--vus` (default 0), shared in proportion to their declared counts.
-fn ramping_vus(classes: &mut [ClassPlan], declared: u64, args: &RunArgs) -> Result<()> {
-    let start = f64::from(args.vus.unwrap_or(0));
-    let total = Profile::stages(start, &args.stages);
+fn ramping_vus(classes: &mut [ClassPlan], declared: u64, o: &RunOptions) -> Result<()> {
+    let start = f64::from(o.vus.unwrap_or(0));
+    let total = Profile::stages(start, &o.stages);
     if total.max() < 1.0 {
         bail!("the stages never reach 1 VU");
     }
@@ -356,27 +374,27 @@ fn open_model(
     classes: &mut [ClassPlan],
     rate: f64,
     duration: Option<Duration>,
-    args: &RunArgs,
+    o: &RunOptions,
 ) -> Result<()> {
     let Some(duration) = duration else {
         bail!("--rate needs --duration (or --stage): an open-model run lasts a set time");
     };
-    let profile = if args.stages.is_empty() {
+    let profile = if o.stages.is_empty() {
         if rate <= 0.0 {
             bail!("--rate must be above 0 without stages");
         }
         Profile::constant(rate, duration)
     } else {
-        Profile::stages(rate, &args.stages)
+        Profile::stages(rate, &o.stages)
     };
-    if args.iterations.is_some() {
+    if o.iterations.is_some() {
         bail!(
             "--iterations does not apply with --rate: iterations start at the rate for --duration"
         );
     }
     let allocated: u64 = classes.iter().map(|c| u64::from(c.vus)).sum();
     // Enough VUs by default for iterations of up to a second at full rate.
-    let max_total = match args.max_vus {
+    let max_total = match o.max_vus {
         Some(m) => u64::from(m),
         None => allocated
             .max(profile.max().ceil() as u64)
@@ -431,11 +449,11 @@ mod tests {
     use clap::Parser;
     use host_api::VuClass;
 
-    fn args(extra: &[&str]) -> RunArgs {
+    fn args(extra: &[&str]) -> RunOptions {
         let mut v = vec!["runner", "run", "x.wasm"];
         v.extend_from_slice(extra);
         match crate::cli::Cli::parse_from(v).command {
-            crate::cli::Command::Run(a) => a,
+            crate::cli::Command::Run(a) => a.spec().options,
             _ => unreachable!(),
         }
     }
@@ -513,8 +531,8 @@ mod tests {
         assert_eq!(q.classes[0].pacing, Some(Duration::from_secs(1)));
         assert_eq!(p.classes[2].iterations, Some(5));
         let rt =
-            p.classes[2].runtime(&[("K".to_string(), "cli".to_string())].into_iter().collect());
-        assert_eq!(rt.env["K"], "v", "the class's env wins over -e");
+            p.classes[2].env_over(&[("K".to_string(), "cli".to_string())].into_iter().collect());
+        assert_eq!(rt["K"], "v", "the class's env wins over -e");
 
         // --rate on the command line makes every class open, shared by VUs.
         let p = Plan::new(&args(&["--rate", "100", "-d", "1s"]), &options).expect("plan");
@@ -584,6 +602,29 @@ mod tests {
             Plan::new(&args(&["--stage", "1s:2"]), &zero).is_ok(),
             "stages set the length"
         );
+    }
+
+    #[test]
+    fn max_vus_sets_how_far_closed_classes_may_grow() {
+        let p = Plan::new(
+            &args(&["--vus", "10", "-d", "5s", "--max-vus", "40"]),
+            &opts(&[("a", 1), ("b", 3)]),
+        )
+        .expect("plan");
+        assert_eq!((p.classes[0].vus, p.classes[1].vus), (3, 7));
+        assert_eq!((p.classes[0].max, p.classes[1].max), (12, 28));
+        assert_eq!(p.max_vus(), 40);
+        let p = Plan::new(&args(&["--vus", "10", "-d", "5s"]), &opts(&[])).expect("plan");
+        assert_eq!(p.max_vus(), 10, "without --max-vus a class keeps its count");
+        let e = Plan::new(&args(&["--vus", "10", "--max-vus", "40"]), &opts(&[]))
+            .expect_err("iterations");
+        assert!(e.to_string().contains("set length"), "{e}");
+        let e = Plan::new(
+            &args(&["--vus", "10", "-d", "1s", "--max-vus", "4"]),
+            &opts(&[]),
+        )
+        .expect_err("below");
+        assert!(e.to_string().contains("less than"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,9 @@ use host_api::recorder::Hist;
 use host_api::Metrics;
 use serde::Serialize;
 
+use crate::report::Summary;
+use crate::run::{Sink, Snapshot};
+
 /// Per-name figures of one interval.
 #[derive(Debug, Serialize)]
 pub struct IntervalStats {
@@ -109,6 +112,16 @@ fn messaging(
 }
 
 impl Record {
+    /// The record of a run's snapshot.
+    pub fn of(s: &Snapshot) -> Self {
+        Self::new(
+            Duration::from_secs_f64(s.t),
+            Duration::from_secs_f64(s.interval),
+            s.active_vus() as usize,
+            &s.metrics,
+        )
+    }
+
     /// The record of `m`, the metrics of an interval of `dt` ending at `t`.
     pub fn new(t: Duration, dt: Duration, vus: usize, m: &Metrics) -> Self {
         let secs = dt.as_secs_f64();
@@ -272,17 +285,27 @@ impl Series {
     }
 
     /// Flushes and renames every output into place.
-    pub fn finish(self) -> Result<()> {
-        if let Some(e) = self.error {
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(e) = self.error.take() {
             return Err(e.context("cannot write the time series"));
         }
-        if let Some(n) = self.ndjson {
+        if let Some(n) = self.ndjson.take() {
             n.commit()?;
         }
-        if let Some(c) = self.csv {
+        if let Some(c) = self.csv.take() {
             c.commit()?;
         }
         Ok(())
+    }
+}
+
+impl Sink for Series {
+    fn snapshot(&mut self, s: &Snapshot) {
+        self.write(&Record::of(s));
+    }
+
+    fn finish(&mut self, _summary: &Summary) -> Result<()> {
+        Series::finish(self)
     }
 }
 

@@ -1,20 +1,19 @@
-//! The VU engine: one task per virtual user, each with its own wasmtime
-//! store. A trap ends that VU's iteration only: it is counted by kind,
-//! logged, the poisoned store is dropped and the VU goes on with a fresh
-//! instance.
+//! One virtual user: its own wasmtime store, instantiated on demand. A
+//! trap ends that VU's iteration only: it is counted by kind, logged, the
+//! poisoned store is dropped and the VU goes on with a fresh instance.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use host_api::limits::MemoryCapExceeded;
-use host_api::{LoadTest, LoadTestPre, RunContext, VuState};
-use tokio_util::sync::CancellationToken;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use host_api::{LoadTest, VuState};
+use wasmtime::{Store, UpdateDeadline};
 
-use crate::engine::{EngineSettings, TICK};
+use super::{Class, Shared};
+use crate::engine::trap::{classify, Abort};
+use crate::engine::TICK;
 
 /// Pause before instantiating again after instantiation itself failed, so a
 /// scenario whose start-up always traps does not spin.
@@ -26,80 +25,12 @@ const REINSTANTIATE_BACKOFF: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What every VU task shares.
-pub struct Shared {
-    /// The pooled engine.
-    pub engine: Engine,
-    /// The linked scenario.
-    pub pre: LoadTestPre<VuState>,
-    /// Host state shared by all VUs.
-    pub ctx: Arc<RunContext>,
-    /// Engine limits (for the per-store limiter).
-    pub settings: EngineSettings,
-    /// CPU time per iteration.
-    pub cpu_limit: Duration,
-    /// Fuel per iteration, if metered.
-    pub fuel: Option<u64>,
-    /// Wall-clock limit per iteration.
-    pub iteration_timeout: Option<Duration>,
-    /// Cancelled when no new iteration may start.
-    pub stop: CancellationToken,
-    /// Cancelled when in-flight iterations must end now.
-    pub hard_stop: CancellationToken,
-    /// VUs currently started and not finished.
-    pub active: AtomicUsize,
-    /// VUs that have instantiated at least once.
-    pub ready: AtomicUsize,
-    /// How long after the start every VU had instantiated.
-    pub all_ready: std::sync::OnceLock<Duration>,
-    /// VUs in the run.
-    pub total: usize,
-    /// When the VUs were spawned.
-    pub started: tokio::time::Instant,
-    /// Per-kind counts of trap log lines, to keep the log readable.
-    pub trap_log: TrapLog,
-}
-
-/// What the VUs of one class share.
-pub struct Class {
-    /// The class name passed to the scenario's `run`.
-    pub name: Arc<str>,
-    /// What `vu.env` reads: `-e` values with the class's own over them.
-    pub env: Arc<std::collections::HashMap<String, String>>,
-    /// Iterations per VU (closed model).
-    pub iterations: Option<u64>,
-    /// Pause after each iteration (closed model).
-    pub think: Option<Duration>,
-    /// Least time from one iteration's start to the next (closed model).
-    pub pacing: Option<Duration>,
-    /// Iterations left to share among all VUs, if they are shared.
-    pub shared: Option<Arc<std::sync::atomic::AtomicU64>>,
-}
-
-impl Class {
-    /// Takes one iteration from the shared pool; `false` when none is left
-    /// (always `true` when iterations are not shared).
-    fn take_shared(&self) -> bool {
-        self.shared.as_ref().is_none_or(|left| {
-            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-        })
-    }
-}
-
 /// A VU's live instance.
 struct Instance {
     store: Store<VuState>,
     bindings: LoadTest,
-}
-
-/// Why an iteration did not complete normally.
-#[derive(Debug)]
-pub struct Abort {
-    /// Short kind: `panic`, `cpu-limit`, `memory-limit`, ...
-    pub kind: &'static str,
-    /// One line of detail.
-    pub message: String,
+    /// The scenario code generation it was made from.
+    generation: u64,
 }
 
 /// Creates a fresh store and instance for a VU.
@@ -126,57 +57,15 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
         store.set_fuel(f).map_err(|e| classify(&e, store.data()))?;
     }
     store.data_mut().begin_iteration(0, None);
-    match shared.pre.instantiate_async(&mut store).await {
-        Ok(bindings) => Ok(Instance { store, bindings }),
+    let code = shared.code();
+    match code.pre.instantiate_async(&mut store).await {
+        Ok(bindings) => Ok(Instance {
+            store,
+            bindings,
+            generation: code.generation,
+        }),
         Err(e) => Err(classify(&e, store.data())),
     }
-}
-
-/// Names the reason for a failed guest call.
-pub fn classify(e: &wasmtime::Error, state: &VuState) -> Abort {
-    let detail = || {
-        let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        parts.dedup();
-        parts.join(": ").replace('\n', " ")
-    };
-    if let Some(msg) = &state.panic_message {
-        return Abort {
-            kind: "panic",
-            message: msg.clone(),
-        };
-    }
-    if let Some(m) = e.downcast_ref::<MemoryCapExceeded>() {
-        return Abort {
-            kind: "memory-limit",
-            message: m.to_string(),
-        };
-    }
-    let trap = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<Trap>())
-        .or_else(|| e.downcast_ref::<Trap>());
-    let (kind, message) = match trap {
-        Some(Trap::Interrupt) => (
-            "cpu-limit",
-            format!(
-                "used more than {:?} of CPU in one iteration",
-                state.budget.limit()
-            ),
-        ),
-        Some(Trap::OutOfFuel) => ("fuel", "ran out of fuel in one iteration".to_owned()),
-        Some(Trap::StackOverflow) => ("stack-overflow", "wasm stack overflow".to_owned()),
-        Some(Trap::UnreachableCodeReached) => (
-            "unreachable",
-            "wasm `unreachable` (an abort without a panic message)".to_owned(),
-        ),
-        Some(Trap::MemoryOutOfBounds) => (
-            "memory-fault",
-            "out-of-bounds memory access (a guest stack overflow, or unsafe code)".to_owned(),
-        ),
-        Some(t) => ("trap", t.to_string()),
-        None => ("error", detail()),
-    };
-    Abort { kind, message }
 }
 
 /// Logs trap lines: every one of the first few of each kind, then only at
@@ -206,15 +95,6 @@ impl TrapLog {
                 abort.message
             );
         }
-    }
-}
-
-/// Marks a VU active for as long as it lives.
-pub struct ActiveGuard<'a>(&'a AtomicUsize);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -277,6 +157,14 @@ impl Vu {
     /// for. `Err` carries the step to take when that failed.
     async fn ensure_instance(&mut self) -> Result<(), Step> {
         let shared = self.shared.clone();
+        if self
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.generation != shared.generation.load(Ordering::Acquire))
+        {
+            // The scenario was swapped: continue on the new code.
+            self.instance = None;
+        }
         if self.instance.is_some() {
             return Ok(());
         }
@@ -390,100 +278,6 @@ impl Vu {
         }
         Step::Continue
     }
-}
-
-/// Runs one VU of the closed model: waits for its start time, then
-/// iterates until the plan or a stop says otherwise.
-pub async fn run(shared: Arc<Shared>, id: u32, class: Arc<Class>, start_at: tokio::time::Instant) {
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = shared.stop.cancelled() => return,
-    }
-    shared.active.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveGuard(&shared.active);
-    let mut vu = Vu::new(shared.clone(), id, class.clone());
-    loop {
-        if shared.stop.is_cancelled()
-            || class.iterations.is_some_and(|n| vu.iterations() >= n)
-            || !class.take_shared()
-        {
-            return;
-        }
-        let started = tokio::time::Instant::now();
-        if vu.iterate(None).await == Step::Stop
-            || pause(&shared, &class, started).await == Step::Stop
-        {
-            return;
-        }
-    }
-}
-
-/// The closed model's pause after an iteration that started at `started`:
-/// until the pacing period is over, then the think time. A stop ends it.
-async fn pause(shared: &Shared, class: &Class, started: tokio::time::Instant) -> Step {
-    let mut until = started;
-    if let Some(p) = class.pacing {
-        until = until.max(started + p);
-    }
-    if let Some(t) = class.think {
-        until = until.max(tokio::time::Instant::now()) + t;
-    }
-    if until <= tokio::time::Instant::now() {
-        return Step::Continue;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep_until(until) => Step::Continue,
-        _ = shared.stop.cancelled() => Step::Stop,
-    }
-}
-
-/// Runs VU number `index` of a class whose running VUs follow `target`
-/// (closed model with stages): it iterates while `index < target`. When
-/// the target drops below it, it finishes its iteration (cancelled after
-/// `grace`) and waits to be wanted again.
-pub async fn run_ramping(
-    shared: Arc<Shared>,
-    id: u32,
-    class: Arc<Class>,
-    index: u32,
-    mut target: tokio::sync::watch::Receiver<u32>,
-    grace: Duration,
-) {
-    let mut vu = Vu::new(shared.clone(), id, class.clone());
-    loop {
-        tokio::select! {
-            r = target.wait_for(|t| *t > index) => if r.is_err() { return },
-            _ = shared.stop.cancelled() => return,
-        }
-        let _active = activate(&shared);
-        while *target.borrow() > index {
-            if shared.stop.is_cancelled() {
-                return;
-            }
-            let mut unwanted = target.clone();
-            let ramped_down = async move {
-                if unwanted.wait_for(|t| *t <= index).await.is_ok() {
-                    tokio::time::sleep(grace).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let started = tokio::time::Instant::now();
-            tokio::select! {
-                step = vu.iterate(None) => if step == Step::Stop { return },
-                _ = ramped_down => vu.abandon("ramp-down", "cancelled after the ramp-down grace period"),
-            }
-            if pause(&shared, &class, started).await == Step::Stop {
-                return;
-            }
-        }
-    }
-}
-
-/// Marks a VU active for as long as it lives (for the open model's VUs).
-pub fn activate(shared: &Shared) -> ActiveGuard<'_> {
-    shared.active.fetch_add(1, Ordering::Relaxed);
-    ActiveGuard(&shared.active)
 }
 
 async fn with_timeout<F, T>(limit: Option<Duration>, fut: F) -> Result<T, Abort>

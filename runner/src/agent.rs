@@ -1,0 +1,202 @@
+//! The agent behind `runner serve` (and `runner run --web`): it accepts
+//! runs, runs one at a time, keeps the last finished ones' results, and
+//! goes on serving whatever a run does. A run that fails to start is
+//! refused with the reason; a run whose driver crashes ends as `failed`,
+//! and its VUs, stores and sockets are dropped with it (Flood's grid: a
+//! crashed run returns its resources, the agent keeps serving).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::run::swap::Swapper;
+use crate::run::{self, Controller, Hub, PrepareError, RunHandle, RunState};
+use crate::spec::RunSpec;
+
+/// Why a run was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Another run is active.
+    #[error("run {0} is still running; stop it first (POST /api/v1/runs/{0}/stop) or wait for it to end")]
+    Busy(String),
+    /// Preparing the run failed.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+}
+
+/// One run the agent knows of.
+pub struct RunRecord {
+    /// Its id in the API.
+    pub id: String,
+    /// When it was accepted, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// What it was asked to do (with the scenario's hash).
+    pub spec: RunSpec,
+    /// Its history, state and summary.
+    pub hub: Arc<Hub>,
+    controller: Controller,
+    swapper: Arc<Swapper>,
+}
+
+impl RunRecord {
+    /// Its control channel (commands to a run that is over are refused).
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// What checking a replacement scenario needs.
+    pub fn swapper(&self) -> &Arc<Swapper> {
+        &self.swapper
+    }
+
+    /// Whether the run is over.
+    pub fn is_over(&self) -> bool {
+        matches!(self.hub.state(), RunState::Finished | RunState::Failed)
+    }
+}
+
+/// The runs of one agent.
+pub struct Agent {
+    inner: Mutex<Inner>,
+    keep: usize,
+    next: AtomicU64,
+    prefix: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Oldest first.
+    runs: VecDeque<Arc<RunRecord>>,
+    /// A run is being prepared (the one-at-a-time slot is taken).
+    preparing: bool,
+}
+
+impl Agent {
+    /// An agent that keeps the last `keep` finished runs.
+    pub fn new(keep: usize) -> Arc<Self> {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            keep: keep.max(1),
+            next: AtomicU64::new(1),
+            prefix: format!("{:x}", secs & 0xff_ffff),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Prepares and starts a run of `bytes` as `spec` says, unless one is
+    /// active. It runs on in the background; the record follows it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        spec: RunSpec,
+        bytes: Arc<[u8]>,
+    ) -> Result<Arc<RunRecord>, SubmitError> {
+        {
+            let mut i = self.lock();
+            if let Some(active) = i.runs.iter().find(|r| !r.is_over()) {
+                return Err(SubmitError::Busy(active.id.clone()));
+            }
+            if i.preparing {
+                return Err(SubmitError::Busy("being prepared".into()));
+            }
+            i.preparing = true;
+        }
+        let started = async {
+            let prepared = run::prepare(spec, bytes).await?;
+            let sinks: Vec<Box<dyn run::Sink>> =
+                vec![Box::new(crate::sinks::progress::Progress::new(true))];
+            prepared
+                .start(sinks)
+                .map_err(|e| PrepareError::System(crate::engine::root_message(&e)))
+        }
+        .await;
+        self.lock().preparing = false;
+        let handle = started?;
+        let record = self.adopt(&handle);
+        tracing::info!(
+            "run {} started: {} ({})",
+            record.id,
+            record.spec.scenario.name,
+            run::short(&record.spec.scenario.sha256)
+        );
+        let (agent, r) = (self.clone(), record.clone());
+        tokio::spawn(async move {
+            match handle.wait().await {
+                Ok(s) => tracing::info!(
+                    "run {} finished after {:.1}s: {} requests, thresholds {}",
+                    r.id,
+                    s.meta.duration_s,
+                    s.raw.http_requests(),
+                    if s.thresholds_passed() {
+                        "passed"
+                    } else {
+                        "failed"
+                    }
+                ),
+                Err(e) => tracing::error!("run {} failed: {e}", r.id),
+            }
+            agent.ended(&r);
+        });
+        Ok(record)
+    }
+
+    /// Registers a run started elsewhere (the command line's, with
+    /// `--web`); the caller waits for it and then calls [`Agent::ended`].
+    pub fn adopt(&self, handle: &RunHandle) -> Arc<RunRecord> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let record = Arc::new(RunRecord {
+            id: format!("{}-{n}", self.prefix),
+            created_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            spec: handle.spec().clone(),
+            hub: handle.hub(),
+            controller: handle.controller(),
+            swapper: handle.swapper(),
+        });
+        self.lock().runs.push_back(record.clone());
+        record
+    }
+
+    /// Forgets the oldest finished runs beyond what the agent keeps (call
+    /// when a run is over).
+    pub fn ended(&self, _record: &RunRecord) {
+        let mut i = self.lock();
+        while i.runs.iter().filter(|r| r.is_over()).count() > self.keep {
+            match i.runs.iter().position(|r| r.is_over()) {
+                Some(oldest) => {
+                    i.runs.remove(oldest);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Every run known, oldest first.
+    pub fn list(&self) -> Vec<Arc<RunRecord>> {
+        self.lock().runs.iter().cloned().collect()
+    }
+
+    /// The run `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<RunRecord>> {
+        self.lock().runs.iter().find(|r| r.id == id).cloned()
+    }
+
+    /// The active run, or else the last one.
+    pub fn current(&self) -> Option<Arc<RunRecord>> {
+        let i = self.lock();
+        i.runs
+            .iter()
+            .find(|r| !r.is_over())
+            .or_else(|| i.runs.back())
+            .cloned()
+    }
+}

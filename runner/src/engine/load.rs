@@ -1,0 +1,124 @@
+//! Loading a scenario: checking the bytes are a component of our world,
+//! compiling and linking it, with one clear sentence for every failure.
+
+use anyhow::{bail, Context, Result};
+use host_api::{LoadTestPre, VuState};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+
+use super::{EngineSettings, MEMORIES_PER_VU};
+
+/// A compiled, checked scenario component.
+pub struct Scenario {
+    /// The compiled component.
+    pub component: Component,
+    /// Size of the component file, bytes.
+    pub size: u64,
+    /// SHA-256 of the component's bytes, lower-case hex.
+    pub sha256: String,
+    /// Whether it imports a networking interface (and may hold sockets).
+    pub uses_network: bool,
+}
+
+const WASM_MAGIC: [u8; 4] = *b"\0asm";
+const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+
+/// Checks, compiles and links the component `bytes`, known as `shown` (a
+/// file name). Every failure is one clear sentence naming it and what to do.
+pub fn load(
+    engine: &Engine,
+    shown: &str,
+    bytes: &[u8],
+    settings: &EngineSettings,
+) -> Result<Scenario> {
+    if bytes.len() < 8 || bytes[..4] != WASM_MAGIC {
+        bail!("{shown} is not a WebAssembly file; build a scenario with `cargo component build --release`");
+    }
+    if bytes[4..8] == CORE_VERSION {
+        bail!(
+            "{shown} is a core WebAssembly module, not a component; build it with `cargo component build --release` \
+             (or wrap it with `wasm-tools component new`)"
+        );
+    }
+    let component = Component::new(engine, bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{shown} is not a valid WebAssembly component: {}",
+            root_message(&e.into())
+        )
+    })?;
+    if let Some(r) = component.resources_required() {
+        if r.num_memories > MEMORIES_PER_VU {
+            bail!(
+                "{shown} needs {} memories per instance; the runner allows {MEMORIES_PER_VU}",
+                r.num_memories
+            );
+        }
+        if r.num_tables > settings.tables {
+            bail!(
+                "{shown} needs {} tables per instance; raise --table-limit to at least that",
+                r.num_tables
+            );
+        }
+    }
+    // Link once here so a component for another world fails now, not in
+    // every VU.
+    link(engine, &component, shown)?;
+    let uses_network = component.component_type().imports(engine).any(|(name, _)| {
+        ["http", "mqtt", "nats"]
+            .iter()
+            .any(|i| name.starts_with(&format!("runner:scenario/{i}")))
+    });
+    Ok(Scenario {
+        component,
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+        uses_network,
+    })
+}
+
+/// SHA-256 of `bytes`, lower-case hex: how runs name their components.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Links `component` (known as `shown`) against the host's imports and
+/// pre-instantiates it.
+pub fn link(engine: &Engine, component: &Component, shown: &str) -> Result<LoadTestPre<VuState>> {
+    let mut linker: Linker<VuState> = Linker::new(engine);
+    host_api::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        anyhow::anyhow!(
+            "{shown} does not fit the {} world: {}; rebuild it against this runner's wit/ (guest-sdk)",
+            host_api::WIT_PACKAGE,
+            root_message(&e.into())
+        )
+    })?;
+    let pre = LoadTestPre::new(pre).map_err(|e| {
+        anyhow::anyhow!(
+            "{shown} does not export the {} scenario interface: {}; export it with guest_sdk::export_scenario!",
+            host_api::WIT_PACKAGE,
+            root_message(&e.into())
+        )
+    })?;
+    Ok(pre)
+}
+
+/// Moves a component compiled by one engine into another with the same
+/// code-generation settings, without compiling it again.
+pub fn transfer(component: &Component, to: &Engine) -> Result<Component> {
+    let bytes = component.serialize().map_err(anyhow::Error::from)?;
+    // SAFETY: the bytes were produced just above by wasmtime's own
+    // serializer, and wasmtime checks they match the target engine.
+    unsafe { Component::deserialize(to, &bytes) }
+        .map_err(anyhow::Error::from)
+        .context("cannot move the compiled scenario into the pooled engine")
+}
+
+/// The most specific message of an error chain, on one line.
+pub fn root_message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.dedup();
+    parts.join(": ").replace('\n', " ")
+}

@@ -1,0 +1,121 @@
+//! The wasmtime engine: configuration sized for many small stores
+//! (here), loading and checking a component ([`load`]), asking it for its
+//! options ([`probe`]), naming its traps ([`trap`]), and the epoch
+//! [`ticker`] that interrupts runaway guests.
+
+mod load;
+pub mod probe;
+mod ticker;
+pub mod trap;
+
+pub use load::{link, load, root_message, sha256_hex, transfer, Scenario};
+pub use ticker::EpochTicker;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch ticker advances; the granularity of CPU limits.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Memories one component instance may hold (a wasip1-adapted component
+/// has two: the guest's and the adapter's).
+pub(crate) const MEMORIES_PER_VU: u32 = 2;
+/// Guard after each linear memory. Small, so 100,000 memories fit in the
+/// address space; bounds checks are explicit instead.
+const MEMORY_GUARD: u64 = 64 << 10;
+/// Stack of the fiber each VU runs guest code on (address space only).
+const ASYNC_STACK: usize = 1 << 20;
+/// Wasm stack a guest may use before a stack-overflow trap.
+const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Engine settings that depend on the run.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    /// Instances to provision: the number of VUs, plus spares.
+    pub instances: u32,
+    /// Linear memory cap per VU, bytes.
+    pub memory_limit: u64,
+    /// Meter fuel as well as epochs.
+    pub fuel: bool,
+    /// Core instances per VU (a wasip1-adapted component has several:
+    /// the module, the adapter, shims).
+    pub core_instances: u32,
+    /// Tables per VU.
+    pub tables: u32,
+    /// Elements per table.
+    pub table_elements: u32,
+}
+
+impl EngineSettings {
+    /// The per-store limiter matching these settings.
+    pub fn limiter(&self) -> host_api::Limiter {
+        host_api::Limiter {
+            memory: usize::try_from(self.memory_limit).unwrap_or(usize::MAX),
+            table_elements: self.table_elements as usize,
+            instances: self.core_instances as usize + 1,
+            tables: self.tables as usize,
+            memories: MEMORIES_PER_VU as usize,
+        }
+    }
+
+    /// Kernel memory mappings the pooling allocator will need, roughly.
+    pub fn map_count_needed(&self) -> u64 {
+        // Measured: ~2 per async stack slot (guard page) and ~2 per live
+        // instance's memory and tables; plus a margin for the runtime.
+        u64::from(self.instances) * 5 + 4_096
+    }
+
+    /// Virtual address space the pools reserve, bytes.
+    pub fn address_space_needed(&self) -> u64 {
+        let n = u64::from(self.instances);
+        let memories = n * u64::from(MEMORIES_PER_VU) * (self.memory_limit + MEMORY_GUARD);
+        let stacks = n * (ASYNC_STACK as u64 + 4096);
+        memories + stacks
+    }
+}
+
+/// Builds the engine: epoch interruption, async, and with `pooling` a
+/// pooling allocator sized for `settings.instances` VUs. Code compiled by
+/// an engine built without pooling loads into one built with it.
+pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    let n = settings.instances;
+    let memory = usize::try_from(settings.memory_limit)
+        .context("--memory-limit is too large for this machine")?;
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(settings.core_instances))
+        .total_memories(n.saturating_mul(MEMORIES_PER_VU))
+        .total_tables(n.saturating_mul(settings.tables))
+        .total_stacks(n)
+        .max_core_instances_per_component(settings.core_instances)
+        .max_memories_per_component(MEMORIES_PER_VU)
+        .max_tables_per_component(settings.tables)
+        .max_memories_per_module(1)
+        .max_tables_per_module(settings.tables)
+        .table_elements(settings.table_elements as usize)
+        .max_memory_size(memory)
+        .decommit_batch_size(32);
+
+    let mut cfg = Config::new();
+    cfg.epoch_interruption(true)
+        .consume_fuel(settings.fuel)
+        .async_stack_size(ASYNC_STACK)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .memory_reservation(settings.memory_limit)
+        .memory_guard_size(MEMORY_GUARD)
+        .memory_reservation_for_growth(0)
+        // Copy-on-write init costs two more mappings per VU and buys
+        // nothing for small guests.
+        .memory_init_cow(false)
+        // Traps are classified by code; capturing backtraces would make a
+        // VU that traps in a loop expensive for everyone else.
+        .wasm_backtrace_max_frames(None);
+    if pooling {
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&cfg)
+        .map_err(anyhow::Error::from)
+        .context("cannot set up the WebAssembly engine")
+}

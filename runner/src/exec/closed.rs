@@ -1,0 +1,111 @@
+//! The closed model: VUs that loop over iterations. Each class's VU count
+//! follows its [`Load`] (constant, staged, or changed live): VU number
+//! `index` iterates while the count is above it; when the count drops
+//! below, it finishes its iteration (cancelled after the grace period) and
+//! waits to be wanted again.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::vu::{Step, Vu};
+use super::{lock, ActiveGuard, Class, Load, Shared};
+
+/// How often a class's VU count is re-read from its profile.
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+
+/// Publishes the number of VUs `class` wants running, every 50 ms, until
+/// the run stops.
+pub async fn follow(
+    class: Arc<Class>,
+    tx: watch::Sender<u32>,
+    started: tokio::time::Instant,
+    stop: CancellationToken,
+) {
+    let Load::Closed { vus, max, .. } = &class.load else {
+        return;
+    };
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    loop {
+        let t = started.elapsed().as_secs_f64();
+        let want = (lock(vus).value_at(t).round() as u32).min(*max);
+        class.target.store(want, Ordering::Relaxed);
+        tx.send_if_modified(|v| std::mem::replace(v, want) != want);
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Runs VU number `index` of a closed-model class from `start_at`: it
+/// iterates while the class's VU count is above `index`, until its
+/// iterations are done or the run stops.
+pub async fn run_vu(
+    shared: Arc<Shared>,
+    id: u32,
+    class: Arc<Class>,
+    index: u32,
+    start_at: tokio::time::Instant,
+    mut target: watch::Receiver<u32>,
+    grace: Duration,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep_until(start_at) => {}
+        _ = shared.stop.cancelled() => return,
+    }
+    let mut vu = Vu::new(shared.clone(), id, class.clone());
+    loop {
+        tokio::select! {
+            r = target.wait_for(|t| *t > index) => if r.is_err() { return },
+            _ = shared.stop.cancelled() => return,
+        }
+        let _active = ActiveGuard::new(&shared, &class);
+        while *target.borrow() > index {
+            if shared.stop.is_cancelled()
+                || class.iterations.is_some_and(|n| vu.iterations() >= n)
+                || !class.take_shared()
+            {
+                return;
+            }
+            let mut unwanted = target.clone();
+            let ramped_down = async move {
+                if unwanted.wait_for(|t| *t <= index).await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let started = tokio::time::Instant::now();
+            tokio::select! {
+                step = vu.iterate(None) => if step == Step::Stop { return },
+                _ = ramped_down => vu.abandon("ramp-down", "cancelled after the ramp-down grace period"),
+            }
+            if pause(&shared, &class, started).await == Step::Stop {
+                return;
+            }
+        }
+    }
+}
+
+/// The closed model's pause after an iteration that started at `started`:
+/// until the pacing period is over, then the think time. A stop ends it.
+async fn pause(shared: &Shared, class: &Class, started: tokio::time::Instant) -> Step {
+    let mut until = started;
+    if let Some(p) = class.pacing {
+        until = until.max(started + p);
+    }
+    if let Some(t) = class.think {
+        until = until.max(tokio::time::Instant::now()) + t;
+    }
+    if until <= tokio::time::Instant::now() {
+        return Step::Continue;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => Step::Continue,
+        _ = shared.stop.cancelled() => Step::Stop,
+    }
+}

@@ -1,0 +1,306 @@
+//! Executing a plan: one task per virtual user, each with its own wasmtime
+//! store ([`vu`]); VUs looping in the closed model ([`closed`]) or handed
+//! arrivals at a rate in the open model ([`open`]). Each class's load (its
+//! VU count or its rate) is a [`Load`] that can change while the run goes
+//! on.
+
+pub mod closed;
+pub mod open;
+pub mod vu;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use host_api::{LoadTestPre, RunContext, VuState};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use wasmtime::Engine;
+
+use crate::engine::EngineSettings;
+use crate::plan::profile::Profile;
+use crate::plan::{ClassPlan, Plan};
+
+/// The linked scenario VUs instantiate; replaced when the scenario is
+/// swapped mid-run.
+pub struct Code {
+    /// The linked, pre-instantiated component.
+    pub pre: LoadTestPre<VuState>,
+    /// Counts swaps: 0 for the scenario the run started with.
+    pub generation: u64,
+}
+
+/// What every VU task shares.
+pub struct Shared {
+    /// The pooled engine.
+    pub engine: Engine,
+    /// The scenario code in force.
+    pub code: RwLock<Arc<Code>>,
+    /// The generation of `code`, readable without a lock.
+    pub generation: AtomicU64,
+    /// Host state shared by all VUs.
+    pub ctx: Arc<RunContext>,
+    /// Engine limits (for the per-store limiter).
+    pub settings: EngineSettings,
+    /// CPU time per iteration.
+    pub cpu_limit: Duration,
+    /// Fuel per iteration, if metered.
+    pub fuel: Option<u64>,
+    /// Wall-clock limit per iteration.
+    pub iteration_timeout: Option<Duration>,
+    /// Cancelled when no new iteration may start.
+    pub stop: CancellationToken,
+    /// Cancelled when in-flight iterations must end now.
+    pub hard_stop: CancellationToken,
+    /// VUs currently started and not finished.
+    pub active: AtomicUsize,
+    /// The most VUs active at once so far.
+    pub peak: AtomicUsize,
+    /// VUs that have instantiated at least once.
+    pub ready: AtomicUsize,
+    /// How long after the start every VU had instantiated.
+    pub all_ready: OnceLock<Duration>,
+    /// VUs expected to instantiate at the start.
+    pub total: usize,
+    /// When the VUs were spawned.
+    pub started: tokio::time::Instant,
+    /// Per-kind counts of trap log lines, to keep the log readable.
+    pub trap_log: vu::TrapLog,
+}
+
+impl Shared {
+    /// The scenario code in force now.
+    pub fn code(&self) -> Arc<Code> {
+        self.code.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `pre` in force: each VU picks it up before its next iteration.
+    pub fn swap_code(&self, pre: LoadTestPre<VuState>) -> u64 {
+        let mut code = self.code.write().unwrap_or_else(|p| p.into_inner());
+        let generation = code.generation + 1;
+        *code = Arc::new(Code { pre, generation });
+        self.generation.store(generation, Ordering::Release);
+        generation
+    }
+}
+
+/// The load a class is asked for, over time; a live change rewrites the
+/// rest of the profile from the moment it is made.
+pub enum Load {
+    /// Closed model: how many VUs should be running.
+    Closed {
+        /// Running VUs over time.
+        vus: Mutex<Profile>,
+        /// The most the class may be raised to.
+        max: u32,
+        /// Whether the count may change (not in runs of a set number of
+        /// iterations).
+        changeable: bool,
+    },
+    /// Open model: iterations started per second.
+    Open {
+        /// Arrivals per second over time.
+        rate: Mutex<Profile>,
+        /// Bumped at every change, so the scheduler re-reads `rate`.
+        version: AtomicU64,
+        /// VUs the class may grow to.
+        max_vus: u32,
+    },
+}
+
+impl Load {
+    /// The value asked for `t` seconds into the run (VUs, or arrivals per
+    /// second).
+    pub fn value_at(&self, t: f64) -> f64 {
+        match self {
+            Load::Closed { vus, .. } => lock(vus).value_at(t),
+            Load::Open { rate, .. } => lock(rate).value_at(t),
+        }
+    }
+}
+
+/// Locks a mutex whose holder cannot leave it inconsistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the VUs of one class share.
+pub struct Class {
+    /// The class name passed to the scenario's `run`.
+    pub name: Arc<str>,
+    /// What `vu.env` reads: `-e` values with the class's own over them.
+    pub env: Arc<HashMap<String, String>>,
+    /// Iterations per VU (closed model).
+    pub iterations: Option<u64>,
+    /// Pause after each iteration (closed model).
+    pub think: Option<Duration>,
+    /// Least time from one iteration's start to the next (closed model).
+    pub pacing: Option<Duration>,
+    /// Iterations left to share among all VUs, if they are shared.
+    pub shared: Option<Arc<AtomicU64>>,
+    /// The load asked of the class.
+    pub load: Load,
+    /// VUs of this class running now.
+    pub active: AtomicUsize,
+    /// Closed model: the VU count in force (what the VUs follow).
+    pub target: AtomicU32,
+}
+
+impl Class {
+    /// The runtime side of a planned class; `env` holds the `-e` values.
+    pub fn new(plan: &ClassPlan, env: &HashMap<String, String>, run: &Plan) -> Self {
+        let load = match (&plan.open, run.duration) {
+            (Some(open), Some(_)) => Load::Open {
+                rate: Mutex::new(open.rate.clone()),
+                version: AtomicU64::new(0),
+                max_vus: plan.max_vus(),
+            },
+            _ => Load::Closed {
+                vus: Mutex::new(match &plan.ramp {
+                    Some(ramp) => ramp.clone(),
+                    None => Profile::constant(
+                        f64::from(plan.vus),
+                        run.duration.unwrap_or(Duration::ZERO),
+                    ),
+                }),
+                max: plan.max_vus(),
+                changeable: run.duration.is_some() && plan.shared.is_none(),
+            },
+        };
+        Self {
+            name: plan.name.clone(),
+            env: Arc::new(plan.env_over(env)),
+            iterations: plan.iterations,
+            think: plan.think,
+            pacing: plan.pacing,
+            shared: plan.shared.clone(),
+            load,
+            active: AtomicUsize::new(0),
+            target: AtomicU32::new(match &plan.ramp {
+                Some(r) => r.value_at(0.0).round() as u32,
+                None => plan.vus,
+            }),
+        }
+    }
+
+    /// Takes one iteration from the shared pool; `false` when none is left
+    /// (always `true` when iterations are not shared).
+    pub fn take_shared(&self) -> bool {
+        self.shared.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
+
+    /// Whether this class runs in the open model.
+    pub fn is_open(&self) -> bool {
+        matches!(self.load, Load::Open { .. })
+    }
+}
+
+/// Marks a VU active (in the run and in its class) for as long as it lives.
+pub struct ActiveGuard<'a> {
+    shared: &'a Shared,
+    class: &'a Class,
+}
+
+impl<'a> ActiveGuard<'a> {
+    /// Counts one more active VU of `class`.
+    pub fn new(shared: &'a Shared, class: &'a Class) -> Self {
+        let now = shared.active.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.peak.fetch_max(now, Ordering::Relaxed);
+        class.active.fetch_add(1, Ordering::Relaxed);
+        Self { shared, class }
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        self.class.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The running VUs of a plan.
+pub struct Execution {
+    /// One task per VU (closed model) or per open class; the run is over
+    /// when they all are.
+    pub tasks: JoinSet<()>,
+    /// Tasks that publish each closed class's VU count; they end with the
+    /// run's stop, or are aborted when the run is over.
+    pub followers: Vec<JoinHandle<()>>,
+    /// The classes, in the plan's order.
+    pub classes: Vec<Arc<Class>>,
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        for f in &self.followers {
+            f.abort();
+        }
+    }
+}
+
+/// Starts every class of `plan`: VU ids are unique across classes, each
+/// class taking as many as it may ever run.
+pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
+    let mut exec = Execution {
+        tasks: JoinSet::new(),
+        followers: Vec::new(),
+        classes: Vec::new(),
+    };
+    let started = shared.started;
+    let mut id = 0u32;
+    // Counts the VUs that the run's ramp-up spreads out.
+    let mut ramped = 0u32;
+    for planned in &plan.classes {
+        let class = Arc::new(Class::new(planned, &shared.ctx.env, plan));
+        exec.classes.push(class.clone());
+        if let (Some(duration), true) = (plan.duration, class.is_open()) {
+            exec.tasks.spawn(open::run_class(
+                shared.clone(),
+                class,
+                planned.vus,
+                id,
+                plan.arrival,
+                started,
+                duration,
+            ));
+            id += planned.max_vus();
+            continue;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(class.target.load(Ordering::Relaxed));
+        exec.followers.push(tokio::spawn(closed::follow(
+            class.clone(),
+            tx,
+            started,
+            shared.stop.clone(),
+        )));
+        let own = planned.start_offsets(u64::from(id) ^ 0x5DEE_CE66);
+        for index in 0..planned.max_vus() {
+            // Staged classes follow their profile from the start; the
+            // others spread their starts over the ramp-up (or their own
+            // start rate). VUs beyond the initial count start when wanted.
+            let offset = if planned.ramp.is_some() || index >= planned.vus {
+                Duration::ZERO
+            } else if let Some(offsets) = &own {
+                offsets[index as usize]
+            } else {
+                ramped += 1;
+                plan.start_offset(ramped - 1)
+            };
+            exec.tasks.spawn(closed::run_vu(
+                shared.clone(),
+                id,
+                class.clone(),
+                index,
+                started + offset,
+                rx.clone(),
+                plan.grace,
+            ));
+            id += 1;
+        }
+    }
+    exec
+}

@@ -1,0 +1,337 @@
+//! A run as an object: [`prepare`] checks a [`RunSpec`] and its component
+//! and plans the load; [`Prepared::start`] starts the VUs and returns a
+//! [`RunHandle`]: a control channel ([`control`]), the [`hub`] where every
+//! snapshot, event and the summary are kept for observers, and the summary
+//! itself when the run is over. The command line, the REST API and a
+//! federation worker all run scenarios this one way.
+
+pub mod control;
+mod driver;
+pub mod hub;
+pub mod sink;
+pub mod snapshot;
+pub mod swap;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{anyhow, Result};
+use host_api::{Recorder, RunContext, ScenarioOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use control::{ControlError, ControlEvent, Controller, LoadChange, LoadTarget, StopBy};
+pub use driver::{short, INTERVAL};
+pub use hub::{Hub, RunState};
+pub use sink::Sink;
+pub use snapshot::{ClassState, Point, Snapshot};
+
+use crate::engine::{self, EngineSettings, Scenario};
+use crate::exec::{self, Code, Shared};
+use crate::oslimits;
+use crate::plan::Plan;
+use crate::report::Meta;
+use crate::sinks::timeseries::Series;
+use crate::spec::{Output, RunSpec};
+use crate::thresholds::Threshold;
+
+/// Why a run could not be prepared: the REST API answers each with its own
+/// status.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The options are wrong on their own or for this scenario.
+    #[error("{0}")]
+    Spec(String),
+    /// The component is not a scenario of this runner's world, or it
+    /// failed while declaring its options.
+    #[error("{0}")]
+    Scenario(String),
+    /// This machine cannot hold the run (OS limits, address space).
+    #[error("{0}")]
+    System(String),
+}
+
+/// A checked, planned run, not yet started.
+pub struct Prepared {
+    spec: RunSpec,
+    scenario: Scenario,
+    plan: Plan,
+    thresholds: Vec<Threshold>,
+    settings: EngineSettings,
+    options: ScenarioOptions,
+    series: Series,
+}
+
+/// Checks `spec` and the component `bytes`, asks the scenario for its
+/// options and plans the load. Nothing runs yet.
+pub async fn prepare(mut spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, PrepareError> {
+    let o = &spec.options;
+    o.validate().map_err(PrepareError::Spec)?;
+    let mut settings = EngineSettings {
+        instances: 1,
+        memory_limit: o.memory_limit,
+        fuel: o.fuel.is_some(),
+        core_instances: o.instance_limit,
+        tables: o.table_limit,
+        table_elements: o.table_elements,
+    };
+    let probe_engine =
+        engine::build(&settings, false).map_err(|e| PrepareError::System(message(&e)))?;
+    let scenario = {
+        let (engine, name) = (probe_engine.clone(), spec.scenario.name.clone());
+        tokio::task::spawn_blocking(move || engine::load(&engine, &name, &bytes, &settings))
+            .await
+            .map_err(|e| PrepareError::System(format!("compiling the scenario failed: {e}")))?
+            .map_err(|e| PrepareError::Scenario(message(&e)))?
+    };
+    spec.scenario.sha256 = scenario.sha256.clone();
+    spec.scenario.bytes = scenario.size;
+    let o = &spec.options;
+    let limits = engine::probe::ProbeLimits {
+        settings,
+        cpu_limit: o.cpu_limit,
+        fuel: o.fuel,
+        http: http_config(&spec),
+        tick: true,
+    };
+    let options = engine::probe::options(
+        &probe_engine,
+        &scenario.component,
+        &spec.scenario.name,
+        Arc::new(env(&spec)),
+        &limits,
+    )
+    .await
+    .map_err(|e| PrepareError::Scenario(message(&e)))?;
+    let plan = Plan::new(o, &options).map_err(|e| PrepareError::Spec(message(&e)))?;
+    let thresholds = thresholds_for(&spec, &options)?;
+    let most = plan.max_vus();
+    settings.instances = most + 1;
+    oslimits::check(&oslimits::Needs {
+        engine: settings,
+        connecting_vus: if scenario.uses_network {
+            u64::from(most)
+        } else {
+            0
+        },
+    })
+    .map_err(|e| PrepareError::System(message(&e)))?;
+    let path = |want: fn(&Output) -> Option<&std::path::Path>| spec.outputs.iter().find_map(want);
+    let series = Series::open(
+        path(|o| match o {
+            Output::Ndjson(p) => Some(p),
+            _ => None,
+        }),
+        path(|o| match o {
+            Output::Csv(p) => Some(p),
+            _ => None,
+        }),
+    )
+    .map_err(|e| PrepareError::Spec(message(&e)))?;
+    Ok(Prepared {
+        spec,
+        scenario,
+        plan,
+        thresholds,
+        settings,
+        options,
+        series,
+    })
+}
+
+fn message(e: &anyhow::Error) -> String {
+    engine::root_message(e)
+}
+
+fn env(spec: &RunSpec) -> HashMap<String, String> {
+    spec.options
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn http_config(spec: &RunSpec) -> host_api::http::ClientConfig {
+    let o = &spec.options;
+    host_api::http::ClientConfig::new(o.http_timeout, o.max_body, o.insecure)
+}
+
+/// The thresholds in force: the spec's if it gives any, else the
+/// scenario's.
+fn thresholds_for(
+    spec: &RunSpec,
+    options: &ScenarioOptions,
+) -> Result<Vec<Threshold>, PrepareError> {
+    let (texts, whose) = if spec.options.thresholds.is_empty() {
+        (&options.thresholds, "the scenario's options: ")
+    } else {
+        (&spec.options.thresholds, "")
+    };
+    texts
+        .iter()
+        .map(|text| {
+            let t = Threshold::parse(text).and_then(|t| t.validate().map(|()| t));
+            t.map_err(|e| {
+                let e = format!("{whose}{e}");
+                if whose.is_empty() {
+                    PrepareError::Spec(e)
+                } else {
+                    PrepareError::Scenario(e)
+                }
+            })
+        })
+        .collect()
+}
+
+impl Prepared {
+    /// The spec, with the scenario's hash and size filled in.
+    pub fn spec(&self) -> &RunSpec {
+        &self.spec
+    }
+
+    /// The load plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// What the scenario declared.
+    pub fn options(&self) -> &ScenarioOptions {
+        &self.options
+    }
+
+    /// Starts the run, feeding `sinks` (beside the spec's own time-series
+    /// outputs) from its driver.
+    pub fn start(self, mut sinks: Vec<Box<dyn Sink>>) -> Result<RunHandle> {
+        let Prepared {
+            spec,
+            scenario,
+            plan,
+            thresholds,
+            settings,
+            options: _,
+            series,
+        } = self;
+        let engine = engine::build(&settings, true)?;
+        let component = engine::transfer(&scenario.component, &engine)?;
+        let pre = engine::link(&engine, &component, &spec.scenario.name)?;
+        let ticker = engine::EpochTicker::start(engine.clone())?;
+        let recorder = Arc::new(Recorder::new(shard_count()));
+        let env = Arc::new(env(&spec));
+        let ctx = Arc::new(RunContext {
+            recorder: recorder.clone(),
+            env: env.clone(),
+            started: Instant::now(),
+            http: http_config(&spec),
+            log_limit: Arc::new(host_api::stdio::LogLimit::new(spec.options.log_rate)),
+        });
+        let started_wall = SystemTime::now();
+        let shared = Arc::new(Shared {
+            engine: engine.clone(),
+            code: RwLock::new(Arc::new(Code { pre, generation: 0 })),
+            generation: AtomicU64::new(0),
+            ctx,
+            settings,
+            cpu_limit: spec.options.cpu_limit,
+            fuel: spec.options.fuel,
+            iteration_timeout: plan.iteration_timeout,
+            stop: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
+            all_ready: OnceLock::new(),
+            total: plan.total_vus() as usize,
+            started: tokio::time::Instant::now(),
+            trap_log: exec::vu::TrapLog::default(),
+        });
+        let exec = exec::start(&plan, &shared);
+        let swapper = Arc::new(swap::Swapper {
+            engine,
+            settings,
+            limits_cpu: spec.options.cpu_limit,
+            fuel: spec.options.fuel,
+            http: http_config(&spec),
+            env,
+            classes: plan.classes.iter().map(|c| c.name.to_string()).collect(),
+        });
+        let hub = Arc::new(Hub::new(Meta::initial(&spec, &plan), thresholds.clone()));
+        if series.is_active() {
+            sinks.push(Box::new(series));
+        }
+        let (controller, commands) = Controller::channel();
+        let driver = driver::Driver {
+            spec: spec.clone(),
+            plan,
+            thresholds,
+            shared,
+            exec,
+            recorder,
+            hub: hub.clone(),
+            sinks,
+            commands,
+            started_wall,
+            _ticker: ticker,
+        };
+        let task = tokio::spawn(driver.run());
+        Ok(RunHandle {
+            spec,
+            controller,
+            hub,
+            swapper,
+            task,
+        })
+    }
+}
+
+/// A started run.
+pub struct RunHandle {
+    spec: RunSpec,
+    controller: Controller,
+    hub: Arc<Hub>,
+    swapper: Arc<swap::Swapper>,
+    task: JoinHandle<Arc<crate::report::Summary>>,
+}
+
+impl RunHandle {
+    /// The run's spec.
+    pub fn spec(&self) -> &RunSpec {
+        &self.spec
+    }
+
+    /// Its control channel.
+    pub fn controller(&self) -> Controller {
+        self.controller.clone()
+    }
+
+    /// Its history, totals, state and summary.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// What checking a replacement scenario needs.
+    pub fn swapper(&self) -> Arc<swap::Swapper> {
+        self.swapper.clone()
+    }
+
+    /// Waits for the end of the run and returns its summary.
+    pub async fn wait(self) -> Result<Arc<crate::report::Summary>> {
+        match self.task.await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let why = format!("the run's driver failed: {e}");
+                self.hub.fail(why.clone());
+                Err(anyhow!(why))
+            }
+        }
+    }
+}
+
+/// Shards for the recorder: enough that worker threads rarely share one.
+fn shard_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(4)
+        * 2
+}

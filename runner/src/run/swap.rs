@@ -1,0 +1,98 @@
+//! Swapping the scenario of a running run: the new component is compiled,
+//! linked and asked for its options off the hot path; only then does the
+//! driver put it in force, and each VU continues on it from its next
+//! iteration. A component that fails any step leaves the run as it was.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use host_api::{LoadTestPre, VuState};
+use serde::{Deserialize, Serialize};
+
+use super::control::ControlError;
+use crate::engine::{self, EngineSettings};
+
+/// A checked component, ready to be put in force.
+pub struct Swap {
+    /// The linked component.
+    pub pre: LoadTestPre<VuState>,
+    /// Its name (the uploaded file's) and hash.
+    pub scenario: crate::spec::ScenarioRef,
+}
+
+/// One scenario's time in a run: the summary lists them when a run's
+/// scenario was swapped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Phase {
+    /// The scenario's name.
+    pub name: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Seconds since the run started when it came in force.
+    pub from_s: f64,
+    /// Seconds since the run started when it was replaced (or the run
+    /// ended).
+    pub to_s: f64,
+}
+
+/// What checking a new component needs from the run.
+pub struct Swapper {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) settings: EngineSettings,
+    pub(crate) limits_cpu: std::time::Duration,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) http: host_api::http::ClientConfig,
+    pub(crate) env: Arc<HashMap<String, String>>,
+    pub(crate) classes: Vec<String>,
+}
+
+impl Swapper {
+    /// Compiles and checks `bytes` (known as `name`) for this run. The
+    /// error says what is wrong with the component, as the CLI would.
+    pub async fn prepare(&self, name: &str, bytes: Arc<[u8]>) -> Result<Swap, ControlError> {
+        let (engine, settings) = (self.engine.clone(), self.settings);
+        let shown = name.to_owned();
+        let scenario =
+            tokio::task::spawn_blocking(move || engine::load(&engine, &shown, &bytes, &settings))
+                .await
+                .map_err(|e| ControlError::Scenario(format!("compiling {name} failed: {e}")))?
+                .map_err(|e| ControlError::Scenario(engine::root_message(&e)))?;
+        let limits = engine::probe::ProbeLimits {
+            settings: self.settings,
+            cpu_limit: self.limits_cpu,
+            fuel: self.fuel,
+            http: self.http.clone(),
+            tick: false,
+        };
+        let options = engine::probe::options(
+            &self.engine,
+            &scenario.component,
+            name,
+            self.env.clone(),
+            &limits,
+        )
+        .await
+        .map_err(|e| ControlError::Scenario(engine::root_message(&e)))?;
+        if !options.classes.is_empty() {
+            if let Some(missing) = self
+                .classes
+                .iter()
+                .find(|c| !options.classes.iter().any(|k| &k.name == *c))
+            {
+                return Err(ControlError::Scenario(format!(
+                    "{name} does not declare the VU class {missing:?} that this run is running"
+                )));
+            }
+        }
+        let pre = engine::link(&self.engine, &scenario.component, name)
+            .map_err(|e| ControlError::Scenario(engine::root_message(&e)))?;
+        Ok(Swap {
+            pre,
+            scenario: crate::spec::ScenarioRef {
+                name: name.to_owned(),
+                sha256: scenario.sha256,
+                bytes: scenario.size,
+            },
+        })
+    }
+}
