@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod brokers;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -83,6 +84,13 @@ impl Target {
     /// Requests the target has served (its own ground truth).
     pub fn requests(&self) -> u64 {
         self.stats()["requests"].as_u64().expect("requests")
+    }
+
+    /// The requests per second the target itself serves over `window`.
+    pub fn rate_over(&self, window: Duration) -> f64 {
+        let (n0, t0) = (self.requests(), Instant::now());
+        std::thread::sleep(window);
+        (self.requests() - n0) as f64 / t0.elapsed().as_secs_f64()
     }
 
     /// The target's `/stats`: `requests`, `http1`, `http2`. Plain HTTP only.

@@ -6,7 +6,8 @@
 //! `HOG` (allocates without bound), `DEEP` (unbounded recursion) and
 //! `FAIL` (returns an error) and `CHATTY` (prints `LINES` lines, default 3,
 //! to stdout, stderr and the log) VUs, default 0 each. `THRESHOLD` adds a
-//! threshold to the scenario's options.
+//! threshold to the scenario's options; `OPTIONS_PANIC` makes `options()`
+//! itself panic.
 
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ fn deep(n: u64) -> u64 {
 
 impl Scenario for Chaos {
     fn options() -> Options {
+        // A scenario that cannot even declare its options (for the tests
+        // of a run that fails to start).
+        if vu::env("OPTIONS_PANIC").is_some() {
+            panic!("chaos: options() panics on purpose");
+        }
         let options = Options::new()
             .class("steady", count("STEADY", 4))
             .class("panic", count("PANIC", 0))
