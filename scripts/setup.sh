@@ -12,7 +12,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # System packages: a C compiler (ring), the benchmark peers (nginx, wrk),
 # the brokers (mosquitto, nats-server).
-APT_PACKAGES=(build-essential pkg-config ca-certificates python3 nginx-light wrk mosquitto nats-server)
+APT_PACKAGES=(build-essential pkg-config ca-certificates python3 python3-venv nginx-light wrk mosquitto nats-server)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -45,6 +45,21 @@ install_tool() { # binary crate version
 }
 install_tool cargo-component cargo-component 0.21.1
 install_tool wasm-tools wasm-tools 1.263.0
+
+# Python tools the tests use, in a virtualenv of the project's own
+# (target/pyenv), pinned: schemathesis checks the OpenAPI document against
+# the running server.
+PY_TOOLS=(schemathesis==4.32.5)
+if ! target/pyenv/bin/python -c 'import sys' 2>/dev/null; then
+    say "creating target/pyenv"
+    python3 -m venv target/pyenv
+fi
+for tool in "${PY_TOOLS[@]}"; do
+    if ! target/pyenv/bin/pip show "${tool%%==*}" 2>/dev/null | grep -q "^Version: ${tool##*==}$"; then
+        say "installing $tool"
+        target/pyenv/bin/pip install --quiet --disable-pip-version-check "$tool"
+    fi
+done
 
 say "building the runner"
 cargo build --release --workspace --quiet

@@ -586,3 +586,63 @@ fn sigterm_stops_a_run_as_ctrl_c_does_and_results_are_written() {
     assert_eq!(s["meta"]["interrupted"], true);
     assert_eq!(total_requests(&s), target.requests());
 }
+
+#[test]
+fn the_openapi_document_matches_the_running_server() {
+    let st = root().join("target/pyenv/bin/schemathesis");
+    assert!(
+        st.exists(),
+        "{} is missing: run scripts/setup.sh (it installs schemathesis)",
+        st.display()
+    );
+    let agent = Agent::start(&[]);
+    let doc = get(&format!("{}/api/openapi.json", agent.url));
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.json["openapi"], "3.1.0");
+    // A finished run, so every operation on a run id has one to work on
+    // (and its event stream ends).
+    let created = submit(
+        &agent.url,
+        "idle.wasm",
+        &bytes("idle"),
+        &json!({"vus": 1, "duration": "1s", "env": {"SLEEP_MS": "100"}}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    wait_state(
+        &format!("{}/api/v1/runs/{id}", agent.url),
+        "finished",
+        Duration::from_secs(20),
+    );
+    let dir = scratch("schemathesis");
+    let config = dir.join("schemathesis.toml");
+    std::fs::write(&config, format!("[parameters]\n\"path.id\" = \"{id}\"\n")).unwrap();
+    // Every check but positive_data_acceptance: a schema can say "binary"
+    // but not "a WebAssembly component of this world", so generated
+    // uploads are rightly refused with 422.
+    let out = std::process::Command::new(&st)
+        .arg("--config-file")
+        .arg(&config)
+        .args([
+            "run",
+            &format!("{}/api/openapi.json", agent.url),
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--max-examples",
+            "50",
+            "--request-timeout",
+            "20",
+            "--seed",
+            "20261124",
+        ])
+        .output()
+        .expect("run schemathesis");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    assert!(text.contains("passed"), "{text}");
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0));
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -371,7 +371,7 @@ pub async fn stop_run(
 #[utoipa::path(put, path = "/api/v1/runs/{id}/scenario", tag = "runs",
     params(("id" = String, Path, description = "The run's id"),
         ("name" = Option<String>, Query, description = "A name for the new component (default: its hash)")),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The new component"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The new component (any content type)"),
     responses(
         (status = 200, description = "Swapped", body = ControlEvent),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),

@@ -19,11 +19,23 @@ use super::{AppState, Problem};
 use crate::agent::RunRecord;
 use crate::run::RunState;
 
+/// One event of the stream, as a client sees it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the stream for the OpenAPI document
+pub struct StreamEvent {
+    /// What the data is.
+    #[schema(value_type = String, pattern = "^(state|snapshot|control|totals|end)$")]
+    event: String,
+    /// The event's JSON: `{"state": ...}`, a Point, a ControlEvent, the
+    /// summary so far, or the final summary.
+    data: String,
+}
+
 /// The live events of a run.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",
     params(("id" = String, Path, description = "The run's id")),
     responses(
-        (status = 200, description = "Server-Sent Events: state, snapshot, control, totals, end", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: state, snapshot, control, totals, end", body = StreamEvent, content_type = "text/event-stream"),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn run_events(

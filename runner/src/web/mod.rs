@@ -52,7 +52,8 @@ pub struct AppState {
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    // A token only when the agent was given one.
+    security((), ("bearer" = [])),
     tags((name = "runs", description = "Runs: submit, watch, change, stop, results"),
          (name = "agent", description = "The agent itself"))
 )]
