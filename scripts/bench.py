@@ -17,8 +17,18 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    of 10,000 idle MQTT device connections (one per VU) against the same
    10,000 VUs without connections.
 
-`--only messaging` or `--only http` runs one part.
+5. The cost of watching (`--only watch`): client CPU per request of the
+   HTTP run above, plain and with `--web` plus one event-stream client and
+   a Prometheus scrape each second (medians of 3); and the size per second
+   of a run's raw snapshot (`--out snapshots`), of its event-stream
+   `snapshot` event and of its `totals` event, with 100 request names.
+
+`--only messaging`, `--only http` or `--only watch` runs one part.
 """
+
+import statistics
+import threading
+import urllib.request
 
 import json
 import os
@@ -234,7 +244,110 @@ def hundred_k():
     print(f"| start {vus:,} idle VUs | {secs:.3f} s to all instantiated; RSS {rss / 1024:.1f} MiB ({rss / vus:.1f} KiB per VU) |")
 
 
+class Watcher(threading.Thread):
+    """Reads a run's event stream and scrapes /metrics each second,
+    counting the bytes of each kind of event."""
+
+    def __init__(self, base):
+        super().__init__(daemon=True)
+        self.base = base
+        self.bytes = {}
+        self.count = {}
+
+    def run(self):
+        runs = None
+        for _ in range(200):
+            try:
+                runs = json.load(urllib.request.urlopen(self.base + "/api/v1/runs", timeout=1))
+                break
+            except OSError:
+                time.sleep(0.05)
+        if not runs:
+            return
+        threading.Thread(target=self.scrape, daemon=True).start()
+        url = f"{self.base}/api/v1/runs/{runs[0]['id']}/events"
+        event = None
+        try:
+            for raw in urllib.request.urlopen(url, timeout=120):
+                line = raw.decode()
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event:
+                    self.bytes[event] = self.bytes.get(event, 0) + len(line)
+                    self.count[event] = self.count.get(event, 0) + 1
+        except OSError:
+            pass
+
+    def scrape(self):
+        while True:
+            try:
+                urllib.request.urlopen(self.base + "/metrics", timeout=1).read()
+            except OSError:
+                return
+            time.sleep(1)
+
+
+def http_run(url, tmp, web=False, names=0):
+    """50 VUs of hello-http with no pause for HTTP_SECONDS; returns (µs CPU
+    per request, summary, watcher or None, snapshots file)."""
+    summary = os.path.join(tmp, "watch.json")
+    snaps = os.path.join(tmp, "snapshots.ndjson")
+    cmd = [RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"), "--vus", "50",
+           "--duration", f"{HTTP_SECONDS}s", "--ramp-up", "0s", "-e", f"BASE_URL={url}",
+           "-e", "THINK_MS=0", "-e", f"NAMES={names}", "--quiet", "--out", f"json={summary}"]
+    if names:
+        cmd += ["--out", f"snapshots={snaps}"]
+    watcher = None
+    if web:
+        port = free_port()
+        cmd += ["--web", f"127.0.0.1:{port}"]
+    cpu0 = child_cpu()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if web:
+        watcher = Watcher(f"http://127.0.0.1:{port}")
+        watcher.start()
+    _, err = p.communicate(timeout=300)
+    if p.returncode != 0:
+        sys.exit(f"bench: runner failed: {err.decode()}")
+    cpu = child_cpu() - cpu0
+    s = json.load(open(summary))
+    n = sum(r["requests"] for r in s["http"])
+    return cpu * 1e6 / n, s, watcher, snaps
+
+
+def watch(url, tmp):
+    plain, watched = [], []
+    for _ in range(3):
+        plain.append(http_run(url, tmp)[0])
+        watched.append(http_run(url, tmp, web=True)[0])
+    p, w = statistics.median(plain), statistics.median(watched)
+    print(f"| runner 50 VUs, {HTTP_SECONDS}s, plain (median of 3) | {p:.2f} µs CPU/request |")
+    print(f"| same with --web, one event-stream client, /metrics scraped each second | {w:.2f} µs CPU/request ({(w / p - 1) * 100:+.1f}%) |")
+    _, s, watcher, snaps = http_run(url, tmp, web=True, names=100)
+    secs = s["meta"]["duration_s"]
+    lines = open(snaps).read().splitlines()
+    raw = statistics.mean(len(l) for l in lines[1:-1]) if len(lines) > 2 else 0
+    names = len(s["http"])
+    print(f"| raw snapshot (`--out snapshots`), {names} request names | {raw / 1024:.1f} KiB per second |")
+    for event in ("snapshot", "totals"):
+        b = watcher.bytes.get(event, 0) if watcher else 0
+        print(f"| event stream `{event}` events, {names} request names | {b / secs / 1024:.1f} KiB per second |")
+
+
 def main():
+    if ONLY == "watch":
+        tmp = tempfile.mkdtemp(prefix="runner-bench-")
+        port = free_port()
+        nginx = start_nginx(tmp, port)
+        print("| measurement | value |")
+        print("|---|---|")
+        try:
+            watch(f"http://127.0.0.1:{port}", tmp)
+        finally:
+            nginx.terminate()
+            nginx.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if ONLY == "messaging":
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         print("| measurement | value |")
@@ -292,6 +405,7 @@ def main():
         print(f"| open model --rate {rate}, {HTTP_SECONDS}s | {achieved:,.1f} arrivals/s ({(achieved - rate) / rate * 100:+.2f}%), "
               f"{it['ok'] + it['failed']:,} iterations, {it['dropped']} dropped, scheduler lag p99 {it['scheduler_lag_ms']['p99'] * 1000:.0f} µs, "
               f"iteration latency from scheduled start p99 {it['latency_ms']['p99']:.2f} ms |")
+        watch(url, tmp)
     finally:
         nginx.terminate()
         nginx.wait()

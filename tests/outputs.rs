@@ -121,3 +121,60 @@ fn a_killed_run_leaves_the_previous_files_intact() {
         );
     }
 }
+
+#[test]
+fn raw_snapshots_merge_exactly_into_the_summary() {
+    let target = Target::start();
+    let dir = scratch("snapshots");
+    let (json, snaps) = (dir.join("r.json"), dir.join("r.snapshots"));
+    let base = format!("BASE_URL={}", target.url);
+    let r = run(
+        &[
+            "run",
+            component("hello-http").to_str().unwrap(),
+            "--vus",
+            "4",
+            "--duration",
+            "3s",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=10",
+            "-e",
+            "NAMES=3",
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+            "--out",
+            &format!("snapshots={}", snaps.display()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    let text = std::fs::read_to_string(&snaps).unwrap();
+    let mut merged = runner::run::Snapshot::default();
+    let mut seqs = Vec::new();
+    for line in text.lines() {
+        let s: runner::run::Snapshot = serde_json::from_str(line).expect("a snapshot per line");
+        seqs.push(s.seq);
+        merged.metrics.merge(&s.metrics);
+    }
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let summary: runner::report::Summary =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("summary");
+    assert_eq!(merged.metrics.http_requests(), summary.raw.http_requests());
+    assert_eq!(merged.metrics.http_requests(), target.requests());
+    assert_eq!(merged.metrics.http.len(), 3, "page-0..page-2");
+    for (name, stats) in &summary.raw.http {
+        let m = &merged.metrics.http[name];
+        // The same histogram, bucket for bucket: every percentile agrees.
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                m.latency.quantile(q),
+                stats.latency.quantile(q),
+                "{name} q{q}"
+            );
+        }
+        assert_eq!(m.latency.count(), stats.latency.count());
+    }
+}

@@ -326,6 +326,15 @@ pub enum Arrival {
     Poisson,
 }
 
+impl std::fmt::Display for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Arrival::Even => "even",
+            Arrival::Poisson => "poisson",
+        })
+    }
+}
+
 /// A results file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -336,6 +345,9 @@ pub enum Output {
     Ndjson(PathBuf),
     /// A time series: one CSV row per interval and request name.
     Csv(PathBuf),
+    /// The run's raw snapshots: one JSON line per interval, every count
+    /// and HdrHistogram of it, so runs can be merged exactly afterwards.
+    Snapshots(PathBuf),
 }
 
 impl std::str::FromStr for Output {
@@ -343,12 +355,13 @@ impl std::str::FromStr for Output {
 
     /// Parses `FORMAT=FILE`.
     fn from_str(s: &str) -> Result<Output, String> {
-        const KNOWN: &str = "json=FILE, ndjson=FILE, csv=FILE";
+        const KNOWN: &str = "json=FILE, ndjson=FILE, csv=FILE, snapshots=FILE";
         match s.split_once('=') {
             Some((_, "")) => Err(format!("{s:?} names no file ({KNOWN})")),
             Some(("json", path)) => Ok(Output::Json(PathBuf::from(path))),
             Some(("ndjson", path)) => Ok(Output::Ndjson(PathBuf::from(path))),
             Some(("csv", path)) => Ok(Output::Csv(PathBuf::from(path))),
+            Some(("snapshots", path)) => Ok(Output::Snapshots(PathBuf::from(path))),
             Some((format, _)) => Err(format!("unknown output format {format:?} (known: {KNOWN})")),
             None => Err(format!("{s:?} is not FORMAT=FILE ({KNOWN})")),
         }

@@ -166,7 +166,8 @@ pub struct RunArgs {
 
     /// Write results: `json=FILE` (the full summary), `ndjson=FILE` (one
     /// JSON line per second), `csv=FILE` (one row per second and request
-    /// name). Repeatable. Files are replaced atomically at the end.
+    /// name), `snapshots=FILE` (the raw, mergeable snapshot of each second).
+    /// Repeatable. Files are replaced atomically at the end.
     #[arg(short, long, value_name = "FORMAT=FILE")]
     pub out: Vec<Output>,
 

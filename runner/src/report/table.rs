@@ -11,18 +11,41 @@ impl Summary {
     pub fn table(&self, stats: &[crate::thresholds::Aggregate]) -> String {
         let mut s = String::new();
         let m = &self.meta;
+        let load = match &m.open_model {
+            Some(open) => format!(
+                "open model, {:.1} arrivals/s  ·  {} VUs used at most (of {})",
+                open.rate, m.peak_vus, m.max_vus
+            ),
+            None if m.peak_vus > m.vus => {
+                format!("{} VUs (up to {} when raised)", m.vus, m.peak_vus)
+            }
+            None => format!("{} VUs", m.vus),
+        };
+        let stopped = match (&m.stopped_by, &m.aborted_by_threshold) {
+            (_, Some(t)) => format!("  ·  stopped by threshold {t}"),
+            (Some(crate::run::StopBy::Signal), _) => "  ·  stopped by a signal (Ctrl-C)".into(),
+            (Some(crate::run::StopBy::Api), _) => "  ·  stopped through the API".into(),
+            (Some(crate::run::StopBy::Coordinator), _) => "  ·  stopped by the coordinator".into(),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "\n  scenario {}  ·  {} VUs  ·  {:.1}s{}",
-            m.scenario,
-            m.vus,
-            m.duration_s,
-            if m.interrupted {
-                "  ·  stopped by Ctrl-C"
-            } else {
-                ""
-            }
+            "\n  scenario {}  ·  {load}  ·  {:.1}s{stopped}",
+            m.scenario, m.duration_s,
         );
+        for e in &m.events {
+            let _ = writeln!(s, "  at {:.1}s: {}", e.t, e.message);
+        }
+        for p in &m.scenarios {
+            let _ = writeln!(
+                s,
+                "  scenario {} ({}) ran from {:.1}s to {:.1}s",
+                p.name,
+                crate::run::short(&p.sha256),
+                p.from_s,
+                p.to_s
+            );
+        }
         let it = &self.iterations;
         let _ = writeln!(
             s,
@@ -37,7 +60,7 @@ impl Summary {
         if let Some(open) = &m.open_model {
             let _ = writeln!(
                 s,
-                "  open model: {:.1} arrivals/s target ({:?}), {:.1}/s scheduled, {} dropped (no free VU among {} max)",
+                "  open model: {:.1} arrivals/s target ({}), {:.1}/s scheduled, {} dropped (no free VU among {} max)",
                 open.rate,
                 open.arrival,
                 it.arrival_rate.unwrap_or(0.0),

@@ -34,7 +34,7 @@ use crate::oslimits;
 use crate::plan::Plan;
 use crate::report::Meta;
 use crate::sinks::timeseries::Series;
-use crate::spec::{Output, RunSpec};
+use crate::spec::RunSpec;
 use crate::thresholds::Threshold;
 
 /// Why a run could not be prepared: the REST API answers each with its own
@@ -118,18 +118,7 @@ pub async fn prepare(mut spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, Pr
         },
     })
     .map_err(|e| PrepareError::System(message(&e)))?;
-    let path = |want: fn(&Output) -> Option<&std::path::Path>| spec.outputs.iter().find_map(want);
-    let series = Series::open(
-        path(|o| match o {
-            Output::Ndjson(p) => Some(p),
-            _ => None,
-        }),
-        path(|o| match o {
-            Output::Csv(p) => Some(p),
-            _ => None,
-        }),
-    )
-    .map_err(|e| PrepareError::Spec(message(&e)))?;
+    let series = Series::open(&spec.outputs).map_err(|e| PrepareError::Spec(message(&e)))?;
     Ok(Prepared {
         spec,
         scenario,

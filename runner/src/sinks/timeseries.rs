@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::report::Summary;
 use crate::run::{Sink, Snapshot};
+use crate::spec::Output;
 
 /// Per-name figures of one interval.
 #[derive(Debug, Serialize)]
@@ -211,27 +212,33 @@ impl Staged {
 pub struct Series {
     ndjson: Option<Staged>,
     csv: Option<Staged>,
+    snapshots: Option<Staged>,
     error: Option<anyhow::Error>,
 }
 
 impl Series {
-    /// Opens the requested outputs (either may be absent).
-    pub fn open(ndjson: Option<&Path>, csv: Option<&Path>) -> Result<Self> {
-        let ndjson = ndjson.map(Staged::create).transpose()?;
-        let mut csv = csv.map(Staged::create).transpose()?;
-        if let Some(c) = csv.as_mut() {
-            writeln!(c.file, "{CSV_HEADER}").context("cannot write the CSV header")?;
+    /// Opens the time-series files among `outputs` (the others are
+    /// written at the end).
+    pub fn open(outputs: &[Output]) -> Result<Self> {
+        let mut s = Self::default();
+        for out in outputs {
+            match out {
+                Output::Ndjson(p) => s.ndjson = Some(Staged::create(p)?),
+                Output::Csv(p) => {
+                    let mut c = Staged::create(p)?;
+                    writeln!(c.file, "{CSV_HEADER}").context("cannot write the CSV header")?;
+                    s.csv = Some(c);
+                }
+                Output::Snapshots(p) => s.snapshots = Some(Staged::create(p)?),
+                Output::Json(_) => {}
+            }
         }
-        Ok(Self {
-            ndjson,
-            csv,
-            error: None,
-        })
+        Ok(s)
     }
 
     /// Whether any output is open.
     pub fn is_active(&self) -> bool {
-        self.ndjson.is_some() || self.csv.is_some()
+        self.ndjson.is_some() || self.csv.is_some() || self.snapshots.is_some()
     }
 
     /// Appends one interval. A write error is kept and reported by
@@ -295,13 +302,34 @@ impl Series {
         if let Some(c) = self.csv.take() {
             c.commit()?;
         }
+        if let Some(r) = self.snapshots.take() {
+            r.commit()?;
+        }
         Ok(())
+    }
+
+    fn write_raw(&mut self, s: &Snapshot) {
+        let Some(r) = self.snapshots.as_mut() else {
+            return;
+        };
+        if self.error.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut r.file, s)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| r.file.write_all(b"\n").map_err(anyhow::Error::from));
+        if let Err(e) = written {
+            self.error = Some(e);
+        }
     }
 }
 
 impl Sink for Series {
     fn snapshot(&mut self, s: &Snapshot) {
-        self.write(&Record::of(s));
+        if self.ndjson.is_some() || self.csv.is_some() {
+            self.write(&Record::of(s));
+        }
+        self.write_raw(s);
     }
 
     fn finish(&mut self, _summary: &Summary) -> Result<()> {
@@ -329,7 +357,8 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let (nd, csv) = (dir.join("s.ndjson"), dir.join("s.csv"));
         std::fs::write(&nd, "previous").expect("write");
-        let mut s = Series::open(Some(&nd), Some(&csv)).expect("open");
+        let mut s =
+            Series::open(&[Output::Ndjson(nd.clone()), Output::Csv(csv.clone())]).expect("open");
         let r = Recorder::new(1);
         r.http(
             "GET \"x\", y",

@@ -2,6 +2,8 @@
 //! thinks for `THINK_MS` milliseconds (default 100; 0 for none) before its
 //! next iteration. `HTTP_VERSION=2` forces HTTP/2 (prior knowledge over
 //! `http://`), `HTTP_VERSION=1` HTTP/1.1; by default `https://` negotiates.
+//! `NAMES=N` names the requests `page-0` to `page-N-1` in turn (for
+//! benchmarks of many request names).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,6 +14,7 @@ struct Config {
     url: String,
     think: Duration,
     version: Option<u8>,
+    names: u64,
 }
 
 /// Read once per VU instance: the environment does not change in a run.
@@ -21,12 +24,17 @@ fn config() -> &'static Config {
         url: format!("{}/", vu::env_or("BASE_URL", "http://127.0.0.1:8080")),
         think: Duration::from_millis(vu::env_or("THINK_MS", "100").parse().unwrap_or(100)),
         version: vu::env("HTTP_VERSION").and_then(|v| v.parse().ok()),
+        names: vu::env("NAMES").and_then(|v| v.parse().ok()).unwrap_or(0),
     })
 }
 
 fn iteration() -> guest_sdk::Result {
     let c = config();
     let mut req = http::Request::get(c.url.as_str()).discard_body();
+    if c.names > 0 {
+        let n = (vu::iteration() + u64::from(vu::id())) % c.names;
+        req = req.name(format!("page-{n}"));
+    }
     req = match c.version {
         Some(1) => req.http1(),
         Some(2) => req.http2(),
