@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::bindings::runner::scenario::http::{Error, Version};
+use crate::limits::truncate;
 
 /// Most connections a VU keeps open at once (distinct origins); the oldest
 /// is closed to make room.
@@ -433,15 +434,4 @@ impl Connections {
         self.targets.push(t.clone());
         Ok(t)
     }
-}
-
-pub(crate) fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }

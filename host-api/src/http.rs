@@ -14,8 +14,9 @@ use crate::bindings::runner::scenario::http::{
     Error, Host, HostResponse, Method, Request, Timings, Version,
 };
 use crate::client::{
-    connect, error_kind, hyper_error, truncate, ConnectTimes, Connections, Target, MAX_NAME,
+    connect, error_kind, hyper_error, ConnectTimes, Connections, Target, MAX_NAME,
 };
+use crate::limits::truncate;
 use crate::recorder::HttpOutcome;
 use crate::vu::nanos;
 use crate::VuState;

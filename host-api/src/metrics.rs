@@ -13,7 +13,7 @@ const MAX_NAME: usize = 256;
 /// The metric key of `n` with `tags`: the name bounded, the tags cleaned.
 fn key(mut n: String, tags: Vec<(String, String)>) -> String {
     n.retain(|c| c != crate::recorder::TAG_SEPARATOR);
-    let name = crate::client::truncate(n, MAX_NAME);
+    let name = crate::limits::truncate(n, MAX_NAME);
     if tags.is_empty() {
         return name;
     }

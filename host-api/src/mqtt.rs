@@ -16,6 +16,7 @@ use crate::bindings::runner::scenario::mqtt::{
     ConnectOptions, Error, Host, HostConnection, Message, Protocol as Version, Qos,
 };
 use crate::messaging::{metric_name, micros, off_fiber, published, Event, Protocol};
+pub use crate::mqtt_client::error_kind;
 use crate::mqtt_client::{Session, Settings};
 use crate::recorder::Recorder;
 use crate::VuState;
@@ -32,21 +33,6 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
 /// An open connection, as the guest's `connection` resource holds it.
 pub struct Connection {
     session: Session,
-}
-
-/// The metric kind of an error, as the summary counts it.
-pub fn error_kind(e: &Error) -> &'static str {
-    match e {
-        Error::InvalidArgument(_) => "invalid-argument",
-        Error::Dns(_) => "dns",
-        Error::ConnectionRefused(_) => "connection-refused",
-        Error::NotAuthorized(_) => "not-authorized",
-        Error::Timeout => "timeout",
-        Error::Tls(_) => "tls",
-        Error::Protocol(_) => "protocol",
-        Error::Disconnected(_) => "disconnected",
-        Error::Io(_) => "io",
-    }
 }
 
 /// Checks the options and turns them into rumqttc's settings, plus the

@@ -20,6 +20,21 @@ use crate::bindings::runner::scenario::mqtt::{Error, Qos};
 use crate::messaging::{stamp_latency, topic_matches, Event, Protocol};
 use crate::recorder::Recorder;
 
+/// The metric kind of an error, as the summary counts it.
+pub fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidArgument(_) => "invalid-argument",
+        Error::Dns(_) => "dns",
+        Error::ConnectionRefused(_) => "connection-refused",
+        Error::NotAuthorized(_) => "not-authorized",
+        Error::Timeout => "timeout",
+        Error::Tls(_) => "tls",
+        Error::Protocol(_) => "protocol",
+        Error::Disconnected(_) => "disconnected",
+        Error::Io(_) => "io",
+    }
+}
+
 /// Messages a connection holds for its VU; more are counted as dropped.
 const INBOX: usize = 1024;
 
@@ -498,7 +513,7 @@ fn handle(shared: &Shared, ev: Ev) -> Option<Error> {
 fn close(shared: &Shared, why: Error) {
     let mut st = shared.lock();
     if !st.closing {
-        let kind = crate::mqtt::error_kind(&why);
+        let kind = error_kind(&why);
         shared
             .recorder
             .messaging(Protocol::Mqtt, &shared.name, Event::Error(kind));

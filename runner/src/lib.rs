@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod cli;
 pub mod engine;
+pub mod events;
 pub mod exec;
 pub mod inspect;
 pub mod oslimits;

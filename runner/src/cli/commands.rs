@@ -12,6 +12,7 @@ use super::{Command, RunArgs, ServeArgs};
 use crate::agent::Agent;
 use crate::run::{self, Controller, StopBy};
 use crate::sinks::progress::Progress;
+use crate::sinks::timeseries::Series;
 use crate::web;
 use crate::{EXIT_ERROR, EXIT_THRESHOLDS};
 
@@ -48,10 +49,18 @@ async fn run(args: RunArgs) -> Result<i32> {
         Some(addr) => Some(web::bind(addr, args.token.as_deref()).await?),
         None => None,
     };
-    let prepared = run::prepare(args.spec(), Arc::from(bytes))
+    let spec = args.spec();
+    // Opened before the run, so a file that cannot be written stops it
+    // before it starts.
+    let series = Series::open(&spec.outputs)?;
+    let prepared = run::prepare(spec, Arc::from(bytes))
         .await
         .map_err(|e| anyhow!(e).context("cannot start the run"))?;
-    let handle = prepared.start(vec![Box::new(Progress::new(args.quiet))])?;
+    let mut sinks: Vec<Box<dyn run::Sink>> = vec![Box::new(Progress::new(args.quiet))];
+    if series.is_active() {
+        sinks.push(Box::new(series));
+    }
+    let handle = prepared.start(sinks)?;
     let signals = tokio::spawn(stop_on_signals(handle.controller()));
     let shutdown = CancellationToken::new();
     let server = match listener {

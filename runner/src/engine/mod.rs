@@ -9,15 +9,10 @@ mod ticker;
 pub mod trap;
 
 pub use load::{link, load, root_message, sha256_hex, transfer, Scenario};
-pub use ticker::EpochTicker;
-
-use std::time::Duration;
+pub use ticker::{EpochTicker, TICK};
 
 use anyhow::{Context, Result};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-
-/// How often the epoch ticker advances; the granularity of CPU limits.
-pub const TICK: Duration = Duration::from_millis(10);
 
 /// Memories one component instance may hold (a wasip1-adapted component
 /// has two: the guest's and the adapter's).

@@ -1,10 +1,13 @@
 //! The epoch ticker: the clock that lets wasmtime interrupt a guest that
 //! has used up its CPU budget.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use wasmtime::Engine;
 
-use super::TICK;
+/// How often the epoch ticker advances; the granularity of CPU limits.
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
 pub struct EpochTicker {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use host_api::messaging::MessagingStats;
 use host_api::recorder::Hist;
+use host_api::recorder::MessagingStats;
 use serde::{Deserialize, Serialize};
 
 use super::{clip, ms, Percentiles};

@@ -44,7 +44,7 @@ pub struct Meta {
     pub interrupted: bool,
     /// Who stopped the run early, if someone did.
     #[serde(default)]
-    pub stopped_by: Option<crate::run::StopBy>,
+    pub stopped_by: Option<crate::events::StopBy>,
     /// The `abort` threshold that stopped the run early, if one did.
     pub aborted_by_threshold: Option<String>,
     /// Seconds from the start until every VU had its instance (includes
@@ -54,10 +54,10 @@ pub struct Meta {
     pub log_lines_suppressed: u64,
     /// Load changes, stops and scenario swaps made while the run went on.
     #[serde(default)]
-    pub events: Vec<crate::run::ControlEvent>,
+    pub events: Vec<crate::events::ControlEvent>,
     /// When the scenario was swapped: each component and how long it ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scenarios: Vec<crate::run::swap::Phase>,
+    pub scenarios: Vec<crate::events::Phase>,
     /// The options the run was given.
     #[serde(default)]
     pub options: crate::spec::RunOptions,

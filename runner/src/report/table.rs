@@ -23,9 +23,11 @@ impl Summary {
         };
         let stopped = match (&m.stopped_by, &m.aborted_by_threshold) {
             (_, Some(t)) => format!("  ·  stopped by threshold {t}"),
-            (Some(crate::run::StopBy::Signal), _) => "  ·  stopped by a signal (Ctrl-C)".into(),
-            (Some(crate::run::StopBy::Api), _) => "  ·  stopped through the API".into(),
-            (Some(crate::run::StopBy::Coordinator), _) => "  ·  stopped by the coordinator".into(),
+            (Some(crate::events::StopBy::Signal), _) => "  ·  stopped by a signal (Ctrl-C)".into(),
+            (Some(crate::events::StopBy::Api), _) => "  ·  stopped through the API".into(),
+            (Some(crate::events::StopBy::Coordinator), _) => {
+                "  ·  stopped by the coordinator".into()
+            }
             _ => String::new(),
         };
         let _ = writeln!(
@@ -41,7 +43,7 @@ impl Summary {
                 s,
                 "  scenario {} ({}) ran from {:.1}s to {:.1}s",
                 p.name,
-                crate::run::short(&p.sha256),
+                crate::events::short(&p.sha256),
                 p.from_s,
                 p.to_s
             );

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use host_api::{LoadTestPre, VuState};
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::events::{ControlEvent, EventKind, StopBy};
 use crate::units;
 
 /// What can be asked of a running run.
@@ -34,24 +35,10 @@ pub enum Command {
     /// Continue on another scenario component.
     Swap {
         /// The new component, compiled and checked.
-        swap: Box<super::swap::Swap>,
+        swap: Box<Swap>,
         /// The event the swap made, or why it was refused.
         reply: oneshot::Sender<Result<ControlEvent, ControlError>>,
     },
-}
-
-/// Who stopped a run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StopBy {
-    /// A signal (Ctrl-C, SIGTERM).
-    Signal,
-    /// The API (`POST .../stop`).
-    Api,
-    /// An `abort` threshold that failed.
-    Threshold,
-    /// The coordinator of a distributed run.
-    Coordinator,
 }
 
 /// A change of load: a class's VU count (closed model) or arrival rate
@@ -76,58 +63,12 @@ pub enum LoadTarget {
     Rate(f64),
 }
 
-/// Something that changed a run, as the snapshot stream records it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ControlEvent {
-    /// Seconds since the run started.
-    pub t: f64,
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: EventKind,
-    /// The same, in a sentence.
-    pub message: String,
-}
-
-/// The kinds of [`ControlEvent`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum EventKind {
-    /// A closed-model class's VU count changed.
-    Vus {
-        /// The class.
-        class: String,
-        /// VUs asked for before.
-        from: f64,
-        /// VUs asked for now.
-        to: f64,
-        /// Seconds the change takes.
-        ramp_s: f64,
-    },
-    /// An open-model class's arrival rate changed.
-    Rate {
-        /// The class.
-        class: String,
-        /// Arrivals per second before.
-        from: f64,
-        /// Arrivals per second now.
-        to: f64,
-        /// Seconds the change takes.
-        ramp_s: f64,
-    },
-    /// The run is stopping.
-    Stop {
-        /// In-flight iterations are cancelled.
-        abort: bool,
-        /// Who stopped it.
-        by: StopBy,
-    },
-    /// The VUs continue on another scenario component.
-    Scenario {
-        /// SHA-256 of the new component.
-        sha256: String,
-        /// 1 for the first swap, 2 for the next...
-        generation: u64,
-    },
+/// A checked component, ready to be put in force.
+pub struct Swap {
+    /// The linked component.
+    pub pre: LoadTestPre<VuState>,
+    /// Its name (the uploaded file's) and hash.
+    pub scenario: crate::spec::ScenarioRef,
 }
 
 /// Why a command was refused.
@@ -193,7 +134,7 @@ impl Controller {
     }
 
     /// Swaps the scenario.
-    pub async fn swap(&self, swap: super::swap::Swap) -> Result<ControlEvent, ControlError> {
+    pub async fn swap(&self, swap: Swap) -> Result<ControlEvent, ControlError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Swap {
             swap: Box::new(swap),
@@ -378,24 +319,5 @@ mod tests {
         assert_eq!(split_whole(10, &[0.3, 0.7]), vec![3, 7]);
         assert_eq!(split_whole(10, &[1.0 / 3.0; 3]).iter().sum::<u32>(), 10);
         assert_eq!(split_whole(1, &[0.5, 0.5]), vec![1, 0]);
-    }
-
-    #[test]
-    fn events_serialize_with_their_kind() {
-        let e = ControlEvent {
-            t: 1.5,
-            kind: EventKind::Vus {
-                class: "api".into(),
-                from: 2.0,
-                to: 5.0,
-                ramp_s: 0.0,
-            },
-            message: "class api: 2 → 5 VUs".into(),
-        };
-        let v = serde_json::to_value(&e).expect("json");
-        assert_eq!(v["kind"], "vus");
-        assert_eq!(v["to"], 5.0);
-        let back: ControlEvent = serde_json::from_value(v).expect("back");
-        assert_eq!(back, e);
     }
 }

@@ -15,8 +15,8 @@ use super::control::{self, Command, ControlError, ControlEvent, EventKind, StopB
 use super::hub::{Hub, RunState};
 use super::sink::Sink;
 use super::snapshot::{ClassState, Model, Snapshot};
-use super::swap::Phase;
 use crate::engine::EpochTicker;
+use crate::events::{short, Phase};
 use crate::exec::{lock, Execution, Load, Shared};
 use crate::plan::Plan;
 use crate::report::{Meta, OpenMeta, Summary};
@@ -428,9 +428,4 @@ impl Driver {
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
-}
-
-/// The first 12 hex digits of a hash, as people quote it.
-pub fn short(sha256: &str) -> &str {
-    sha256.get(..12).unwrap_or(sha256)
 }

@@ -22,8 +22,9 @@ use host_api::{Recorder, RunContext, ScenarioOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::events::short;
 pub use control::{ControlError, ControlEvent, Controller, LoadChange, LoadTarget, StopBy};
-pub use driver::{short, INTERVAL};
+pub use driver::INTERVAL;
 pub use hub::{Hub, RunState};
 pub use sink::Sink;
 pub use snapshot::{ClassState, Point, Snapshot};
@@ -33,7 +34,6 @@ use crate::exec::{self, Code, Shared};
 use crate::oslimits;
 use crate::plan::Plan;
 use crate::report::Meta;
-use crate::sinks::timeseries::Series;
 use crate::spec::RunSpec;
 use crate::thresholds::Threshold;
 
@@ -61,7 +61,6 @@ pub struct Prepared {
     thresholds: Vec<Threshold>,
     settings: EngineSettings,
     options: ScenarioOptions,
-    series: Series,
 }
 
 /// Checks `spec` and the component `bytes`, asks the scenario for its
@@ -118,7 +117,6 @@ pub async fn prepare(mut spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, Pr
         },
     })
     .map_err(|e| PrepareError::System(message(&e)))?;
-    let series = Series::open(&spec.outputs).map_err(|e| PrepareError::Spec(message(&e)))?;
     Ok(Prepared {
         spec,
         scenario,
@@ -126,7 +124,6 @@ pub async fn prepare(mut spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, Pr
         thresholds,
         settings,
         options,
-        series,
     })
 }
 
@@ -190,9 +187,10 @@ impl Prepared {
         &self.options
     }
 
-    /// Starts the run, feeding `sinks` (beside the spec's own time-series
-    /// outputs) from its driver.
-    pub fn start(self, mut sinks: Vec<Box<dyn Sink>>) -> Result<RunHandle> {
+    /// Starts the run, feeding `sinks` from its driver (the caller opens
+    /// the spec's time-series outputs among them; the JSON summary is
+    /// written by the run itself).
+    pub fn start(self, sinks: Vec<Box<dyn Sink>>) -> Result<RunHandle> {
         let Prepared {
             spec,
             scenario,
@@ -200,7 +198,6 @@ impl Prepared {
             thresholds,
             settings,
             options: _,
-            series,
         } = self;
         let engine = engine::build(&settings, true)?;
         let component = engine::transfer(&scenario.component, &engine)?;
@@ -246,9 +243,6 @@ impl Prepared {
             classes: plan.classes.iter().map(|c| c.name.to_string()).collect(),
         });
         let hub = Arc::new(Hub::new(Meta::initial(&spec, &plan), thresholds.clone()));
-        if series.is_active() {
-            sinks.push(Box::new(series));
-        }
         let (controller, commands) = Controller::channel();
         let driver = driver::Driver {
             spec: spec.clone(),

@@ -6,34 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use host_api::{LoadTestPre, VuState};
-use serde::{Deserialize, Serialize};
-
-use super::control::ControlError;
+use super::control::{ControlError, Swap};
 use crate::engine::{self, EngineSettings};
 
-/// A checked component, ready to be put in force.
-pub struct Swap {
-    /// The linked component.
-    pub pre: LoadTestPre<VuState>,
-    /// Its name (the uploaded file's) and hash.
-    pub scenario: crate::spec::ScenarioRef,
-}
-
-/// One scenario's time in a run: the summary lists them when a run's
-/// scenario was swapped.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Phase {
-    /// The scenario's name.
-    pub name: String,
-    /// SHA-256 of the component.
-    pub sha256: String,
-    /// Seconds since the run started when it came in force.
-    pub from_s: f64,
-    /// Seconds since the run started when it was replaced (or the run
-    /// ended).
-    pub to_s: f64,
-}
+pub use crate::events::Phase;
 
 /// What checking a new component needs from the run.
 pub struct Swapper {

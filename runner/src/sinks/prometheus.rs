@@ -367,7 +367,7 @@ fn family_lines(
     run: &str,
     m: &Metrics,
     metric: &str,
-    value: impl Fn(&host_api::messaging::MessagingStats) -> u64,
+    value: impl Fn(&host_api::recorder::MessagingStats) -> u64,
 ) {
     for (proto, map) in [("mqtt", &m.mqtt), ("nats", &m.nats)] {
         let mut by: BTreeMap<String, u64> = BTreeMap::new();

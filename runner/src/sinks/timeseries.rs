@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use host_api::messaging::MessagingStats;
 use host_api::recorder::Hist;
+use host_api::recorder::MessagingStats;
 use host_api::Metrics;
 use serde::Serialize;
 

@@ -1,0 +1,110 @@
+//! [`Hist`]: an HdrHistogram that merges exactly and travels as its
+//! standard V2 encoding.
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest value a latency histogram holds: one hour in microseconds.
+/// Larger values are clamped to it.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// Highest value a plain histogram holds.
+const MAX_VALUE: u64 = u64::MAX / 2;
+
+/// A mergeable HdrHistogram with 3 significant digits.
+///
+/// Serializes as the base64 of its HdrHistogram V2 encoding, the format
+/// other HdrHistogram tools read.
+#[derive(Clone, Debug)]
+pub struct Hist(Histogram<u64>);
+
+impl Hist {
+    /// A histogram for latencies in microseconds, up to one hour.
+    pub fn micros() -> Self {
+        Self::with_max(MAX_MICROS)
+    }
+
+    /// A histogram for arbitrary non-negative integers.
+    pub fn values() -> Self {
+        Self::with_max(MAX_VALUE)
+    }
+
+    fn with_max(max: u64) -> Self {
+        // Bounds are constants known to be valid, so this cannot fail.
+        let h = Histogram::new_with_bounds(1, max, 3)
+            .or_else(|_| Histogram::new(3))
+            .unwrap_or_else(|_| unreachable!("3 significant digits is valid"));
+        Self(h)
+    }
+
+    /// Records one value, clamping it into the histogram's range.
+    pub fn record(&mut self, value: u64) {
+        self.0.saturating_record(value.max(1));
+    }
+
+    /// Adds every count of `other` into `self`.
+    pub fn merge(&mut self, other: &Hist) {
+        if self.0.add(&other.0).is_err() {
+            // Only possible when ranges differ; fall back to re-recording.
+            for v in other.0.iter_recorded() {
+                self.0
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+
+    /// The underlying HdrHistogram.
+    pub fn inner(&self) -> &Histogram<u64> {
+        &self.0
+    }
+
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The value at quantile `q` (0.0–1.0); 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.0.is_empty() {
+            0
+        } else {
+            self.0.value_at_quantile(q)
+        }
+    }
+
+    /// Encodes as base64 of the HdrHistogram V2 format.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Writing into a Vec cannot fail for a well-formed histogram.
+        if V2Serializer::new().serialize(&self.0, &mut buf).is_err() {
+            buf.clear();
+        }
+        base64::engine::general_purpose::STANDARD.encode(buf)
+    }
+
+    /// Decodes what [`Hist::encode`] produced.
+    pub fn decode(text: &str) -> Result<Self, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| format!("histogram is not base64: {e}"))?;
+        let h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| format!("histogram is not an HdrHistogram V2 encoding: {e:?}"))?;
+        Ok(Self(h))
+    }
+}
+
+impl Serialize for Hist {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hist {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Hist::decode(&text).map_err(serde::de::Error::custom)
+    }
+}

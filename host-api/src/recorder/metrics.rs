@@ -1,0 +1,276 @@
+//! [`Metrics`]: the mergeable, serializable aggregate of everything
+//! measured over some span of a run, and its parts.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::hist::Hist;
+use super::messaging::MessagingStats;
+
+/// Statistics of the requests sharing one name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Requests that got a response (any status).
+    pub responses: u64,
+    /// Responses by status code.
+    pub statuses: HashMap<u16, u64>,
+    /// Requests that got no response, by error kind.
+    pub errors: HashMap<String, u64>,
+    /// Time from start to the last body byte, in microseconds, of requests
+    /// that got a response.
+    pub latency: Hist,
+    /// Time to first byte (response head), in microseconds.
+    pub wait: Hist,
+    /// Open model only: time from the request's intended start (its
+    /// iteration's scheduled start plus its offset within the iteration) to
+    /// the last body byte, microseconds. Free of coordinated omission.
+    pub corrected: Hist,
+    /// Request body bytes sent.
+    pub bytes_sent: u64,
+    /// Response body bytes received.
+    pub bytes_received: u64,
+    /// New connections opened for this name.
+    pub connections: u64,
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        Self {
+            responses: 0,
+            statuses: HashMap::new(),
+            errors: HashMap::new(),
+            latency: Hist::micros(),
+            wait: Hist::micros(),
+            corrected: Hist::micros(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            connections: 0,
+        }
+    }
+}
+
+impl RequestStats {
+    /// All requests: with a response or without.
+    pub fn requests(&self) -> u64 {
+        self.responses + self.errors.values().sum::<u64>()
+    }
+
+    /// Requests that failed: no response, or a status of 400 or more.
+    pub fn failed(&self) -> u64 {
+        let bad_status: u64 = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| **s >= 400)
+            .map(|(_, n)| n)
+            .sum();
+        bad_status + self.errors.values().sum::<u64>()
+    }
+
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &RequestStats) {
+        self.responses += o.responses;
+        merge_counts(&mut self.statuses, &o.statuses);
+        merge_counts(&mut self.errors, &o.errors);
+        self.latency.merge(&o.latency);
+        self.wait.merge(&o.wait);
+        self.corrected.merge(&o.corrected);
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.connections += o.connections;
+    }
+}
+
+/// Pass and fail counts of one named check.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckStats {
+    /// Times the check passed.
+    pub pass: u64,
+    /// Times the check failed.
+    pub fail: u64,
+}
+
+/// A gauge: the last value set, and the range it took.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GaugeStats {
+    /// The most recent value.
+    pub last: f64,
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+    /// When `last` was set, in nanoseconds since the run started; merging
+    /// keeps the later one.
+    pub at: u64,
+}
+
+/// Iteration outcomes of the VUs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IterationStats {
+    /// Iterations that returned `ok`.
+    pub ok: u64,
+    /// Iterations that returned an error.
+    pub failed: u64,
+    /// Iterations ended by a trap or a limit (see [`Metrics::traps`]).
+    pub aborted: u64,
+    /// Duration of the completed iterations (ok or failed), microseconds.
+    pub duration: Hist,
+    /// Open model only: from each iteration's scheduled start to its end,
+    /// microseconds.
+    pub latency: Hist,
+    /// Open model only: arrivals that found no free VU.
+    pub dropped: u64,
+    /// Open model only: how late the scheduler handed out arrivals,
+    /// microseconds.
+    pub scheduler_lag: Hist,
+}
+
+impl Default for IterationStats {
+    fn default() -> Self {
+        Self {
+            ok: 0,
+            failed: 0,
+            aborted: 0,
+            duration: Hist::micros(),
+            latency: Hist::micros(),
+            dropped: 0,
+            scheduler_lag: Hist::micros(),
+        }
+    }
+}
+
+/// A mergeable aggregate of everything measured over some span of a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    /// HTTP requests by metric name.
+    pub http: HashMap<String, RequestStats>,
+    /// MQTT connections, topics and subscriptions by metric name.
+    #[serde(default)]
+    pub mqtt: HashMap<String, MessagingStats>,
+    /// NATS connections, subjects and subscriptions by metric name.
+    #[serde(default)]
+    pub nats: HashMap<String, MessagingStats>,
+    /// Checks by name.
+    pub checks: HashMap<String, CheckStats>,
+    /// Custom counters.
+    pub counters: HashMap<String, u64>,
+    /// Custom gauges.
+    pub gauges: HashMap<String, GaugeStats>,
+    /// Custom timings, microseconds.
+    pub timings: HashMap<String, Hist>,
+    /// Custom integer histograms.
+    pub histograms: HashMap<String, Hist>,
+    /// Iterations ended early, by kind (`panic`, `cpu-limit`, ...).
+    pub traps: HashMap<String, u64>,
+    /// Iteration outcomes.
+    pub iterations: IterationStats,
+}
+
+impl Metrics {
+    /// Adds everything in `o` into `self`.
+    pub fn merge(&mut self, o: &Metrics) {
+        for (k, v) in &o.http {
+            self.http.entry_ref(k).merge(v);
+        }
+        for (k, v) in &o.mqtt {
+            self.mqtt.entry_ref(k).merge(v);
+        }
+        for (k, v) in &o.nats {
+            self.nats.entry_ref(k).merge(v);
+        }
+        for (k, v) in &o.checks {
+            let c = self.checks.entry(k.clone()).or_default();
+            c.pass += v.pass;
+            c.fail += v.fail;
+        }
+        merge_counts(&mut self.counters, &o.counters);
+        for (k, v) in &o.gauges {
+            match self.gauges.get_mut(k) {
+                Some(g) => {
+                    g.min = g.min.min(v.min);
+                    g.max = g.max.max(v.max);
+                    if v.at >= g.at {
+                        g.last = v.last;
+                        g.at = v.at;
+                    }
+                }
+                None => {
+                    self.gauges.insert(k.clone(), *v);
+                }
+            }
+        }
+        merge_hists(&mut self.timings, &o.timings);
+        merge_hists(&mut self.histograms, &o.histograms);
+        merge_counts(&mut self.traps, &o.traps);
+        self.iterations.ok += o.iterations.ok;
+        self.iterations.failed += o.iterations.failed;
+        self.iterations.aborted += o.iterations.aborted;
+        self.iterations.duration.merge(&o.iterations.duration);
+        self.iterations.latency.merge(&o.iterations.latency);
+        self.iterations.dropped += o.iterations.dropped;
+        self.iterations
+            .scheduler_lag
+            .merge(&o.iterations.scheduler_lag);
+    }
+
+    /// Total HTTP requests, all names.
+    pub fn http_requests(&self) -> u64 {
+        self.http.values().map(RequestStats::requests).sum()
+    }
+
+    /// Total failed HTTP requests, all names.
+    pub fn http_failed(&self) -> u64 {
+        self.http.values().map(RequestStats::failed).sum()
+    }
+
+    fn messaging(&self) -> impl Iterator<Item = &MessagingStats> {
+        self.mqtt.values().chain(self.nats.values())
+    }
+
+    /// MQTT and NATS messages published (and requests answered).
+    pub fn messages_sent(&self) -> u64 {
+        self.messaging().map(|s| s.published + s.requests).sum()
+    }
+
+    /// MQTT and NATS messages received on subscriptions.
+    pub fn messages_received(&self) -> u64 {
+        self.messaging().map(|s| s.received).sum()
+    }
+
+    /// Failed MQTT and NATS operations.
+    pub fn messaging_failed(&self) -> u64 {
+        self.messaging().map(MessagingStats::failed).sum()
+    }
+}
+
+pub(crate) trait EntryRef<V> {
+    fn entry_ref(&mut self, k: &str) -> &mut V;
+}
+
+impl<V: Default> EntryRef<V> for HashMap<String, V> {
+    /// Like `entry(k.to_owned()).or_default()` without allocating on a hit.
+    fn entry_ref(&mut self, k: &str) -> &mut V {
+        if !self.contains_key(k) {
+            self.insert(k.to_owned(), V::default());
+        }
+        self.get_mut(k)
+            .unwrap_or_else(|| unreachable!("inserted just above"))
+    }
+}
+
+fn merge_counts<K: Clone + Eq + std::hash::Hash>(a: &mut HashMap<K, u64>, b: &HashMap<K, u64>) {
+    for (k, v) in b {
+        *a.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn merge_hists(a: &mut HashMap<String, Hist>, b: &HashMap<String, Hist>) {
+    for (k, v) in b {
+        match a.get_mut(k) {
+            Some(h) => h.merge(v),
+            None => {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
