@@ -11,8 +11,9 @@ export SUDO
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # System packages: a C compiler (ring), the benchmark peers (nginx, wrk),
-# the brokers (mosquitto, nats-server).
-APT_PACKAGES=(build-essential pkg-config ca-certificates python3 python3-venv nginx-light wrk mosquitto nats-server)
+# the brokers (mosquitto, nats-server), a browser for the dashboard tests
+# (chromium, chromium-driver).
+APT_PACKAGES=(build-essential pkg-config ca-certificates python3 python3-venv nginx-light wrk mosquitto nats-server chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

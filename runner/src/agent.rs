@@ -108,18 +108,39 @@ impl Agent {
             }
             i.preparing = true;
         }
-        let started = async {
-            let prepared = run::prepare(spec, bytes).await?;
-            let sinks: Vec<Box<dyn run::Sink>> =
-                vec![Box::new(crate::sinks::progress::Progress::new(true))];
-            prepared
-                .start(sinks)
-                .map_err(|e| PrepareError::System(crate::engine::root_message(&e)))
-        }
-        .await;
-        self.lock().preparing = false;
-        let handle = started?;
-        let record = self.adopt(&handle);
+        // Prepared in a task of its own: if the client goes away (its
+        // request future is dropped) or preparing panics, the slot is still
+        // given back.
+        let agent = self.clone();
+        let task = tokio::spawn(async move {
+            let started = async {
+                let prepared = run::prepare(spec, bytes).await?;
+                let sinks: Vec<Box<dyn run::Sink>> =
+                    vec![Box::new(crate::sinks::progress::Progress::new(true))];
+                prepared
+                    .start(sinks)
+                    .map_err(|e| PrepareError::System(crate::engine::root_message(&e)))
+            }
+            .await;
+            // Given back and (on success) taken by the new run under one
+            // lock, so no other submit slips in between.
+            let record = {
+                let mut i = agent.lock();
+                i.preparing = false;
+                let handle = started?;
+                let record = agent.record(&handle);
+                i.runs.push_back(record.clone());
+                (record, handle)
+            };
+            Ok::<_, SubmitError>(record)
+        });
+        let (record, handle) = match task.await {
+            Ok(r) => r?,
+            Err(e) => {
+                self.lock().preparing = false;
+                return Err(PrepareError::System(format!("preparing the run failed: {e}")).into());
+            }
+        };
         tracing::info!(
             "run {} started: {} ({})",
             record.id,
@@ -150,8 +171,15 @@ impl Agent {
     /// Registers a run started elsewhere (the command line's, with
     /// `--web`); the caller waits for it and then calls [`Agent::ended`].
     pub fn adopt(&self, handle: &RunHandle) -> Arc<RunRecord> {
+        let record = self.record(handle);
+        self.lock().runs.push_back(record.clone());
+        record
+    }
+
+    /// A record of `handle`'s run with a fresh id.
+    fn record(&self, handle: &RunHandle) -> Arc<RunRecord> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let record = Arc::new(RunRecord {
+        Arc::new(RunRecord {
             id: format!("{}-{n}", self.prefix),
             created_unix_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -161,9 +189,7 @@ impl Agent {
             hub: handle.hub(),
             controller: handle.controller(),
             swapper: handle.swapper(),
-        });
-        self.lock().runs.push_back(record.clone());
-        record
+        })
     }
 
     /// Forgets the oldest finished runs beyond what the agent keeps (call

@@ -6,8 +6,9 @@
 //! (the load plan) → [`engine`] (wasmtime, components) → [`exec`] (the VUs)
 //! → [`run`] (a run as an object: control, snapshots, summary) → [`sinks`],
 //! [`report`], [`thresholds`] (output) and [`agent`] + [`web`] (runs served
-//! over HTTP). [`units`] and [`oslimits`] are leaves; [`target`] is the
-//! built-in HTTP target and [`inspect`] shows a component.
+//! over HTTP). [`units`], [`events`], [`ui`] (the dashboard and report
+//! page) and [`oslimits`] are leaves; [`target`] is the built-in HTTP
+//! target and [`inspect`] shows a component.
 
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod sinks;
 pub mod spec;
 pub mod target;
 pub mod thresholds;
+pub mod ui;
 pub mod units;
 pub mod web;
 

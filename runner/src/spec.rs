@@ -211,6 +211,25 @@ impl RunOptions {
                 return Err(format!("{name} must be longer than 0"));
             }
         }
+        let staged = self
+            .stages
+            .iter()
+            .try_fold(Duration::ZERO, |a, s| a.checked_add(s.duration));
+        for (name, d) in [
+            ("duration", self.duration),
+            ("iteration_timeout", self.iteration_timeout),
+            ("http_timeout", Some(self.http_timeout)),
+            ("think_time", self.think_time),
+            ("pacing", self.pacing),
+            ("ramp_up", Some(self.ramp_up)),
+            ("grace", Some(self.grace)),
+            ("cpu_limit", Some(self.cpu_limit)),
+            ("the stages together", Some(staged.unwrap_or(Duration::MAX))),
+        ] {
+            if d.is_some_and(|d| d > units::MAX_DURATION) {
+                return Err(format!("{name} must be at most a year"));
+            }
+        }
         if let Some(r) = self.rate {
             if !(0.0..=MAX_RATE).contains(&r) {
                 return Err(format!("rate must be 0 to {MAX_RATE} per second"));
@@ -348,6 +367,8 @@ pub enum Output {
     /// The run's raw snapshots: one JSON line per interval, every count
     /// and HdrHistogram of it, so runs can be merged exactly afterwards.
     Snapshots(PathBuf),
+    /// The HTML report: one offline file with the charts and tables.
+    Html(PathBuf),
 }
 
 impl std::str::FromStr for Output {
@@ -355,13 +376,14 @@ impl std::str::FromStr for Output {
 
     /// Parses `FORMAT=FILE`.
     fn from_str(s: &str) -> Result<Output, String> {
-        const KNOWN: &str = "json=FILE, ndjson=FILE, csv=FILE, snapshots=FILE";
+        const KNOWN: &str = "json=FILE, html=FILE, ndjson=FILE, csv=FILE, snapshots=FILE";
         match s.split_once('=') {
             Some((_, "")) => Err(format!("{s:?} names no file ({KNOWN})")),
             Some(("json", path)) => Ok(Output::Json(PathBuf::from(path))),
             Some(("ndjson", path)) => Ok(Output::Ndjson(PathBuf::from(path))),
             Some(("csv", path)) => Ok(Output::Csv(PathBuf::from(path))),
             Some(("snapshots", path)) => Ok(Output::Snapshots(PathBuf::from(path))),
+            Some(("html", path)) => Ok(Output::Html(PathBuf::from(path))),
             Some((format, _)) => Err(format!("unknown output format {format:?} (known: {KNOWN})")),
             None => Err(format!("{s:?} is not FORMAT=FILE ({KNOWN})")),
         }
@@ -419,6 +441,19 @@ mod tests {
             ..Default::default()
         })
         .contains("threshold"));
+        assert!(bad(RunOptions {
+            stages: vec![
+                "300d:1".parse().expect("stage"),
+                "300d:1".parse().expect("stage")
+            ],
+            ..Default::default()
+        })
+        .contains("stages"));
+        assert!(bad(RunOptions {
+            grace: Duration::from_secs(u64::MAX),
+            ..Default::default()
+        })
+        .contains("grace"));
         assert!(bad(RunOptions {
             shared_iterations: Some(3),
             iterations: Some(2),

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// The longest duration anything in a run may have (a run, a stage, a
+/// pause, a ramp): a year. Longer is surely a typo, and bounding it keeps
+/// every sum of durations far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses a duration such as `500ms`, `30s`, `5m`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())

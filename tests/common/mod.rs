@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod brokers;
+pub mod browser;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

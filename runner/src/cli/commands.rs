@@ -69,7 +69,7 @@ async fn run(args: RunArgs) -> Result<i32> {
             let record = agent.adopt(&handle);
             let addr = listener.local_addr()?;
             tracing::info!(
-                "live API: http://{addr}/api/v1/runs/{} (events: .../events, metrics: http://{addr}/metrics)",
+                "dashboard: http://{addr}/  live API: http://{addr}/api/v1/runs/{} (events: .../events, metrics: http://{addr}/metrics)",
                 record.id
             );
             let state = web::AppState {
@@ -142,7 +142,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     tracing::info!(
-        "runner agent: API at http://{addr}/api/v1, OpenAPI at http://{addr}/api/openapi.json, Prometheus at http://{addr}/metrics"
+        "runner agent: dashboard at http://{addr}/, API at http://{addr}/api/v1, OpenAPI at http://{addr}/api/openapi.json, Prometheus at http://{addr}/metrics"
     );
     let shutdown = CancellationToken::new();
     let state = web::AppState {

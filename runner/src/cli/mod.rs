@@ -164,7 +164,8 @@ pub struct RunArgs {
     #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
     pub thresholds: Vec<crate::thresholds::Threshold>,
 
-    /// Write results: `json=FILE` (the full summary), `ndjson=FILE` (one
+    /// Write results: `json=FILE` (the full summary), `html=FILE` (a report
+    /// with charts, one offline file), `ndjson=FILE` (one
     /// JSON line per second), `csv=FILE` (one row per second and request
     /// name), `snapshots=FILE` (the raw, mergeable snapshot of each second).
     /// Repeatable. Files are replaced atomically at the end.

@@ -43,12 +43,15 @@ pub async fn follow(
 
 /// Runs VU number `index` of a closed-model class from `start_at`: it
 /// iterates while the class's VU count is above `index`, until its
-/// iterations are done or the run stops.
+/// iterations are done or the run stops. `initial`: one of the VUs the
+/// class starts with.
+#[allow(clippy::too_many_arguments)] // one VU's whole description
 pub async fn run_vu(
     shared: Arc<Shared>,
     id: u32,
     class: Arc<Class>,
     index: u32,
+    initial: bool,
     start_at: tokio::time::Instant,
     mut target: watch::Receiver<u32>,
     grace: Duration,
@@ -57,7 +60,7 @@ pub async fn run_vu(
         _ = tokio::time::sleep_until(start_at) => {}
         _ = shared.stop.cancelled() => return,
     }
-    let mut vu = Vu::new(shared.clone(), id, class.clone());
+    let mut vu = Vu::new(shared.clone(), id, class.clone(), initial);
     loop {
         tokio::select! {
             r = target.wait_for(|t| *t > index) => if r.is_err() { return },
@@ -72,11 +75,17 @@ pub async fn run_vu(
                 return;
             }
             let mut unwanted = target.clone();
+            // Fires when the count has stayed at or below this VU for the
+            // whole grace period (raised again meanwhile: not unwanted).
             let ramped_down = async move {
-                if unwanted.wait_for(|t| *t <= index).await.is_ok() {
+                loop {
+                    if unwanted.wait_for(|t| *t <= index).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                     tokio::time::sleep(grace).await;
-                } else {
-                    std::future::pending::<()>().await;
+                    if *unwanted.borrow() <= index {
+                        return;
+                    }
                 }
             };
             let started = tokio::time::Instant::now();

@@ -295,6 +295,7 @@ pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
                 id,
                 class.clone(),
                 index,
+                index < planned.vus,
                 started + offset,
                 rx.clone(),
                 plan.grace,

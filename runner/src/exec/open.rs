@@ -68,7 +68,7 @@ async fn run_vu(
     first: Option<Ticket>,
 ) {
     let _active = ActiveGuard::new(&shared, &class);
-    let mut vu = Vu::new(shared.clone(), id, class.clone());
+    let mut vu = Vu::new(shared.clone(), id, class.clone(), first.is_none());
     let mut next = first;
     if next.is_none() && vu.prepare().await == Step::Stop {
         return;
@@ -124,8 +124,7 @@ pub async fn run_class(
             ))
         }
     };
-    let mut vus: Vec<tokio::task::JoinHandle<()>> =
-        (0..allocated).map(|i| spawn(first_id + i, None)).collect();
+    let mut vus = AbortOnDrop((0..allocated).map(|i| spawn(first_id + i, None)).collect());
     let scheduler = Scheduler {
         shared: shared.clone(),
         pool: pool.clone(),
@@ -139,12 +138,24 @@ pub async fn run_class(
     // A thread of its own: tokio's timer has millisecond granularity, too
     // coarse for exact arrival times at thousands per second.
     match tokio::task::spawn_blocking(move || scheduler.run(spawn)).await {
-        Ok(more) => vus.extend(more),
+        Ok(more) => vus.0.extend(more),
         Err(e) => tracing::error!("the arrival scheduler of class {} failed: {e}", class.name),
     }
     pool.close();
-    for vu in vus {
+    for vu in &mut vus.0 {
         let _ = vu.await;
+    }
+}
+
+/// The VU tasks of an open class: aborted if the class's task is (at the
+/// end of the grace period), so none outlives its run.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 
@@ -192,7 +203,9 @@ impl Scheduler {
                 .map(|at| self.start + Duration::from_secs_f64(at));
             let now = Instant::now();
             match due {
-                Some(due) if due >= self.end => break,
+                // Past the end at the current rate: a later change may
+                // bring arrivals back; the check above ends the loop.
+                Some(due) if due >= self.end => std::thread::sleep(Duration::from_millis(50)),
                 Some(due) if due <= now => {
                     let lag = now.saturating_duration_since(due);
                     recorder.scheduler_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));

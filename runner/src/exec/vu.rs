@@ -120,8 +120,9 @@ pub struct Vu {
 }
 
 impl Vu {
-    /// VU `id` of `class`, not yet instantiated.
-    pub fn new(shared: Arc<Shared>, id: u32, class: Arc<Class>) -> Self {
+    /// VU `id` of `class`, not yet instantiated; `initial` if it is one of
+    /// the VUs the run starts with (those count for the start-up time).
+    pub fn new(shared: Arc<Shared>, id: u32, class: Arc<Class>, initial: bool) -> Self {
         Self {
             shared,
             id,
@@ -129,7 +130,7 @@ impl Vu {
             instance: None,
             iteration: 0,
             consecutive_traps: 0,
-            counted_ready: false,
+            counted_ready: !initial,
         }
     }
 

@@ -18,6 +18,56 @@ use profile::Profile;
 /// Most VUs one runner process will start.
 pub const MAX_VUS: u32 = 1_000_000;
 
+/// Checks what the scenario declares as the command line's values are
+/// checked: names, counts, rates, stage targets and durations in range (a
+/// guest's numbers are as untrusted as a user's).
+fn check_scenario(options: &ScenarioOptions) -> Result<()> {
+    use crate::spec::MAX_RATE;
+    use crate::units::MAX_DURATION;
+    let long = |nanos: u64| Duration::from_nanos(nanos) > MAX_DURATION;
+    if options.duration.is_some_and(long) {
+        bail!("the scenario's options set a duration longer than a year");
+    }
+    for c in &options.classes {
+        let name = &c.name;
+        if name.is_empty() {
+            bail!("the scenario declares a VU class with an empty name");
+        }
+        if c.vus > MAX_VUS || c.max_vus.is_some_and(|m| m > MAX_VUS) {
+            bail!("the scenario's class {name:?} asks for more than {MAX_VUS} VUs");
+        }
+        let rate_ok = |r: f64| r.is_finite() && (0.0..=MAX_RATE).contains(&r);
+        if let Some(r) = c.start_rate.filter(|r| !rate_ok(*r) || *r <= 0.0) {
+            bail!("the scenario's class {name:?} has a start rate of {r}; it must be above 0 and at most {MAX_RATE}");
+        }
+        if let Some(r) = c.rate.filter(|r| !rate_ok(*r)) {
+            bail!("the scenario's class {name:?} has an arrival rate of {r}; it must be 0 to {MAX_RATE}");
+        }
+        let most = if c.rate.is_some() {
+            MAX_RATE
+        } else {
+            f64::from(MAX_VUS)
+        };
+        for s in &c.stages {
+            if !(s.target.is_finite() && (0.0..=most).contains(&s.target)) {
+                bail!(
+                    "the scenario's class {name:?} has a stage target of {}; it must be 0 to {most}",
+                    s.target
+                );
+            }
+        }
+        let staged = c
+            .stages
+            .iter()
+            .map(|s| s.duration)
+            .try_fold(0u64, u64::checked_add);
+        if staged.is_none_or(long) || c.think_time.is_some_and(long) || c.pacing.is_some_and(long) {
+            bail!("the scenario's class {name:?} has stages, a think time or a pacing longer than a year");
+        }
+    }
+    Ok(())
+}
+
 /// The class name used when a scenario declares none.
 pub const DEFAULT_CLASS: &str = "default";
 
@@ -95,7 +145,8 @@ impl ClassPlan {
         let mut c = 0.0;
         let mut out = Vec::with_capacity(self.vus as usize);
         for _ in 0..self.vus {
-            out.push(Duration::from_secs_f64(c / rate.max(1e-9)));
+            let at = Duration::try_from_secs_f64(c / rate.max(1e-9)).unwrap_or(Duration::MAX);
+            out.push(at.min(crate::units::MAX_DURATION));
             c = counts.next(c);
         }
         Some(out)
@@ -141,19 +192,11 @@ pub struct Plan {
 impl Plan {
     /// The plan for `args` applied to the scenario's `options`.
     pub fn new(o: &RunOptions, options: &ScenarioOptions) -> Result<Plan> {
+        check_scenario(options)?;
         let mut classes: Vec<ClassPlan> = Vec::new();
         for c in &options.classes {
-            if c.name.is_empty() {
-                bail!("the scenario declares a VU class with an empty name");
-            }
             if classes.iter().any(|k| *k.name == *c.name) {
                 bail!("the scenario declares the VU class {:?} twice", c.name);
-            }
-            if let Some(r) = c.start_rate.filter(|r| r.is_nan() || *r <= 0.0) {
-                bail!(
-                    "the scenario's class {:?} has a start rate of {r}; it must be above 0",
-                    c.name
-                );
             }
             let mut class = ClassPlan::simple(&c.name, c.vus);
             class.start_rate = c.start_rate.map(|r| (r, c.poisson_start));
@@ -419,6 +462,51 @@ mod tests {
         assert!(Plan::new(&args(&[]), &opts(&[("a", 1), ("a", 1)])).is_err());
         assert!(Plan::new(&args(&[]), &opts(&[("a", 0)])).is_err());
         assert!(Plan::new(&args(&[]), &opts(&[("", 1)])).is_err());
+        let mut wild = class("a", 1);
+        wild.rate = Some(f64::INFINITY);
+        assert!(Plan::new(
+            &args(&["-d", "1s"]),
+            &ScenarioOptions {
+                classes: vec![wild],
+                ..opts(&[])
+            }
+        )
+        .is_err());
+        let mut wild = class("a", 1);
+        wild.stages = vec![
+            host_api::bindings::exports::runner::scenario::scenario::Stage {
+                duration: u64::MAX,
+                target: 1.0,
+            },
+            host_api::bindings::exports::runner::scenario::scenario::Stage {
+                duration: u64::MAX,
+                target: 1.0,
+            },
+        ];
+        let e = Plan::new(
+            &args(&[]),
+            &ScenarioOptions {
+                classes: vec![wild],
+                ..opts(&[])
+            },
+        )
+        .expect_err("stages");
+        assert!(e.to_string().contains("longer than a year"), "{e}");
+        let mut wild = class("a", 1);
+        wild.stages = vec![
+            host_api::bindings::exports::runner::scenario::scenario::Stage {
+                duration: 1,
+                target: f64::NAN,
+            },
+        ];
+        assert!(Plan::new(
+            &args(&[]),
+            &ScenarioOptions {
+                classes: vec![wild],
+                ..opts(&[])
+            }
+        )
+        .is_err());
         let zero = ScenarioOptions {
             duration: Some(0),
             ..opts(&[("a", 1)])

@@ -77,11 +77,17 @@ impl Profile {
     pub fn retarget(&self, t: f64, value: f64, ramp: Duration, end: f64) -> Profile {
         let t = t.max(0.0);
         let mut points: Vec<(f64, f64)> = self.points.iter().copied().filter(|p| p.0 < t).collect();
-        points.push((t, self.value_at(t)));
+        let from = self.value_at(t);
+        points.push((t, from));
         let reached = t + ramp.as_secs_f64();
-        points.push((reached, value));
-        if end > reached {
-            points.push((end, value));
+        if reached <= end {
+            points.push((reached, value));
+            if end > reached {
+                points.push((end, value));
+            }
+        } else if end > t {
+            // The ramp outlasts the run: it stops where the run does.
+            points.push((end, from + (value - from) * (end - t) / (reached - t)));
         }
         Profile { points }
     }
@@ -142,6 +148,10 @@ mod tests {
         assert_eq!(r.value_at(5.0), 150.0);
         assert_eq!(r.value_at(8.0), 200.0);
         assert!((r.area() - (400.0 + 300.0 + 800.0)).abs() < 1e-9);
+        // A ramp longer than the run stops at its end.
+        let long = c.retarget(8.0, 300.0, Duration::from_secs(20), 10.0);
+        assert_eq!(long.duration(), Duration::from_secs(10));
+        assert_eq!(long.value_at(10.0), 120.0);
         // A step (no ramp) to 0: no arrival after 4 s.
         let z = c.retarget(4.0, 0.0, Duration::ZERO, 10.0);
         assert_eq!(z.time_of(401.0), None);

@@ -10,6 +10,7 @@ use host_api::Metrics;
 use serde::{Deserialize, Serialize};
 
 pub mod csv;
+pub mod html;
 mod messaging;
 mod table;
 

@@ -44,6 +44,19 @@ pub(crate) struct Driver {
     pub started_wall: SystemTime,
     /// Kept alive for the run: it interrupts runaway guests.
     pub _ticker: EpochTicker,
+    /// Stops every VU if the driver ends early (it panicked, or its task
+    /// was aborted): no VU outlives its run.
+    pub _stop_on_drop: StopOnDrop,
+}
+
+/// Cancels a run's stop signals when dropped.
+pub(crate) struct StopOnDrop(pub Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.cancel();
+        self.0.hard_stop.cancel();
+    }
 }
 
 /// Where the run is in stopping.
@@ -57,6 +70,9 @@ struct Stopping {
     by: Option<StopBy>,
     /// The `abort` threshold that failed, if one did.
     threshold: Option<String>,
+    /// Stops asked for (by a signal, the API, a threshold): the first is
+    /// graceful unless it says otherwise, the next ones abort.
+    asked: u32,
 }
 
 impl Driver {
@@ -207,8 +223,9 @@ impl Driver {
         }
     }
 
-    /// Stops the run: the first stop lets in-flight iterations finish
-    /// within the grace period, `abort` or a second stop cancels them.
+    /// Stops the run: the first stop asked for lets in-flight iterations
+    /// finish within the grace period (also when the run's own end came
+    /// first), `abort` or a later stop cancels them. Always one event.
     fn begin_stop(
         &mut self,
         stopping: &mut Stopping,
@@ -217,22 +234,23 @@ impl Driver {
         threshold: Option<String>,
     ) -> Vec<ControlEvent> {
         let t = self.shared.started.elapsed().as_secs_f64();
-        let first = stopping.grace_end.is_none();
-        let hard = abort || !first;
-        if first {
+        stopping.asked += 1;
+        let first = stopping.asked == 1;
+        if !self.shared.stop.is_cancelled() {
             self.shared.stop.cancel();
             stopping.grace_end = Some(tokio::time::Instant::now() + self.plan.grace);
-            stopping.by = Some(by.clone());
-            stopping.threshold = threshold.clone();
             self.hub.set_state(RunState::Stopping);
         }
+        if first {
+            stopping.by = Some(by.clone());
+            stopping.threshold = threshold.clone();
+        }
+        let hard = abort || !first;
         if hard && !self.shared.hard_stop.is_cancelled() {
             self.shared.hard_stop.cancel();
             stopping
                 .abort_at
                 .get_or_insert(tokio::time::Instant::now() + ABORT_AFTER);
-        } else if !first {
-            return Vec::new();
         }
         let message = match (&threshold, hard, &by) {
             (Some(th), _, _) => format!("threshold crossed: {th}; stopping the run"),
@@ -397,7 +415,9 @@ impl Driver {
     fn summarize(mut self, stopping: &Stopping, phases: &mut [Phase]) -> Arc<Summary> {
         let t = self.shared.started.elapsed().as_secs_f64();
         let meta = self.meta(t, stopping, phases);
-        let mut summary = Summary::new(meta, self.hub.take_totals());
+        // A copy: observers keep seeing the totals until the summary is in
+        // the hub.
+        let mut summary = Summary::new(meta, self.hub.with_totals(Metrics::clone));
         summary.thresholds = self
             .thresholds
             .iter()
@@ -410,10 +430,16 @@ impl Driver {
             }
         }
         for out in &self.spec.outputs {
-            if let Output::Json(path) = out {
-                if let Err(e) = summary.write_json(path) {
-                    errors.push(crate::engine::root_message(&e));
+            let written = match out {
+                Output::Json(path) => summary.write_json(path),
+                Output::Html(path) => {
+                    let page = crate::report::html::render(&summary, &self.hub.points(0));
+                    crate::report::write_atomic(path, page.as_bytes())
                 }
+                _ => Ok(()),
+            };
+            if let Err(e) = written {
+                errors.push(crate::engine::root_message(&e));
             }
         }
         for e in &errors {

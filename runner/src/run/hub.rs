@@ -31,9 +31,16 @@ pub enum RunState {
     Failed,
 }
 
+/// Control events a hub keeps; later ones are applied and counted, not
+/// kept (a client looping on PATCH must not grow memory without bound).
+pub const MAX_EVENTS: usize = 1000;
+
 /// The shared record of one run.
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// Apart from the rest, so a reader of the totals (a scrape, the live
+    /// summary) never holds up the points, the events or the state.
+    totals: Mutex<Metrics>,
     version: watch::Sender<u64>,
     thresholds: Vec<Threshold>,
 }
@@ -42,7 +49,7 @@ struct Inner {
     state: RunState,
     points: Vec<Arc<Point>>,
     events: Vec<ControlEvent>,
-    totals: Metrics,
+    events_omitted: u64,
     meta: Meta,
     /// The live summary, and the snapshot it was computed after.
     live: Option<(u64, Arc<Summary>)>,
@@ -58,12 +65,13 @@ impl Hub {
                 state: RunState::Running,
                 points: Vec::new(),
                 events: Vec::new(),
-                totals: Metrics::default(),
+                events_omitted: 0,
                 meta,
                 live: None,
                 summary: None,
                 error: None,
             }),
+            totals: Mutex::new(Metrics::default()),
             version: watch::channel(0).0,
             thresholds,
         }
@@ -71,6 +79,10 @@ impl Hub {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn totals(&self) -> MutexGuard<'_, Metrics> {
+        self.totals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bump(&self) {
@@ -86,19 +98,32 @@ impl Hub {
     /// totals.
     pub fn publish(&self, snapshot: &Snapshot, meta: Meta) {
         let point = Arc::new(snapshot.point());
+        self.totals().merge(&snapshot.metrics);
         {
             let mut i = self.lock();
-            i.totals.merge(&snapshot.metrics);
             i.points.push(point);
             i.meta = meta;
         }
         self.bump();
     }
 
-    /// Records a control event (it is also in the next snapshot).
+    /// Records a control event (it is also in the next snapshot); past
+    /// [`MAX_EVENTS`] it is only counted.
     pub fn event(&self, e: ControlEvent) {
-        self.lock().events.push(e);
+        {
+            let mut i = self.lock();
+            if i.events.len() < MAX_EVENTS {
+                i.events.push(e);
+            } else {
+                i.events_omitted += 1;
+            }
+        }
         self.bump();
+    }
+
+    /// Control events made past [`MAX_EVENTS`], counted but not kept.
+    pub fn events_omitted(&self) -> u64 {
+        self.lock().events_omitted
     }
 
     /// Sets the run's state.
@@ -112,10 +137,10 @@ impl Hub {
         {
             let mut i = self.lock();
             i.summary = Some(summary);
-            i.totals = Metrics::default();
             i.live = None;
             i.state = RunState::Finished;
         }
+        *self.totals() = Metrics::default();
         self.bump();
     }
 
@@ -124,10 +149,10 @@ impl Hub {
         {
             let mut i = self.lock();
             i.error = Some(error);
-            i.totals = Metrics::default();
             i.live = None;
             i.state = RunState::Failed;
         }
+        *self.totals() = Metrics::default();
         self.bump();
     }
 
@@ -171,36 +196,40 @@ impl Hub {
     /// Runs `f` on the totals so far (empty once the run is over: use the
     /// summary then).
     pub fn with_totals<R>(&self, f: impl FnOnce(&Metrics) -> R) -> R {
-        f(&self.lock().totals)
-    }
-
-    /// Takes the totals (for the final summary).
-    pub fn take_totals(&self) -> Metrics {
-        std::mem::take(&mut self.lock().totals)
+        f(&self.totals())
     }
 
     /// The summary so far (the final one once the run is over), thresholds
     /// evaluated on the data so far; computed at most once per snapshot,
     /// however many ask.
     pub fn live_summary(&self) -> Arc<Summary> {
-        let mut i = self.lock();
-        if let Some(s) = &i.summary {
-            return s.clone();
-        }
-        let seq = i.points.len() as u64;
-        if let Some((at, s)) = &i.live {
-            if *at == seq {
+        let (seq, meta) = {
+            let i = self.lock();
+            if let Some(s) = &i.summary {
                 return s.clone();
             }
+            let seq = i.points.len() as u64;
+            if let Some((at, s)) = &i.live {
+                if *at == seq {
+                    return s.clone();
+                }
+            }
+            (seq, i.meta.clone())
+        };
+        let s = {
+            let totals = self.totals();
+            let mut s = Summary::of(meta, &totals);
+            s.thresholds = self
+                .thresholds
+                .iter()
+                .map(|t| t.evaluate(&totals, s.meta.duration_s))
+                .collect();
+            Arc::new(s)
+        };
+        let mut i = self.lock();
+        if i.summary.is_none() && i.points.len() as u64 == seq {
+            i.live = Some((seq, s.clone()));
         }
-        let mut s = Summary::of(i.meta.clone(), &i.totals);
-        s.thresholds = self
-            .thresholds
-            .iter()
-            .map(|t| t.evaluate(&i.totals, i.meta.duration_s))
-            .collect();
-        let s = Arc::new(s);
-        i.live = Some((seq, s.clone()));
         s
     }
 }

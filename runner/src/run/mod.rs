@@ -241,6 +241,7 @@ impl Prepared {
             http: http_config(&spec),
             env,
             classes: plan.classes.iter().map(|c| c.name.to_string()).collect(),
+            one_at_a_time: tokio::sync::Mutex::new(()),
         });
         let hub = Arc::new(Hub::new(Meta::initial(&spec, &plan), thresholds.clone()));
         let (controller, commands) = Controller::channel();
@@ -248,7 +249,7 @@ impl Prepared {
             spec: spec.clone(),
             plan,
             thresholds,
-            shared,
+            shared: shared.clone(),
             exec,
             recorder,
             hub: hub.clone(),
@@ -256,6 +257,7 @@ impl Prepared {
             commands,
             started_wall,
             _ticker: ticker,
+            _stop_on_drop: driver::StopOnDrop(shared.clone()),
         };
         let task = tokio::spawn(driver.run());
         Ok(RunHandle {

@@ -20,12 +20,15 @@ pub struct Swapper {
     pub(crate) http: host_api::http::ClientConfig,
     pub(crate) env: Arc<HashMap<String, String>>,
     pub(crate) classes: Vec<String>,
+    /// One check at a time: each probes on the pool's one spare instance.
+    pub(crate) one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl Swapper {
     /// Compiles and checks `bytes` (known as `name`) for this run. The
     /// error says what is wrong with the component, as the CLI would.
     pub async fn prepare(&self, name: &str, bytes: Arc<[u8]>) -> Result<Swap, ControlError> {
+        let _turn = self.one_at_a_time.lock().await;
         let (engine, settings) = (self.engine.clone(), self.settings);
         let shown = name.to_owned();
         let scenario =

@@ -230,7 +230,7 @@ impl Series {
                     s.csv = Some(c);
                 }
                 Output::Snapshots(p) => s.snapshots = Some(Staged::create(p)?),
-                Output::Json(_) => {}
+                Output::Json(_) | Output::Html(_) => {}
             }
         }
         Ok(s)

@@ -382,10 +382,14 @@ pub async fn stop_run(
 pub async fn swap_scenario(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
+    q: Result<
+        Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ControlEvent>, Problem> {
     let r = find(&s, &id)?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
@@ -462,6 +466,25 @@ pub async fn results_csv(
         summary.csv(),
     )
         .into_response())
+}
+
+/// The HTML report of a finished run: charts over the whole run, tables,
+/// the latency distribution, options and thresholds, in one offline page.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/report", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The report", body = String, content_type = "text/html"),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run is not over yet", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn report(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let r = find(&s, &id)?;
+    let summary = finished(&r)?;
+    let page = crate::report::html::render(summary.as_ref(), &r.hub.points(0));
+    Ok(axum::response::Html(page).into_response())
 }
 
 /// The active (or last) run's figures in the Prometheus text format.

@@ -61,6 +61,9 @@ async fn feed(record: Arc<RunRecord>, tx: mpsc::Sender<Event>) {
         // Marks what is about to be read as seen before reading it, so a
         // change in between wakes the loop again.
         watch.borrow_and_update();
+        // The summary first: if it is there, every point and event made
+        // before it is too, and goes out before `end`.
+        let over = hub.summary();
         let now = hub.state();
         if state != Some(now) {
             state = Some(now);
@@ -85,7 +88,7 @@ async fn feed(record: Arc<RunRecord>, tx: mpsc::Sender<Event>) {
                 return;
             }
         }
-        if let Some(summary) = hub.summary() {
+        if let Some(summary) = over {
             let mut v = serde_json::to_value(summary.as_ref()).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.remove("raw");

@@ -1,7 +1,7 @@
-//! The HTTP side of an [`Agent`]: the REST API ([`api`]) with its live
-//! event stream ([`events`]), the Prometheus endpoint, and the OpenAPI
-//! document generated from the handlers. Served by `runner serve` and by
-//! `runner run --web`.
+//! The HTTP side of an [`Agent`]: the dashboard page at `/`, the REST API
+//! ([`api`]) with its live event stream ([`events`]), the Prometheus
+//! endpoint, and the OpenAPI document generated from the handlers. Served
+//! by `runner serve` and by `runner run --web`.
 //!
 //! Security: it binds loopback unless told otherwise, and anything else
 //! needs a bearer token, checked in constant time on every request. A
@@ -64,11 +64,40 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Every operation answers 401 when the agent has a token and the
+        // request does not carry it.
+        let unauthorized = ResponseBuilder::new()
+            .description("The agent has a token and the request does not carry it")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| unauthorized.clone().into());
+            }
+        }
     }
 }
 
@@ -83,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(events::run_events))
         .routes(routes!(api::results))
         .routes(routes!(api::results_csv))
+        .routes(routes!(api::report))
         .routes(routes!(api::metrics))
         .split_for_parts();
     let openapi = Arc::new(openapi);
@@ -95,13 +125,31 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .route("/", axum::routing::get(dashboard))
         .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
         ))
         .with_state(state)
+}
+
+/// The live dashboard: one page, everything inline.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(crate::ui::dashboard())
+}
+
+async fn not_allowed(req: Request) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {} (the API is described at /api/openapi.json)",
+            req.uri().path(),
+            req.method()
+        ),
+    )
 }
 
 async fn not_found(req: Request) -> Problem {
