@@ -36,7 +36,7 @@ pub struct RunRecord {
     /// Its history, state and summary.
     pub hub: Arc<Hub>,
     controller: Controller,
-    swapper: Arc<Swapper>,
+    swapper: Option<Arc<Swapper>>,
 }
 
 impl RunRecord {
@@ -45,9 +45,10 @@ impl RunRecord {
         &self.controller
     }
 
-    /// What checking a replacement scenario needs.
-    pub fn swapper(&self) -> &Arc<Swapper> {
-        &self.swapper
+    /// What checking a replacement scenario needs (none for a
+    /// distributed run).
+    pub fn swapper(&self) -> Option<&Arc<Swapper>> {
+        self.swapper.as_ref()
     }
 
     /// Whether the run is over.

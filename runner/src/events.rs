@@ -64,6 +64,13 @@ pub enum EventKind {
         /// Who stopped it.
         by: StopBy,
     },
+    /// A worker of a distributed run was lost.
+    Worker {
+        /// Its name.
+        worker: String,
+        /// What became of its share: `rebalance`, `continue` or `abort`.
+        then: String,
+    },
     /// The VUs continue on another scenario component.
     Scenario {
         /// SHA-256 of the new component.

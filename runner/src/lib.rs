@@ -17,6 +17,7 @@ pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod exec;
+pub mod federation;
 pub mod inspect;
 pub mod oslimits;
 pub mod plan;

@@ -23,10 +23,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(color)
         .with_env_filter(
-            // The client libraries narrate every (re)connection at info;
-            // the runner counts those itself.
-            EnvFilter::try_from_env("RUNNER_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,rumqttc=warn")),
+            // The client libraries narrate every (re)connection at info
+            // (and quinn every datagram a partition drops); the runner
+            // counts and reports those itself.
+            EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| {
+                EnvFilter::new("info,async_nats=warn,rumqttc=warn,quinn_udp=error,quinn=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -3,8 +3,9 @@
 //!
 //! Routes: `/` answers `ok`; `/status/CODE` answers with that status;
 //! `/delay/MS` answers after MS milliseconds; `/bytes/N` answers N bytes;
-//! `/stats` returns `{"requests": N, "http1": N1, "http2": N2}`, the
-//! requests served so far (not counting `/stats` itself), by protocol.
+//! `/stats` returns `{"requests": N, "http1": N1, "http2": N2, "by_peer":
+//! {"IP": N, ...}}`, the requests served so far (not counting `/stats`
+//! itself), by protocol and by client address.
 //! HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN with `--tls`, which serves
 //! a self-signed certificate for localhost and 127.0.0.1). `--stall
 //! PERIOD:LENGTH` pauses the whole server periodically, to test that a
@@ -32,6 +33,8 @@ const MAX_DELAY_MS: u64 = 60_000;
 
 /// Counts kept by the target, and its stall schedule.
 pub struct Stats {
+    /// Requests by client address (each connection finds its counter once).
+    by_peer: std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, Arc<AtomicU64>>>,
     requests: AtomicU64,
     http2: AtomicU64,
     started: std::time::Instant,
@@ -73,6 +76,7 @@ pub async fn serve(addr: SocketAddr, tls: bool, stall: Option<Stall>) -> Result<
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let stats = Arc::new(Stats {
+        by_peer: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         requests: AtomicU64::new(0),
         http2: AtomicU64::new(0),
         started: std::time::Instant::now(),
@@ -112,7 +116,7 @@ async fn accept_loop(
     stats: Arc<Stats>,
 ) -> Result<()> {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors or similar: wait, don't spin.
@@ -124,8 +128,16 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let stats = stats.clone();
         let tls = tls.clone();
+        let counter = stats
+            .by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer.ip())
+            .or_default()
+            .clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, stats.clone()));
+            let svc =
+                hyper::service::service_fn(move |req| handle(req, stats.clone(), counter.clone()));
             let server = auto::Builder::new(TokioExecutor::new());
             let _ = match tls {
                 None => server.serve_connection(TokioIo::new(stream), svc).await,
@@ -141,14 +153,23 @@ async fn accept_loop(
 async fn handle(
     req: Request<hyper::body::Incoming>,
     stats: Arc<Stats>,
+    peer: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     if path == "/stats" {
         let n = stats.requests.load(Ordering::Relaxed);
         let h2 = stats.http2.load(Ordering::Relaxed);
+        let peers: Vec<String> = stats
+            .by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(ip, c)| format!("\"{ip}\":{}", c.load(Ordering::Relaxed)))
+            .collect();
         let body = format!(
-            "{{\"requests\":{n},\"http1\":{},\"http2\":{h2}}}\n",
-            n.saturating_sub(h2)
+            "{{\"requests\":{n},\"http1\":{},\"http2\":{h2},\"by_peer\":{{{}}}}}\n",
+            n.saturating_sub(h2),
+            peers.join(",")
         );
         return Ok(reply(StatusCode::OK, Bytes::from(body)));
     }
@@ -159,6 +180,7 @@ async fn handle(
         }
     }
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    peer.fetch_add(1, Ordering::Relaxed);
     if req.version() == hyper::Version::HTTP_2 {
         stats.http2.fetch_add(1, Ordering::Relaxed);
     }

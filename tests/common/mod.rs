@@ -7,6 +7,7 @@
 pub mod api;
 pub mod brokers;
 pub mod browser;
+pub mod cluster;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -61,9 +62,18 @@ impl Target {
         Self::start_with(&["--tls"])
     }
 
+    /// Like [`Target::start`], listening on `addr`.
+    pub fn start_on(addr: &str) -> Target {
+        Self::start_at(addr, &[])
+    }
+
     fn start_with(extra: &[&str]) -> Target {
+        Self::start_at("127.0.0.1:0", extra)
+    }
+
+    fn start_at(addr: &str, extra: &[&str]) -> Target {
         let mut child = Command::new(runner())
-            .args(["target", "--listen", "127.0.0.1:0"])
+            .args(["target", "--listen", addr])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -94,7 +104,21 @@ impl Target {
         (self.requests() - n0) as f64 / t0.elapsed().as_secs_f64()
     }
 
-    /// The target's `/stats`: `requests`, `http1`, `http2`. Plain HTTP only.
+    /// Requests the target served to clients at `ip`.
+    pub fn requests_from(&self, ip: &str) -> u64 {
+        self.stats()["by_peer"][ip].as_u64().unwrap_or(0)
+    }
+
+    /// The requests per second the target serves to clients at `ip` over
+    /// `window`.
+    pub fn rate_from(&self, ip: &str, window: Duration) -> f64 {
+        let (n0, t0) = (self.requests_from(ip), Instant::now());
+        std::thread::sleep(window);
+        (self.requests_from(ip) - n0) as f64 / t0.elapsed().as_secs_f64()
+    }
+
+    /// The target's `/stats`: `requests`, `http1`, `http2`, `by_peer`.
+    /// Plain HTTP only.
     pub fn stats(&self) -> serde_json::Value {
         let addr = self.url.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).expect("connect to target");

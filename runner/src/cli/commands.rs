@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, RunArgs, ServeArgs};
+use super::{Capacity, Command, JoinArgs, KeygenArgs, RunArgs, ServeArgs};
 use crate::agent::Agent;
+use crate::federation::token::{check_secret, new_secret, Token};
+use crate::federation::{self, coordinator::ClusterOptions, tls::Identity};
 use crate::run::{self, Controller, StopBy};
 use crate::sinks::progress::Progress;
 use crate::sinks::timeseries::Series;
@@ -24,6 +26,8 @@ pub async fn execute(command: Command) -> Result<i32> {
     match command {
         Command::Run(args) => run(args).await,
         Command::Serve(args) => serve(args).await,
+        Command::Join(args) => join(args).await,
+        Command::Keygen(args) => keygen(args),
         Command::Inspect(args) => {
             let report = crate::inspect::inspect(&args.scenario, &args.env).await?;
             if args.json {
@@ -53,14 +57,27 @@ async fn run(args: RunArgs) -> Result<i32> {
     // Opened before the run, so a file that cannot be written stops it
     // before it starts.
     let series = Series::open(&spec.outputs)?;
-    let prepared = run::prepare(spec, Arc::from(bytes))
+    let bytes: Arc<[u8]> = Arc::from(bytes);
+    let role = match args.workers {
+        Some(_) => run::Role::Coordinator,
+        None => run::Role::Local,
+    };
+    let prepared = run::prepare_as(spec, bytes.clone(), role)
         .await
         .map_err(|e| anyhow!(e).context("cannot start the run"))?;
     let mut sinks: Vec<Box<dyn run::Sink>> = vec![Box::new(Progress::new(args.quiet))];
     if series.is_active() {
         sinks.push(Box::new(series));
     }
-    let handle = prepared.start(sinks)?;
+    let handle = match args.workers {
+        None => prepared.start(sinks)?,
+        Some(k) => {
+            let opts = cluster_options(&args, k)?;
+            federation::coordinator::coordinate(prepared, bytes, opts, sinks)
+                .await
+                .context("the distributed run did not start")?
+        }
+    };
     let signals = tokio::spawn(stop_on_signals(handle.controller()));
     let shutdown = CancellationToken::new();
     let server = match listener {
@@ -109,6 +126,105 @@ async fn run(args: RunArgs) -> Result<i32> {
         eprintln!("thresholds failed: {}", failed.join("; "));
         return Ok(EXIT_THRESHOLDS);
     }
+    Ok(0)
+}
+
+/// The coordinator's options from the flags.
+fn cluster_options(args: &RunArgs, workers: u32) -> Result<ClusterOptions> {
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => Identity::load(c, k)?,
+        _ => Identity::generate()?,
+    };
+    let secret = match &args.secret {
+        Some(s) => {
+            check_secret(s).map_err(|e| anyhow!("--secret: {e}"))?;
+            s.clone()
+        }
+        None => new_secret()?,
+    };
+    let min = args.min_workers.map(|m| m as usize);
+    if min.is_some_and(|m| m > workers as usize) {
+        bail!("--min-workers is more than --workers");
+    }
+    Ok(ClusterOptions {
+        listen: args.listen,
+        advertise: args.advertise.clone(),
+        workers: workers as usize,
+        min_workers: min.unwrap_or(workers as usize),
+        quorum: min.unwrap_or(1),
+        join_timeout: args.join_timeout,
+        on_loss: args.on_worker_loss,
+        identity,
+        secret,
+        lease: federation::LEASE,
+    })
+}
+
+/// `runner join`: the worker, until a signal (or a refusal).
+async fn join(args: JoinArgs) -> Result<i32> {
+    let capacity = match args.capacity {
+        Capacity::Given(c) => c,
+        Capacity::Auto => std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0),
+    };
+    let opts = federation::worker::JoinOptions {
+        coordinator: args.coordinator,
+        token: args.token,
+        capacity,
+        name: args.name.unwrap_or_else(host_name),
+    };
+    let load = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("federation".into())
+        .spawn(move || {
+            let _ = tx.send(federation::worker::join(opts, load));
+        })
+        .context("cannot start the worker's control thread")?;
+    rx.await
+        .map_err(|_| anyhow!("the worker's control thread failed"))??;
+    Ok(0)
+}
+
+/// This machine's host name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+/// `runner keygen`.
+fn keygen(args: KeygenArgs) -> Result<i32> {
+    let identity = Identity::generate()?;
+    let secret = match args.secret {
+        Some(s) => {
+            check_secret(&s).map_err(|e| anyhow!("--secret: {e}"))?;
+            s
+        }
+        None => new_secret()?,
+    };
+    let (cert, key) = identity.pem()?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let token = Token {
+        fingerprint: identity.fingerprint,
+        secret,
+    };
+    for (name, text) in [
+        ("coordinator.crt", cert),
+        ("coordinator.key", key),
+        ("token", format!("{token}\n")),
+    ] {
+        let path = args.dir.join(name);
+        crate::report::write_atomic(&path, text.as_bytes())?;
+    }
+    println!(
+        "wrote {0}/coordinator.crt, {0}/coordinator.key and {0}/token: start the coordinator with --cert {0}/coordinator.crt --key {0}/coordinator.key --secret SECRET, workers with --token $(cat {0}/token)",
+        args.dir.display()
+    );
     Ok(0)
 }
 

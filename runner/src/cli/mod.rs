@@ -40,6 +40,12 @@ pub enum Command {
     /// A long-running agent: accept runs over HTTP (REST API, live events,
     /// Prometheus metrics), run them one at a time, keep serving.
     Serve(ServeArgs),
+    /// A long-running worker of distributed runs: join a coordinator
+    /// (`runner run ... --workers K`) and run its share of each run.
+    Join(JoinArgs),
+    /// Make a coordinator certificate, key and join token (for deployments
+    /// where the token must be known before the coordinator starts).
+    Keygen(KeygenArgs),
 }
 
 /// Flags of `runner run`.
@@ -195,6 +201,122 @@ pub struct RunArgs {
     /// Bearer token the API requires (needed to bind --web off loopback).
     #[arg(long, env = "RUNNER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Run across this many workers (`runner join`) instead of here: this
+    /// process coordinates, splits the load by the workers' capacity, and
+    /// merges their results into one summary.
+    #[arg(long, value_parser = parse_positive_u32, help_heading = "Distributed runs")]
+    pub workers: Option<u32>,
+
+    /// Start with this many workers once --join-timeout passes, and stop
+    /// the run if fewer remain (the quorum). Default: wait for all
+    /// --workers; a run goes on while one is left.
+    #[arg(long, value_parser = parse_positive_u32, requires = "workers", help_heading = "Distributed runs")]
+    pub min_workers: Option<u32>,
+
+    /// How long to wait for the workers.
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s", help_heading = "Distributed runs")]
+    pub join_timeout: Duration,
+
+    /// Where the coordinator listens for workers (UDP).
+    #[arg(
+        long,
+        default_value = "0.0.0.0:7676",
+        help_heading = "Distributed runs"
+    )]
+    pub listen: SocketAddr,
+
+    /// The address workers are told to join, if not --listen's (a DNS
+    /// name, a Service).
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Distributed runs")]
+    pub advertise: Option<String>,
+
+    /// What becomes of a lost worker's share.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "rebalance",
+        help_heading = "Distributed runs"
+    )]
+    pub on_worker_loss: crate::federation::coordinator::OnLoss,
+
+    /// The secret workers must know (default: a new random one, printed in
+    /// the join token).
+    #[arg(
+        long,
+        env = "RUNNER_SECRET",
+        hide_env_values = true,
+        help_heading = "Distributed runs"
+    )]
+    pub secret: Option<String>,
+
+    /// The coordinator's certificate (PEM) instead of a fresh one; with
+    /// --key, so the token's fingerprint stays the same across starts.
+    #[arg(long, requires = "key", help_heading = "Distributed runs")]
+    pub cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "cert", help_heading = "Distributed runs")]
+    pub key: Option<PathBuf>,
+}
+
+/// Flags of `runner join`.
+#[derive(Debug, Args, Clone)]
+pub struct JoinArgs {
+    /// The coordinator, `HOST:PORT`.
+    #[arg(long)]
+    pub coordinator: String,
+
+    /// The token the coordinator printed (`FINGERPRINT:SECRET`).
+    #[arg(long, env = "RUNNER_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
+    pub token: crate::federation::token::Token,
+
+    /// This worker's capacity: `auto` (its CPU cores) or a number; the
+    /// load is shared in proportion.
+    #[arg(long, default_value = "auto", value_parser = parse_capacity)]
+    pub capacity: Capacity,
+
+    /// A name for the coordinator's log and table (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// A worker's capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Capacity {
+    /// Its CPU cores.
+    Auto,
+    /// A given weight.
+    Given(f64),
+}
+
+fn parse_capacity(s: &str) -> Result<Capacity, String> {
+    if s == "auto" {
+        return Ok(Capacity::Auto);
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(Capacity::Given(v)),
+        _ => Err(format!(
+            "{s:?} is not a capacity: `auto` or a number above 0"
+        )),
+    }
+}
+
+fn parse_join_token(s: &str) -> Result<crate::federation::token::Token, String> {
+    s.parse()
+}
+
+/// Flags of `runner keygen`.
+#[derive(Debug, Args, Clone)]
+pub struct KeygenArgs {
+    /// Directory to write `coordinator.crt`, `coordinator.key` and `token`
+    /// into (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+
+    /// The secret to put in the token (default: a new random one).
+    #[arg(long, env = "RUNNER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 impl RunArgs {

@@ -32,7 +32,9 @@ pub async fn follow(
     loop {
         let t = started.elapsed().as_secs_f64();
         let want = (lock(vus).value_at(t).round() as u32).min(*max);
-        class.target.store(want, Ordering::Relaxed);
+        class
+            .target
+            .store(class.local_count(want), Ordering::Relaxed);
         tx.send_if_modified(|v| std::mem::replace(v, want) != want);
         tokio::select! {
             _ = tick.tick() => {}

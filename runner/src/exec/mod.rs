@@ -143,8 +143,16 @@ pub struct Class {
     pub load: Load,
     /// VUs of this class running now.
     pub active: AtomicUsize,
-    /// Closed model: the VU count in force (what the VUs follow).
+    /// Closed model: VUs of this process the count in force asks for.
     pub target: AtomicU32,
+    /// Closed model, distributed: the global indices this process runs
+    /// (sorted; grows when it adopts a lost worker's); `None`: all.
+    pub owned: Option<Mutex<Vec<u32>>>,
+    /// This process's fraction of the class's load (1 when alone); an
+    /// open class's rate changes are scaled by it.
+    pub fraction: Mutex<f64>,
+    /// Pool room left for adopted VUs.
+    pub spare: AtomicU32,
 }
 
 impl Class {
@@ -177,11 +185,39 @@ impl Class {
             shared: plan.shared.clone(),
             load,
             active: AtomicUsize::new(0),
-            target: AtomicU32::new(match &plan.ramp {
-                Some(r) => r.value_at(0.0).round() as u32,
-                None => plan.vus,
-            }),
+            target: AtomicU32::new(0),
+            owned: plan.owned.clone().map(Mutex::new),
+            fraction: Mutex::new(plan.fraction),
+            spare: AtomicU32::new(plan.spare),
         }
+    }
+
+    /// How many of this process's VUs a global count of `n` asks for.
+    pub fn local_count(&self, n: u32) -> u32 {
+        match &self.owned {
+            None => n,
+            Some(o) => lock(o).partition_point(|&i| i < n) as u32,
+        }
+    }
+
+    /// Takes on global VU `index`, if the pool has room and it is not
+    /// already this process's.
+    pub fn adopt(&self, index: u32) -> bool {
+        let Some(owned) = &self.owned else {
+            return false;
+        };
+        let mut o = lock(owned);
+        let Err(at) = o.binary_search(&index) else {
+            return false;
+        };
+        let room = self
+            .spare
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1));
+        if room.is_err() {
+            return false;
+        }
+        o.insert(at, index);
+        true
     }
 
     /// Takes one iteration from the shared pool; `false` when none is left
@@ -232,6 +268,8 @@ pub struct Execution {
     pub followers: Vec<JoinHandle<()>>,
     /// The classes, in the plan's order.
     pub classes: Vec<Arc<Class>>,
+    /// The closed-model classes, for VUs adopted later.
+    pub closed: Vec<ClosedClass>,
 }
 
 impl Drop for Execution {
@@ -249,6 +287,7 @@ pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
         tasks: JoinSet::new(),
         followers: Vec::new(),
         classes: Vec::new(),
+        closed: Vec::new(),
     };
     let started = shared.started;
     let mut id = 0u32;
@@ -262,15 +301,22 @@ pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
                 shared.clone(),
                 class,
                 planned.vus,
-                id,
+                id + planned.id_offset,
                 plan.arrival,
                 started,
                 duration,
             ));
-            id += planned.max_vus();
+            id += planned.id_span();
             continue;
         }
-        let (tx, rx) = tokio::sync::watch::channel(class.target.load(Ordering::Relaxed));
+        let initial = match &planned.ramp {
+            Some(r) => r.value_at(0.0).round() as u32,
+            None => planned.vus,
+        };
+        class
+            .target
+            .store(class.local_count(initial), Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::watch::channel(initial);
         exec.followers.push(tokio::spawn(closed::follow(
             class.clone(),
             tx,
@@ -282,6 +328,8 @@ pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
             // Staged classes follow their profile from the start; the
             // others spread their starts over the ramp-up (or their own
             // start rate). VUs beyond the initial count start when wanted.
+            // Offsets count every VU of the run, so a worker's VUs start
+            // when they would on one machine.
             let offset = if planned.ramp.is_some() || index >= planned.vus {
                 Duration::ZERO
             } else if let Some(offsets) = &own {
@@ -290,18 +338,71 @@ pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
                 ramped += 1;
                 plan.start_offset(ramped - 1)
             };
-            exec.tasks.spawn(closed::run_vu(
-                shared.clone(),
-                id,
-                class.clone(),
-                index,
-                index < planned.vus,
-                started + offset,
-                rx.clone(),
-                plan.grace,
-            ));
-            id += 1;
+            if planned.owns(index) {
+                exec.tasks.spawn(closed::run_vu(
+                    shared.clone(),
+                    id + index,
+                    class.clone(),
+                    index,
+                    index < planned.vus,
+                    started + offset,
+                    rx.clone(),
+                    plan.grace,
+                ));
+            }
         }
+        exec.closed.push(ClosedClass {
+            class,
+            first_id: id,
+            target: rx,
+        });
+        id += planned.max_vus();
     }
     exec
+}
+
+impl Execution {
+    /// Starts the VUs of global indices `indices` of closed-model class
+    /// `name` (taken over from a lost worker), from `at`; returns how many
+    /// it started.
+    pub fn adopt(
+        &mut self,
+        shared: &Arc<Shared>,
+        name: &str,
+        indices: &[u32],
+        at: tokio::time::Instant,
+        grace: Duration,
+    ) -> usize {
+        let Some(c) = self.closed.iter().find(|c| *c.class.name == *name) else {
+            return 0;
+        };
+        let mut started = 0;
+        for &index in indices {
+            if !c.class.adopt(index) {
+                continue;
+            }
+            self.tasks.spawn(closed::run_vu(
+                shared.clone(),
+                c.first_id + index,
+                c.class.clone(),
+                index,
+                false,
+                at,
+                c.target.clone(),
+                grace,
+            ));
+            started += 1;
+        }
+        started
+    }
+}
+
+/// What adopting more VUs of a closed-model class needs.
+pub struct ClosedClass {
+    /// The class.
+    pub class: Arc<Class>,
+    /// The VU id of its global index 0.
+    pub first_id: u32,
+    /// The class's VU count, as its VUs follow it.
+    pub target: tokio::sync::watch::Receiver<u32>,
 }

@@ -10,6 +10,7 @@ use host_api::ScenarioOptions;
 pub mod arrivals;
 mod models;
 pub mod profile;
+pub mod share;
 
 use crate::spec::{Arrival, RunOptions};
 use models::{closed_ceilings, open_model, own_model, ramping_vus, scale};
@@ -99,6 +100,19 @@ pub struct ClassPlan {
     pub env: Vec<(String, String)>,
     /// Iterations left to share among all VUs (`--shared-iterations`).
     pub shared: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Closed model, in a distributed run: the global indices of the VUs
+    /// this worker runs (sorted); `None` runs them all.
+    pub owned: Option<Vec<u32>>,
+    /// Pool room for VUs taken over from a lost worker.
+    pub spare: u32,
+    /// This worker's fraction of the class (1 when alone).
+    pub fraction: f64,
+    /// Open model, distributed: where this worker's VU ids start within
+    /// the class's.
+    pub id_offset: u32,
+    /// Open model, distributed: the VU ids the class takes cluster-wide (0:
+    /// its own `max_vus`).
+    pub id_span: u32,
 }
 
 impl ClassPlan {
@@ -116,6 +130,11 @@ impl ClassPlan {
             pacing: None,
             env: Vec::new(),
             shared: None,
+            owned: None,
+            spare: 0,
+            fraction: 1.0,
+            id_offset: 0,
+            id_span: 0,
         }
     }
 
@@ -151,11 +170,45 @@ impl ClassPlan {
         }
         Some(out)
     }
-    /// The most VUs this class may run at once.
+    /// The most VUs this class may run at once (in a distributed run, on
+    /// this worker for an open class, cluster-wide for a closed one).
     pub fn max_vus(&self) -> u32 {
         self.open
             .as_ref()
             .map_or(self.max.max(self.vus), |o| o.max_vus.max(self.vus))
+    }
+
+    /// The VU ids the class takes, cluster-wide.
+    pub fn id_span(&self) -> u32 {
+        if self.id_span > 0 {
+            self.id_span
+        } else {
+            self.max_vus()
+        }
+    }
+
+    /// Whether this process runs global VU `index` of the class.
+    pub fn owns(&self, index: u32) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|o| o.binary_search(&index).is_ok())
+    }
+
+    /// VUs this process starts with.
+    pub fn local_vus(&self) -> u32 {
+        match (&self.open, &self.owned) {
+            (None, Some(o)) => o.partition_point(|&i| i < self.vus) as u32,
+            _ => self.vus,
+        }
+    }
+
+    /// Instances this process's pool needs for the class.
+    pub fn pool_vus(&self) -> u32 {
+        let own = match (&self.open, &self.owned) {
+            (None, Some(o)) => o.len() as u32,
+            _ => self.max_vus(),
+        };
+        own.saturating_add(self.spare)
     }
 }
 
@@ -290,6 +343,20 @@ impl Plan {
     /// VUs across all classes (allocated up front, in the open model).
     pub fn total_vus(&self) -> u32 {
         self.classes.iter().map(|c| c.vus).sum()
+    }
+
+    /// VUs this process starts with (all of them, unless it is a worker
+    /// with a share).
+    pub fn local_vus(&self) -> u32 {
+        self.classes.iter().map(ClassPlan::local_vus).sum()
+    }
+
+    /// Instances this process's pool needs.
+    pub fn pool_vus(&self) -> u32 {
+        self.classes
+            .iter()
+            .map(ClassPlan::pool_vus)
+            .fold(0u32, u32::saturating_add)
     }
 
     /// The most VUs that may run at once, across all classes.

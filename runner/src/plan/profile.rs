@@ -92,6 +92,28 @@ impl Profile {
         Profile { points }
     }
 
+    /// This profile up to `t` seconds, and `k` times it from then on (a
+    /// worker whose share of a rate changes mid-run).
+    pub fn scaled_from(&self, t: f64, k: f64) -> Profile {
+        let t = t.max(0.0);
+        let mut points: Vec<(f64, f64)> = self.points.iter().copied().filter(|p| p.0 < t).collect();
+        let at = self.value_at(t);
+        points.push((t, at));
+        points.push((t, at * k));
+        points.extend(
+            self.points
+                .iter()
+                .filter(|p| p.0 > t)
+                .map(|&(pt, v)| (pt, v * k)),
+        );
+        if points.len() == 2 {
+            // `t` is past the end: hold the scaled value.
+            points.pop();
+            points.push((t, at * k));
+        }
+        Profile { points }
+    }
+
     /// When the integral of the profile (e.g. arrivals so far, for a rate)
     /// reaches `count`, in seconds; `None` if it does not before the end.
     pub fn time_of(&self, count: f64) -> Option<f64> {
@@ -156,6 +178,19 @@ mod tests {
         let z = c.retarget(4.0, 0.0, Duration::ZERO, 10.0);
         assert_eq!(z.time_of(401.0), None);
         assert_eq!(z.value_at(4.5), 0.0);
+    }
+
+    #[test]
+    fn scaling_from_a_moment_keeps_the_past() {
+        let c = Profile::stages(0.0, &[st(10, 100.0)]);
+        let s = c.scaled_from(5.0, 2.0);
+        assert_eq!(s.value_at(5.0), 100.0);
+        assert_eq!(s.value_at(10.0), 200.0);
+        assert_eq!(
+            s.time_of(125.0),
+            c.time_of(125.0),
+            "arrivals before 5 s are unchanged"
+        );
     }
 
     #[test]

@@ -65,6 +65,48 @@ pub struct Meta {
     /// Output files that could not be written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_errors: Vec<String>,
+    /// A distributed run's workers and what each did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerRow>,
+    /// A distributed run: how far apart the workers may have started, by
+    /// the clock probes' round trips (half the slowest lowest round trip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_skew_ms: Option<f64>,
+}
+
+/// One worker of a distributed run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerRow {
+    /// The coordinator's id for it.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Where it connected from.
+    pub address: String,
+    /// Its relative capacity.
+    pub capacity: f64,
+    /// Closed-model VUs it started with (its stripe of them).
+    pub vus: u32,
+    /// Its fraction of open-model rates.
+    pub fraction: f64,
+    /// HTTP requests it made.
+    pub requests: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Iterations it completed.
+    pub iterations: u64,
+    /// Its clock minus the coordinator's, ms.
+    pub clock_offset_ms: f64,
+    /// The lowest round trip of the clock probes, ms.
+    pub rtt_ms: f64,
+    /// `ended`, `lost` or `running`.
+    pub status: String,
+    /// When it was declared lost, seconds into the run.
+    pub lost_at_s: Option<f64>,
+    /// Its HTTP latency, all request names (HdrHistogram V2, base64): the
+    /// summary's merge of all workers' is exactly the merge of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Hist>,
 }
 
 impl Meta {
@@ -97,6 +139,8 @@ impl Meta {
             scenarios: Vec::new(),
             options: spec.options.clone(),
             output_errors: Vec::new(),
+            workers: Vec::new(),
+            start_skew_ms: None,
         }
     }
 }

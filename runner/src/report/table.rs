@@ -35,6 +35,13 @@ impl Summary {
             "\n  scenario {}  ·  {load}  ·  {:.1}s{stopped}",
             m.scenario, m.duration_s,
         );
+        if let Some(skew) = m.start_skew_ms {
+            let _ = writeln!(
+                s,
+                "  {} workers, started within ±{skew:.2}ms of each other",
+                m.workers.len()
+            );
+        }
         for e in &m.events {
             let _ = writeln!(s, "  at {:.1}s: {}", e.t, e.message);
         }
@@ -184,6 +191,36 @@ impl Summary {
         let secs = m.duration_s.max(1e-9);
         messaging::table(&mut s, "MQTT", &self.mqtt, &self.raw.mqtt, secs, stats);
         messaging::table(&mut s, "NATS", &self.nats, &self.raw.nats, secs, stats);
+        if !m.workers.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n  {:<24} {:>9} {:>9} {:>8} {:>10} {:>8} {:>9}  status",
+                "workers", "VUs", "requests", "failed", "iterations", "rtt", "offset"
+            );
+            for w in &m.workers {
+                let vus = if w.vus > 0 {
+                    w.vus.to_string()
+                } else {
+                    format!("{:.0}%", w.fraction * 100.0)
+                };
+                let lost = w
+                    .lost_at_s
+                    .map(|t| format!(" at {t:.1}s"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  {:<24} {:>9} {:>9} {:>8} {:>10} {:>8} {:>9}  {}{lost}",
+                    clip(&format!("{} {}", w.id, w.name), 24),
+                    vus,
+                    w.requests,
+                    w.failed,
+                    w.iterations,
+                    ms(w.rtt_ms),
+                    ms(w.clock_offset_ms.abs()),
+                    w.status
+                );
+            }
+        }
         if !self.checks.is_empty() {
             let _ = writeln!(s, "\n  checks");
             for c in &self.checks {

@@ -32,6 +32,22 @@ pub enum Command {
         /// be made.
         reply: oneshot::Sender<Result<Vec<ControlEvent>, ControlError>>,
     },
+    /// Take over VUs of a closed-model class from a lost worker (a worker
+    /// of a distributed run).
+    Adopt {
+        /// The class.
+        class: String,
+        /// Global VU indices.
+        indices: Vec<u32>,
+        /// When they start.
+        at: std::time::Instant,
+    },
+    /// Run these fractions of open-model classes' rates from now on (a
+    /// worker whose share changed).
+    Rescale {
+        /// (class, fraction).
+        fractions: Vec<(String, f64)>,
+    },
     /// Continue on another scenario component.
     Swap {
         /// The new component, compiled and checked.
@@ -131,6 +147,12 @@ impl Controller {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Load { change, reply }).await?;
         rx.await.map_err(|_| ControlError::Finished)?
+    }
+
+    /// Sends a command without waiting (adoption and rescaling on a
+    /// worker, which have no reply).
+    pub fn send_now(&self, c: Command) {
+        let _ = self.tx.try_send(c);
     }
 
     /// Swaps the scenario.
@@ -264,8 +286,10 @@ pub(crate) fn apply(
                 )
             }
             Load::Open { rate, version, .. } => {
+                // A worker of a distributed run runs its fraction of it.
+                let local = v * *lock(&c.fraction);
                 let mut p = lock(rate);
-                *p = p.retarget(t, v, change.ramp, end);
+                *p = p.retarget(t, local, change.ramp, end);
                 version.fetch_add(1, std::sync::atomic::Ordering::Release);
                 (
                     EventKind::Rate {

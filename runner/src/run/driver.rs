@@ -20,7 +20,7 @@ use crate::events::{short, Phase};
 use crate::exec::{lock, Execution, Load, Shared};
 use crate::plan::Plan;
 use crate::report::{Meta, OpenMeta, Summary};
-use crate::spec::{Output, RunSpec};
+use crate::spec::RunSpec;
 use crate::thresholds::Threshold;
 use crate::units;
 
@@ -188,6 +188,35 @@ impl Driver {
                         Vec::new()
                     }
                 }
+            }
+            Command::Adopt { class, indices, at } => {
+                let n = self.exec.adopt(
+                    &self.shared,
+                    &class,
+                    &indices,
+                    tokio::time::Instant::from_std(at),
+                    self.plan.grace,
+                );
+                tracing::info!(
+                    "took over {n} of {} VUs of class {class} from a lost worker",
+                    indices.len()
+                );
+                Vec::new()
+            }
+            Command::Rescale { fractions } => {
+                for (name, f) in fractions {
+                    if let Some(c) = self.exec.classes.iter().find(|c| *c.name == *name) {
+                        let mut old = lock(&c.fraction);
+                        if let Load::Open { rate, version, .. } = &c.load {
+                            let k = if *old > 0.0 { f / *old } else { 0.0 };
+                            let mut p = lock(rate);
+                            *p = p.scaled_from(t, k);
+                            version.fetch_add(1, Ordering::Release);
+                        }
+                        *old = f;
+                    }
+                }
+                Vec::new()
             }
             Command::Swap { reply, .. } if !running => {
                 let _ = reply.send(Err(ControlError::Finished));
@@ -407,6 +436,8 @@ impl Driver {
             scenarios: if phases.len() > 1 { phases } else { Vec::new() },
             options: self.spec.options.clone(),
             output_errors: Vec::new(),
+            workers: Vec::new(),
+            start_skew_ms: None,
         }
     }
 
@@ -415,40 +446,13 @@ impl Driver {
     fn summarize(mut self, stopping: &Stopping, phases: &mut [Phase]) -> Arc<Summary> {
         let t = self.shared.started.elapsed().as_secs_f64();
         let meta = self.meta(t, stopping, phases);
-        // A copy: observers keep seeing the totals until the summary is in
-        // the hub.
-        let mut summary = Summary::new(meta, self.hub.with_totals(Metrics::clone));
-        summary.thresholds = self
-            .thresholds
-            .iter()
-            .map(|th| th.evaluate(&summary.raw, summary.meta.duration_s))
-            .collect();
-        let mut errors = Vec::new();
-        for s in &mut self.sinks {
-            if let Err(e) = s.finish(&summary) {
-                errors.push(crate::engine::root_message(&e));
-            }
-        }
-        for out in &self.spec.outputs {
-            let written = match out {
-                Output::Json(path) => summary.write_json(path),
-                Output::Html(path) => {
-                    let page = crate::report::html::render(&summary, &self.hub.points(0));
-                    crate::report::write_atomic(path, page.as_bytes())
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = written {
-                errors.push(crate::engine::root_message(&e));
-            }
-        }
-        for e in &errors {
-            tracing::error!("{e}");
-        }
-        summary.meta.output_errors = errors;
-        let summary = Arc::new(summary);
-        self.hub.finish(summary.clone());
-        summary
+        super::finish::finish(
+            &self.spec,
+            meta,
+            &self.thresholds,
+            &mut self.sinks,
+            &self.hub,
+        )
     }
 }
 

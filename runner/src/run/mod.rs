@@ -7,6 +7,7 @@
 
 pub mod control;
 mod driver;
+pub(crate) mod finish;
 pub mod hub;
 pub mod sink;
 pub mod snapshot;
@@ -63,9 +64,29 @@ pub struct Prepared {
     options: ScenarioOptions,
 }
 
+/// What a process does with a run.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Runs it all, here.
+    Local,
+    /// Coordinates workers: plans the whole run, runs no VU itself.
+    Coordinator,
+    /// Runs its share of a distributed run.
+    Worker(crate::plan::share::Share),
+}
+
 /// Checks `spec` and the component `bytes`, asks the scenario for its
-/// options and plans the load. Nothing runs yet.
-pub async fn prepare(mut spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, PrepareError> {
+/// options and plans the load, to run here. Nothing runs yet.
+pub async fn prepare(spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, PrepareError> {
+    prepare_as(spec, bytes, Role::Local).await
+}
+
+/// [`prepare`] for a `role` in a distributed run.
+pub async fn prepare_as(
+    mut spec: RunSpec,
+    bytes: Arc<[u8]>,
+    role: Role,
+) -> Result<Prepared, PrepareError> {
     let o = &spec.options;
     o.validate().map_err(PrepareError::Spec)?;
     let mut settings = EngineSettings {
@@ -104,19 +125,25 @@ pub async fn prepare(mut spec: RunSpec, bytes: Arc<[u8]>) -> Result<Prepared, Pr
     )
     .await
     .map_err(|e| PrepareError::Scenario(message(&e)))?;
-    let plan = Plan::new(o, &options).map_err(|e| PrepareError::Spec(message(&e)))?;
+    let mut plan = Plan::new(o, &options).map_err(|e| PrepareError::Spec(message(&e)))?;
+    if let Role::Worker(share) = &role {
+        plan.apply(share)
+            .map_err(|e| PrepareError::Spec(message(&e)))?;
+    }
     let thresholds = thresholds_for(&spec, &options)?;
-    let most = plan.max_vus();
-    settings.instances = most + 1;
-    oslimits::check(&oslimits::Needs {
-        engine: settings,
-        connecting_vus: if scenario.uses_network {
-            u64::from(most)
-        } else {
-            0
-        },
-    })
-    .map_err(|e| PrepareError::System(message(&e)))?;
+    let most = plan.pool_vus();
+    settings.instances = most.saturating_add(1);
+    if !matches!(role, Role::Coordinator) {
+        oslimits::check(&oslimits::Needs {
+            engine: settings,
+            connecting_vus: if scenario.uses_network {
+                u64::from(most)
+            } else {
+                0
+            },
+        })
+        .map_err(|e| PrepareError::System(message(&e)))?;
+    }
     Ok(Prepared {
         spec,
         scenario,
@@ -172,6 +199,11 @@ fn thresholds_for(
 }
 
 impl Prepared {
+    /// The scenario's declared thresholds, or the spec's, parsed.
+    pub fn thresholds(&self) -> &[Threshold] {
+        &self.thresholds
+    }
+
     /// The spec, with the scenario's hash and size filled in.
     pub fn spec(&self) -> &RunSpec {
         &self.spec
@@ -187,10 +219,20 @@ impl Prepared {
         &self.options
     }
 
-    /// Starts the run, feeding `sinks` from its driver (the caller opens
-    /// the spec's time-series outputs among them; the JSON summary is
-    /// written by the run itself).
+    /// Starts the run now, feeding `sinks` from its driver (the caller
+    /// opens the spec's time-series outputs among them; the JSON summary
+    /// is written by the run itself).
     pub fn start(self, sinks: Vec<Box<dyn Sink>>) -> Result<RunHandle> {
+        self.start_at(sinks, None)
+    }
+
+    /// [`Prepared::start`], with the VUs' time zero at `at` (a distributed
+    /// run's common start), or now.
+    pub fn start_at(
+        self,
+        sinks: Vec<Box<dyn Sink>>,
+        at: Option<std::time::Instant>,
+    ) -> Result<RunHandle> {
         let Prepared {
             spec,
             scenario,
@@ -208,7 +250,7 @@ impl Prepared {
         let ctx = Arc::new(RunContext {
             recorder: recorder.clone(),
             env: env.clone(),
-            started: Instant::now(),
+            started: at.unwrap_or_else(Instant::now),
             http: http_config(&spec),
             log_limit: Arc::new(host_api::stdio::LogLimit::new(spec.options.log_rate)),
         });
@@ -228,8 +270,8 @@ impl Prepared {
             peak: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             all_ready: OnceLock::new(),
-            total: plan.total_vus() as usize,
-            started: tokio::time::Instant::now(),
+            total: plan.local_vus() as usize,
+            started: at.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
             trap_log: exec::vu::TrapLog::default(),
         });
         let exec = exec::start(&plan, &shared);
@@ -264,7 +306,7 @@ impl Prepared {
             spec,
             controller,
             hub,
-            swapper,
+            swapper: Some(swapper),
             task,
         })
     }
@@ -275,11 +317,28 @@ pub struct RunHandle {
     spec: RunSpec,
     controller: Controller,
     hub: Arc<Hub>,
-    swapper: Arc<swap::Swapper>,
+    swapper: Option<Arc<swap::Swapper>>,
     task: JoinHandle<Arc<crate::report::Summary>>,
 }
 
 impl RunHandle {
+    /// A handle over a run driven elsewhere (a distributed run's
+    /// coordinator), which cannot swap its scenario.
+    pub(crate) fn from_parts(
+        spec: RunSpec,
+        controller: Controller,
+        hub: Arc<Hub>,
+        task: JoinHandle<Arc<crate::report::Summary>>,
+    ) -> Self {
+        Self {
+            spec,
+            controller,
+            hub,
+            swapper: None,
+            task,
+        }
+    }
+
     /// The run's spec.
     pub fn spec(&self) -> &RunSpec {
         &self.spec
@@ -295,8 +354,9 @@ impl RunHandle {
         self.hub.clone()
     }
 
-    /// What checking a replacement scenario needs.
-    pub fn swapper(&self) -> Arc<swap::Swapper> {
+    /// What checking a replacement scenario needs (none for a
+    /// distributed run).
+    pub fn swapper(&self) -> Option<Arc<swap::Swapper>> {
         self.swapper.clone()
     }
 

@@ -409,8 +409,12 @@ pub async fn swap_scenario(
             crate::run::short(&crate::engine::sha256_hex(&bytes))
         )
     });
-    let swap = r
-        .swapper()
+    let Some(swapper) = r.swapper() else {
+        return Err(Problem::conflict(
+            "a distributed run cannot swap its scenario (yet): stop it and start another",
+        ));
+    };
+    let swap = swapper
         .prepare(&name, Arc::from(bytes.as_ref()))
         .await
         .map_err(control_problem)?;

@@ -3,7 +3,8 @@
 //! next iteration. `HTTP_VERSION=2` forces HTTP/2 (prior knowledge over
 //! `http://`), `HTTP_VERSION=1` HTTP/1.1; by default `https://` negotiates.
 //! `NAMES=N` names the requests `page-0` to `page-N-1` in turn (for
-//! benchmarks of many request names).
+//! benchmarks of many request names); `NAME_BY_VU=1` names each VU's
+//! requests `vu-ID` (for tests that VU ids are unique across workers).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,6 +16,7 @@ struct Config {
     think: Duration,
     version: Option<u8>,
     names: u64,
+    by_vu: bool,
 }
 
 /// Read once per VU instance: the environment does not change in a run.
@@ -25,13 +27,16 @@ fn config() -> &'static Config {
         think: Duration::from_millis(vu::env_or("THINK_MS", "100").parse().unwrap_or(100)),
         version: vu::env("HTTP_VERSION").and_then(|v| v.parse().ok()),
         names: vu::env("NAMES").and_then(|v| v.parse().ok()).unwrap_or(0),
+        by_vu: vu::env("NAME_BY_VU").is_some(),
     })
 }
 
 fn iteration() -> guest_sdk::Result {
     let c = config();
     let mut req = http::Request::get(c.url.as_str()).discard_body();
-    if c.names > 0 {
+    if c.by_vu {
+        req = req.name(format!("vu-{}", vu::id()));
+    } else if c.names > 0 {
         let n = (vu::iteration() + u64::from(vu::id())) % c.names;
         req = req.name(format!("page-{n}"));
     }

@@ -1,0 +1,705 @@
+//! The coordinator's driver: the distributed counterpart of a local run's.
+//! Each second it publishes the merge of the workers' snapshots to the hub
+//! and the sinks; it renews the workers' leases, forwards control commands
+//! to every worker (judged first against the whole plan), stops the run
+//! when an `abort` threshold fails on the merged data, declares a silent
+//! worker lost only after its lease has surely run out, and then follows
+//! the `--on-worker-loss` policy and the quorum.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use host_api::recorder::Hist;
+use tokio::sync::mpsc;
+
+use super::merge::Buckets;
+use super::session::Event;
+use super::{Member, OnLoss, RUN};
+use crate::events::{ControlEvent, EventKind, StopBy};
+use crate::exec::{lock, Class, Load};
+use crate::federation::protocol::{Down, Up, WireCommand};
+use crate::federation::worker::unix_ns;
+use crate::plan::share::parts;
+use crate::plan::Plan;
+use crate::report::{Meta, OpenMeta, Summary, WorkerRow};
+use crate::run::control::{self, Command, ControlError, LoadTarget};
+use crate::run::{Controller, Hub, Prepared, RunHandle, RunState, Sink, Snapshot};
+use crate::spec::RunSpec;
+use crate::thresholds::Threshold;
+use crate::units;
+
+/// A worker silent for this long gets no more leases until heard again.
+const SILENT: Duration = Duration::from_millis(2500);
+
+/// How long past its second a merged second waits for late workers.
+const WAIT_LATE: Duration = Duration::from_millis(1500);
+
+/// What the driver starts from.
+pub(crate) struct Setup {
+    pub prepared: Prepared,
+    pub members: BTreeMap<u32, Member>,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub start: Instant,
+    pub start_unix: u64,
+    pub lease: Duration,
+    pub on_loss: OnLoss,
+    pub min_workers: usize,
+    pub endpoint: quinn::Endpoint,
+    pub accept: tokio::task::JoinHandle<()>,
+}
+
+/// Starts driving the run; the handle is the same as a local run's.
+pub(crate) fn start(s: Setup) -> RunHandle {
+    let spec = s.prepared.spec().clone();
+    let plan = s.prepared.plan().clone();
+    let thresholds = s.prepared.thresholds().to_vec();
+    let env: std::collections::HashMap<String, String> = spec
+        .options
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let classes = plan
+        .classes
+        .iter()
+        .map(|c| Arc::new(Class::new(c, &env, &plan)))
+        .collect();
+    let hub = Arc::new(Hub::new(Meta::initial(&spec, &plan), thresholds.clone()));
+    let (controller, commands) = Controller::channel();
+    let now = Instant::now();
+    let workers = s
+        .members
+        .into_iter()
+        .map(|(id, m)| {
+            (
+                id,
+                Worker {
+                    m,
+                    status: Status::Live,
+                    last_heard: now.max(s.start),
+                    gone_since: None,
+                    acked: 0,
+                    last_seq: None,
+                    requests: 0,
+                    failed: 0,
+                    iterations: 0,
+                    lost_at: None,
+                    latency: Hist::micros(),
+                    leased_until: s.start + s.lease,
+                    back: false,
+                },
+            )
+        })
+        .collect();
+    let driver = Driver {
+        spec: spec.clone(),
+        plan,
+        thresholds,
+        classes,
+        hub: hub.clone(),
+        sinks: s.sinks,
+        commands,
+        events: s.events,
+        workers,
+        start: s.start,
+        start_unix: s.start_unix,
+        lease: s.lease,
+        on_loss: s.on_loss,
+        min_workers: s.min_workers,
+        stopping: None,
+        threshold: None,
+        peak: 0,
+        pending: Vec::new(),
+        endpoint: s.endpoint,
+        accept: s.accept,
+    };
+    drop(s.prepared);
+    let task = tokio::spawn(driver.run());
+    RunHandle::from_parts(spec, controller, hub, task)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Live,
+    Ended,
+    Lost,
+}
+
+struct Worker {
+    m: Member,
+    status: Status,
+    last_heard: Instant,
+    gone_since: Option<Instant>,
+    acked: u64,
+    last_seq: Option<u64>,
+    requests: u64,
+    failed: u64,
+    iterations: u64,
+    lost_at: Option<f64>,
+    latency: Hist,
+    /// Until when its last lease lets it generate load.
+    leased_until: Instant,
+    /// A lost worker heard from again (logged once).
+    back: bool,
+}
+
+impl Worker {
+    /// Notes that the worker was heard from; a lost one is back.
+    fn heard(&mut self, id: u32) {
+        self.last_heard = Instant::now();
+        if self.status == Status::Lost && !self.back {
+            self.back = true;
+            tracing::info!(
+                "worker {id} ({}) is back in contact; its share stays where it went, and it takes part in the next run",
+                self.m.session.name
+            );
+        }
+    }
+}
+
+struct Driver {
+    spec: RunSpec,
+    plan: Plan,
+    thresholds: Vec<Threshold>,
+    /// The plan's classes, to judge load changes against the whole run.
+    classes: Vec<Arc<Class>>,
+    hub: Arc<Hub>,
+    sinks: Vec<Box<dyn Sink>>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+    workers: BTreeMap<u32, Worker>,
+    start: Instant,
+    start_unix: u64,
+    lease: Duration,
+    on_loss: OnLoss,
+    min_workers: usize,
+    /// Who stopped the run, and how many stops were asked for.
+    stopping: Option<(StopBy, u32)>,
+    threshold: Option<String>,
+    peak: u64,
+    /// Events made since the last published second.
+    pending: Vec<ControlEvent>,
+    endpoint: quinn::Endpoint,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    async fn run(mut self) -> Arc<Summary> {
+        let mut buckets = Buckets::new();
+        let first = tokio::time::Instant::from_std(self.start + Duration::from_secs(1));
+        let mut tick = tokio::time::interval_at(first, Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end_by = self
+            .plan
+            .duration
+            .map(|d| self.start + d + self.plan.grace + self.lease + Duration::from_secs(10));
+        let mut listening = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.renew_leases();
+                    self.find_lost();
+                    if end_by.is_some_and(|e| Instant::now() > e) {
+                        for (id, w) in self.workers.iter_mut().filter(|(_, w)| w.status == Status::Live) {
+                            tracing::warn!("worker {id} ({}) did not finish in time", w.m.session.name);
+                            w.status = Status::Lost;
+                            w.lost_at = Some(self.start.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+                e = self.events.recv() => match e {
+                    Some(e) => self.event(e, &mut buckets),
+                    None => break,
+                },
+                cmd = self.commands.recv(), if listening => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => listening = false,
+                },
+            }
+            self.publish_due(&mut buckets);
+            if self.workers.values().all(|w| w.status != Status::Live) {
+                break;
+            }
+        }
+        let mut last = buckets.drain().unwrap_or_default();
+        last.seq = buckets.next();
+        last.t = round3(self.start.elapsed().as_secs_f64());
+        last.interval = round3((last.t - (last.seq as f64 - 1.0)).max(0.0));
+        last.last = true;
+        self.publish(last);
+        let t = self.start.elapsed().as_secs_f64();
+        let meta = self.meta(t);
+        let summary = crate::run::finish::finish(
+            &self.spec,
+            meta,
+            &self.thresholds,
+            &mut self.sinks,
+            &self.hub,
+        );
+        self.accept.abort();
+        self.endpoint.close(0u32.into(), b"the run is over");
+        summary
+    }
+
+    fn event(&mut self, e: Event, buckets: &mut Buckets) {
+        match e {
+            Event::Joined { session, resume } => {
+                let id = session.id;
+                match (resume, self.workers.get_mut(&id)) {
+                    (Some(r), Some(w)) if r.run == RUN => {
+                        tracing::info!("worker {id} ({}) reconnected", session.name);
+                        w.m.session = session;
+                        w.gone_since = None;
+                        w.heard(id);
+                    }
+                    _ => tracing::info!(
+                        "worker {id} ({}) joined during the run; it will take part in the next one",
+                        session.name
+                    ),
+                }
+            }
+            Event::Gone { worker, conn, why } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    if w.m.session.conn.stable_id() == conn && w.status == Status::Live {
+                        tracing::warn!(
+                            "lost the connection to worker {worker} ({}): {why}",
+                            w.m.session.name
+                        );
+                        w.gone_since = Some(Instant::now());
+                    }
+                }
+            }
+            Event::Snapshot { worker, frame } => {
+                let Some(w) = self.workers.get_mut(&worker) else {
+                    return;
+                };
+                if frame.run != RUN {
+                    return;
+                }
+                let s = frame.snapshot;
+                w.heard(worker);
+                if s.seq > w.acked {
+                    w.acked = s.seq;
+                    let m = &s.metrics;
+                    w.requests += m.http_requests();
+                    w.failed += m.http_failed();
+                    w.iterations += m.iterations.ok + m.iterations.failed;
+                    for r in m.http.values() {
+                        w.latency.merge(&r.latency);
+                    }
+                    buckets.add(worker, s);
+                }
+                w.m.session.send(Down::Ack {
+                    run: RUN,
+                    seq: w.acked,
+                });
+                if w.last_seq.is_some_and(|l| w.acked >= l) && w.status == Status::Live {
+                    w.status = Status::Ended;
+                }
+            }
+            Event::Up { worker, msg } => {
+                let Some(w) = self.workers.get_mut(&worker) else {
+                    return;
+                };
+                w.heard(worker);
+                if let Up::Ended { run: RUN, last_seq } = msg {
+                    w.last_seq = Some(last_seq);
+                    if w.acked >= last_seq && w.status == Status::Live {
+                        w.status = Status::Ended;
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let t = self.start.elapsed().as_secs_f64();
+        match cmd {
+            Command::Stop { abort, by, reply } => {
+                let e = self.stop(abort, by, None);
+                if let Some(reply) = reply {
+                    let _ = reply.send(e);
+                }
+            }
+            Command::Load { reply, .. } if self.stopping.is_some() => {
+                let _ = reply.send(Err(ControlError::Finished));
+            }
+            Command::Load { change, reply } => {
+                let end = self.plan.duration.unwrap_or_default().as_secs_f64();
+                match control::apply(&self.classes, &change, t, end) {
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    Ok(events) => {
+                        let (vus, rate) = match change.target {
+                            LoadTarget::Vus(v) => (Some(v), None),
+                            LoadTarget::Rate(r) => (None, Some(r)),
+                        };
+                        let command = WireCommand::Load {
+                            class: change.class.clone(),
+                            vus,
+                            rate,
+                            ramp_ms: change.ramp.as_millis() as u64,
+                        };
+                        self.broadcast(|| Down::Control {
+                            run: RUN,
+                            command: command.clone(),
+                        });
+                        for e in &events {
+                            self.announce(e.clone());
+                        }
+                        let _ = reply.send(Ok(events));
+                    }
+                }
+            }
+            Command::Swap { reply, .. } => {
+                let _ = reply.send(Err(ControlError::Scenario(
+                    "a distributed run cannot swap its scenario (yet): stop it and start another"
+                        .into(),
+                )));
+            }
+            Command::Adopt { .. } | Command::Rescale { .. } => {}
+        }
+    }
+
+    /// Stops every worker: the first stop gracefully (unless `abort`), the
+    /// next ones cancelling in-flight iterations.
+    fn stop(&mut self, abort: bool, by: StopBy, threshold: Option<String>) -> ControlEvent {
+        let asked = self.stopping.as_ref().map_or(0, |s| s.1) + 1;
+        let hard = abort || asked > 1;
+        if self.stopping.is_none() {
+            self.threshold = threshold.clone();
+            self.hub.set_state(RunState::Stopping);
+        }
+        let first_by = self.stopping.as_ref().map_or(by.clone(), |s| s.0.clone());
+        self.stopping = Some((first_by, asked));
+        self.broadcast(|| Down::Control {
+            run: RUN,
+            command: WireCommand::Stop { abort: hard },
+        });
+        let message = match (&threshold, hard) {
+            (Some(t), _) => format!("threshold crossed: {t}; stopping every worker"),
+            (None, true) => "stopping every worker: cancelling in-flight iterations".to_owned(),
+            (None, false) => format!(
+                "stopping every worker: in-flight iterations have {} to finish",
+                units::format_duration(self.plan.grace)
+            ),
+        };
+        let e = ControlEvent {
+            t: self.start.elapsed().as_secs_f64(),
+            kind: EventKind::Stop { abort: hard, by },
+            message,
+        };
+        self.announce(e.clone());
+        e
+    }
+
+    fn announce(&mut self, e: ControlEvent) {
+        self.hub.event(e.clone());
+        for s in &mut self.sinks {
+            s.event(&e);
+        }
+        self.pending.push(e);
+    }
+
+    /// Sends a frame to every worker still running.
+    fn broadcast(&self, make: impl Fn() -> Down) {
+        for w in self.workers.values().filter(|w| w.status == Status::Live) {
+            w.m.session.send(make());
+        }
+    }
+
+    /// Renews the leases of the workers heard from lately (a worker sends a
+    /// snapshot every second; one silent for longer may be cut off, and is
+    /// not given more time to generate load unseen).
+    fn renew_leases(&mut self) {
+        let ms = self.lease.as_millis() as u64;
+        for w in self.workers.values_mut() {
+            if w.status == Status::Live && w.gone_since.is_none() && w.last_heard.elapsed() < SILENT
+            {
+                w.m.session.send(Down::Lease { run: RUN, ms });
+                w.leased_until = Instant::now() + self.lease;
+            }
+        }
+    }
+
+    /// Declares lost the workers silent for longer than a lease whose last
+    /// lease has surely run out (so their load has stopped before their
+    /// share goes elsewhere: load is never doubled), and acts on it.
+    fn find_lost(&mut self) {
+        let silent = self.lease + Duration::from_secs(1);
+        let margin = Duration::from_secs(1);
+        let t = self.start.elapsed().as_secs_f64();
+        let lost: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.status == Status::Live)
+            .filter(|(_, w)| {
+                let quiet = w.gone_since.is_some_and(|g| g.elapsed() > silent)
+                    || w.last_heard.elapsed() > silent;
+                quiet && Instant::now() > w.leased_until + margin
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let Some(w) = self.workers.get_mut(&id) else {
+                continue;
+            };
+            w.status = Status::Lost;
+            w.lost_at = Some(t);
+            let name = w.m.session.name.clone();
+            let live = self
+                .workers
+                .values()
+                .filter(|w| w.status == Status::Live)
+                .count();
+            let quorum = live < self.min_workers;
+            let then = if quorum { OnLoss::Abort } else { self.on_loss };
+            tracing::warn!(
+                "worker {id} ({name}) is lost (silent, and its lease ran out); {}",
+                match (quorum, then) {
+                    (true, _) => format!(
+                        "{live} workers left, below the quorum of {}: stopping the run",
+                        self.min_workers
+                    ),
+                    (false, OnLoss::Rebalance) => "the others take over its share".to_owned(),
+                    (false, OnLoss::Continue) => "the run goes on without its share".to_owned(),
+                    (false, OnLoss::Abort) =>
+                        "stopping the run (--on-worker-loss abort)".to_owned(),
+                }
+            );
+            self.announce(ControlEvent {
+                t,
+                kind: EventKind::Worker {
+                    worker: name.clone(),
+                    then: format!("{then:?}").to_lowercase(),
+                },
+                message: format!("worker {name} lost"),
+            });
+            match then {
+                OnLoss::Abort => {
+                    self.stop(true, StopBy::Coordinator, None);
+                }
+                OnLoss::Continue => {}
+                OnLoss::Rebalance => self.rebalance(id),
+            }
+        }
+    }
+
+    /// Hands lost worker `id`'s share to the live workers, by capacity,
+    /// from a second ahead.
+    fn rebalance(&mut self, id: u32) {
+        let Some(lost) = self.workers.get(&id).map(|w| w.m.share.clone()) else {
+            return;
+        };
+        let live: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.status == Status::Live)
+            .map(|(id, _)| *id)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let weights: Vec<f64> = live
+            .iter()
+            .map(|i| self.workers[i].m.session.capacity)
+            .collect();
+        let sum: f64 = weights.iter().sum();
+        let ahead = Duration::from_secs(1);
+        let mut fractions: BTreeMap<u32, Vec<(String, f64)>> = BTreeMap::new();
+        for (ci, class) in lost.classes.iter().enumerate() {
+            if !class.owned.is_empty() {
+                let counts = parts(class.owned.len() as u64, &weights);
+                let mut rest = class.owned.as_slice();
+                for (&wid, n) in live.iter().zip(counts) {
+                    let (mine, more) = rest.split_at((n as usize).min(rest.len()));
+                    rest = more;
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    if let Some(w) = self.workers.get_mut(&wid) {
+                        let at = (unix_ns() as i64 + w.m.offset_ns).max(0) as u64
+                            + ahead.as_nanos() as u64;
+                        w.m.session.send(Down::Adopt {
+                            run: RUN,
+                            class: class.name.clone(),
+                            indices: mine.to_vec(),
+                            at_unix_ns: at,
+                        });
+                        if let Some(c) = w.m.share.classes.get_mut(ci) {
+                            c.owned.extend_from_slice(mine);
+                            c.owned.sort_unstable();
+                        }
+                    }
+                }
+            } else if class.fraction > 0.0
+                && self.plan.classes.get(ci).is_some_and(|c| c.open.is_some())
+            {
+                for (&wid, weight) in live.iter().zip(&weights) {
+                    let f = weight / sum;
+                    fractions
+                        .entry(wid)
+                        .or_default()
+                        .push((class.name.clone(), f));
+                    if let Some(c) = self
+                        .workers
+                        .get_mut(&wid)
+                        .and_then(|w| w.m.share.classes.get_mut(ci))
+                    {
+                        c.fraction = f;
+                    }
+                }
+            }
+        }
+        for (wid, f) in fractions {
+            if let Some(w) = self.workers.get(&wid) {
+                w.m.session.send(Down::Rescale {
+                    run: RUN,
+                    fractions: f,
+                });
+            }
+        }
+    }
+
+    /// Publishes every second that is complete, or too late to wait for.
+    fn publish_due(&mut self, buckets: &mut Buckets) {
+        loop {
+            let expected: BTreeSet<u32> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.status == Status::Live)
+                .map(|(id, _)| *id)
+                .collect();
+            let second = Duration::from_secs(buckets.next());
+            let late = Instant::now() > self.start + second + WAIT_LATE;
+            let complete = !expected.is_empty() && buckets.complete(&expected);
+            if !(complete || late) {
+                return;
+            }
+            let mut s = buckets.take();
+            s.t = second.as_secs_f64();
+            s.interval = 1.0;
+            self.publish(s);
+            if self.stopping.is_none() {
+                if let Some(t) = self.first_crossed() {
+                    self.stop(false, StopBy::Threshold, Some(t));
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, mut s: Snapshot) {
+        s.events.append(&mut self.pending);
+        if s.classes.is_empty() {
+            s.classes = self.class_states();
+        }
+        self.peak = self.peak.max(s.active_vus());
+        let meta = self.meta(s.t);
+        self.hub.publish(&s, meta);
+        for sink in &mut self.sinks {
+            sink.snapshot(&s);
+        }
+    }
+
+    /// The classes with nothing running (a second no worker reported).
+    fn class_states(&self) -> Vec<crate::run::ClassState> {
+        self.classes
+            .iter()
+            .map(|c| crate::run::ClassState {
+                name: c.name.to_string(),
+                model: if c.is_open() {
+                    crate::run::snapshot::Model::Open
+                } else {
+                    crate::run::snapshot::Model::Closed
+                },
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn first_crossed(&self) -> Option<String> {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        self.hub.with_totals(|totals| {
+            self.thresholds.iter().filter(|t| t.abort).find_map(|t| {
+                let o = t.evaluate(totals, elapsed);
+                (o.value.is_some() && !o.pass).then(|| t.source.clone())
+            })
+        })
+    }
+
+    fn meta(&self, t: f64) -> Meta {
+        let plan = &self.plan;
+        let open: f64 = self
+            .classes
+            .iter()
+            .filter_map(|c| match &c.load {
+                Load::Open { rate, .. } => Some(lock(rate).area()),
+                Load::Closed { .. } => None,
+            })
+            .sum();
+        let mut meta = Meta::initial(&self.spec, plan);
+        meta.started_unix_ms = self.start_unix / 1_000_000;
+        meta.duration_s = t;
+        meta.peak_vus = u32::try_from(self.peak).unwrap_or(u32::MAX);
+        meta.open_model = plan.is_open().then(|| OpenMeta {
+            rate: open / plan.duration.map_or(t, |d| d.as_secs_f64()).max(1e-9),
+            arrival: plan.arrival,
+            window_s: plan
+                .duration
+                .map_or(t, |d| d.as_secs_f64().min(t))
+                .max(1e-9),
+        });
+        meta.interrupted = matches!(
+            self.stopping,
+            Some((StopBy::Signal | StopBy::Api | StopBy::Coordinator, _))
+        );
+        meta.stopped_by = self.stopping.as_ref().map(|s| s.0.clone());
+        meta.aborted_by_threshold = self.threshold.clone();
+        meta.events = self.hub.events(0);
+        meta.workers = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerRow {
+                id: *id,
+                name: w.m.session.name.clone(),
+                address: w.m.session.addr.to_string(),
+                capacity: w.m.session.capacity,
+                vus: w
+                    .m
+                    .share
+                    .classes
+                    .iter()
+                    .zip(&plan.classes)
+                    .map(|(c, p)| c.owned.iter().filter(|&&i| i < p.vus).count() as u32 + c.vus)
+                    .sum(),
+                fraction: w.m.share.classes.first().map_or(0.0, |c| c.fraction),
+                requests: w.requests,
+                failed: w.failed,
+                iterations: w.iterations,
+                clock_offset_ms: w.m.offset_ns as f64 / 1e6,
+                rtt_ms: w.m.rtt_ns as f64 / 1e6,
+                status: match w.status {
+                    Status::Live => "running",
+                    Status::Ended => "ended",
+                    Status::Lost => "lost",
+                }
+                .to_owned(),
+                lost_at_s: w.lost_at,
+                latency: (w.latency.count() > 0).then(|| w.latency.clone()),
+            })
+            .collect();
+        meta.start_skew_ms = self
+            .workers
+            .values()
+            .map(|w| w.m.rtt_ns as f64 / 2e6)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        meta
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,75 @@
+//! Frames on the wire: a 4-byte big-endian length, then that many bytes
+//! of JSON. Every frame is size-limited and validated; a malformed one is
+//! an error naming what was wrong, and the connection that sent it is
+//! closed with that reason. Nothing a peer sends can panic the other.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest frame either side accepts (a snapshot of a run with many
+/// request names is the largest).
+pub const MAX_FRAME: usize = 32 << 20;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The stream ended or failed.
+    #[error("the connection failed: {0}")]
+    Io(String),
+    /// A frame announced more than [`MAX_FRAME`] bytes.
+    #[error("a frame of {0} bytes is larger than the {MAX_FRAME} allowed")]
+    TooLarge(usize),
+    /// A frame that is not the JSON message expected.
+    #[error("a malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Writes `msg` as one frame.
+pub async fn write<T: Serialize>(s: &mut quinn::SendStream, msg: &T) -> Result<(), WireError> {
+    let body = serde_json::to_vec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(body.len()));
+    }
+    let len = (body.len() as u32).to_be_bytes();
+    s.write_all(&len)
+        .await
+        .map_err(|e| WireError::Io(e.to_string()))?;
+    s.write_all(&body)
+        .await
+        .map_err(|e| WireError::Io(e.to_string()))
+}
+
+/// Writes a frame whose JSON was made beforehand.
+pub async fn write_raw(s: &mut quinn::SendStream, body: &[u8]) -> Result<(), WireError> {
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(body.len()));
+    }
+    let len = (body.len() as u32).to_be_bytes();
+    s.write_all(&len)
+        .await
+        .map_err(|e| WireError::Io(e.to_string()))?;
+    s.write_all(body)
+        .await
+        .map_err(|e| WireError::Io(e.to_string()))
+}
+
+/// Reads one frame; `Ok(None)` when the stream ended cleanly before it.
+pub async fn read<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Option<T>, WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(WireError::Io(e.to_string())),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(WireError::TooLarge(n));
+    }
+    let mut body = vec![0u8; n];
+    r.read_exact(&mut body)
+        .await
+        .map_err(|e| WireError::Io(e.to_string()))?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| WireError::Malformed(e.to_string()))
+}
