@@ -23,7 +23,15 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    of a run's raw snapshot (`--out snapshots`), of its event-stream
    `snapshot` event and of its `totals` event, with 100 request names.
 
-`--only messaging`, `--only http` or `--only watch` runs one part.
+6. Distributed runs (`--only federation`): 50 VUs of hello-http with no
+   pause for 10 s against nginx, run by a coordinator and 1, 2 and 3
+   workers on this machine (which share its 2 cores): the aggregate rate
+   and its ratio to one worker, the coordinator's CPU per worker-second,
+   the bytes it receives per worker per second, the time from `runner
+   join` to the target's first request, and the start skew reported.
+
+`--only messaging`, `--only http`, `--only watch` or `--only federation`
+runs one part.
 """
 
 import statistics
@@ -334,7 +342,119 @@ def watch(url, tmp):
         print(f"| event stream `{event}` events, {names} request names | {b / secs / 1024:.1f} KiB per second |")
 
 
+def proc_cpu(pid):
+    """CPU seconds of a live process (utime + stime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_read_bytes(pid):
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    return 0
+
+
+def target_requests(url):
+    return json.load(urllib.request.urlopen(url + "/stats", timeout=2))["requests"]
+
+
+def federated(n, url, tmp):
+    """One coordinator and `n` workers; returns a dict of measurements."""
+    summary = os.path.join(tmp, f"fed-{n}.json")
+    coord = subprocess.Popen(
+        [RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"), "--vus", "50",
+         "--duration", f"{HTTP_SECONDS}s", "--ramp-up", "0s", "-e", f"BASE_URL={url}",
+         "-e", "THINK_MS=0", "--workers", str(n), "--listen", "127.0.0.1:0", "--quiet",
+         "--out", f"json={summary}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    join = None
+    for line in coord.stderr:
+        if "runner join --coordinator" in line:
+            words = line.split()
+            join = (words[words.index("--coordinator") + 1], words[words.index("--token") + 1])
+            break
+    if not join:
+        sys.exit("bench: the coordinator did not print its join line")
+    threading.Thread(target=lambda: coord.stderr.read(), daemon=True).start()
+    # nginx serves a fixed page; its access log is off, so count the
+    # coordinator's summary instead of the server for the rate, and read
+    # the time to the first request from a target of our own.
+    t0 = time.monotonic()
+    workers = [subprocess.Popen([RUNNER, "join", "--coordinator", join[0], "--token", join[1],
+                                 "--name", f"w{i}", "--capacity", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for i in range(n)]
+    first = None
+    seen0 = target_requests(FED_TARGET)
+    cpu0 = cpu1 = w0 = w1 = None
+    deadline = time.monotonic() + 120
+    while coord.poll() is None and time.monotonic() < deadline:
+        try:
+            cpu = proc_cpu(coord.pid)
+        except OSError:
+            break
+        if first is None:
+            try:
+                if target_requests(FED_TARGET) > seen0:
+                    first = time.monotonic() - t0
+                    cpu0, w0 = cpu, time.monotonic()
+            except OSError:
+                pass
+        else:
+            cpu1, w1 = cpu, time.monotonic()
+        time.sleep(0.05)
+    coord.wait(timeout=60)
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.wait(timeout=30)
+    s = json.load(open(summary))
+    requests = sum(r["requests"] for r in s["http"])
+    secs = max(1e-9, (w1 or 0) - (w0 or 0))
+    return {
+        "rate": requests / s["meta"]["duration_s"],
+        "cpu_per_worker_s": ((cpu1 or 0) - (cpu0 or 0)) / (n * secs),
+        "bytes_per_worker_s": sum(w["snapshot_bytes"] for w in s["meta"]["workers"]) / n,
+        "first_request_s": first,
+        "skew_ms": s["meta"].get("start_skew_ms"),
+    }
+
+
+FED_TARGET = None
+
+
+def federation(url, tmp):
+    """Rows for distributed runs of 1, 2 and 3 workers."""
+    global FED_TARGET
+    # The built-in target counts requests (for the time to the first one).
+    port = free_port()
+    target = subprocess.Popen([RUNNER, "target", "--listen", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    FED_TARGET = f"http://127.0.0.1:{port}"
+    wait_port(port, "the target")
+    try:
+        rows = {n: federated(n, FED_TARGET, tmp) for n in (1, 2, 3)}
+    finally:
+        target.terminate()
+        target.wait()
+    base = rows[1]["rate"]
+    for n, r in rows.items():
+        print(f"| {n} worker(s), 50 VUs, {HTTP_SECONDS}s, built-in target | {r['rate']:,.0f} req/s ({r['rate'] / base:.2f}× one worker); "
+              f"coordinator {r['cpu_per_worker_s'] * 1000:.1f} ms CPU per worker-second, {r['bytes_per_worker_s'] / 1024:.1f} KiB per snapshot per worker; "
+              f"join → first request {r['first_request_s']:.2f} s; start skew ±{r['skew_ms']:.3f} ms |")
+
+
 def main():
+    if ONLY == "federation":
+        tmp = tempfile.mkdtemp(prefix="runner-bench-")
+        print("| measurement | value |")
+        print("|---|---|")
+        federation(None, tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if ONLY == "watch":
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         port = free_port()

@@ -103,6 +103,78 @@ fn three_workers_make_one_run_whose_counts_and_percentiles_add_up() {
 }
 
 #[test]
+fn the_coordinator_s_api_steers_every_worker() {
+    use common::api::{call, get};
+    let target = Target::start();
+    let base = format!("BASE_URL={}", target.url);
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "2",
+            "--vus",
+            "2",
+            "--max-vus",
+            "8",
+            "-d",
+            "60s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=50",
+            "--quiet",
+            "--web",
+            "127.0.0.1:0",
+        ],
+    );
+    let _workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            worker(
+                &coord.addr,
+                &coord.token,
+                &format!("w{i}"),
+                &["--capacity", "1"],
+            )
+        })
+        .collect();
+    let line = coord.proc.wait_line("live API: ", Duration::from_secs(30));
+    let url = line
+        .split("live API: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_secs(2));
+    let info = get(&url);
+    assert_eq!(
+        info.json["workers"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        info.text
+    );
+    let before = target.rate_over(Duration::from_secs(2));
+    let patched = call("PATCH", &url, Some(&serde_json::json!({"vus": 8})), None);
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    std::thread::sleep(Duration::from_millis(700));
+    let after = target.rate_over(Duration::from_secs(2));
+    assert!(
+        after > before * 3.0,
+        "{before:.0}/s → {after:.0}/s for 2 → 8 VUs over two workers"
+    );
+    let rows = get(&url).json["workers"].clone();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let stopped = call("POST", &format!("{url}/stop"), None, None);
+    assert_eq!(stopped.status, 202, "{}", stopped.text);
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{}", coord.proc.log());
+}
+
+#[test]
 fn a_killed_worker_s_share_is_taken_over_and_the_rate_recovers() {
     let target = Target::start();
     let out = scratch("fed-kill").join("r.json");

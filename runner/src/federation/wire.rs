@@ -55,6 +55,13 @@ pub async fn write_raw(s: &mut quinn::SendStream, body: &[u8]) -> Result<(), Wir
 
 /// Reads one frame; `Ok(None)` when the stream ended cleanly before it.
 pub async fn read<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Option<T>, WireError> {
+    Ok(read_sized(r).await?.map(|(t, _)| t))
+}
+
+/// [`read`], with the frame's size in bytes.
+pub async fn read_sized<T: DeserializeOwned>(
+    r: &mut quinn::RecvStream,
+) -> Result<Option<(T, usize)>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(()) => {}
@@ -70,6 +77,6 @@ pub async fn read<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Opti
         .await
         .map_err(|e| WireError::Io(e.to_string()))?;
     serde_json::from_slice(&body)
-        .map(Some)
+        .map(|t| Some((t, n + 4)))
         .map_err(|e| WireError::Malformed(e.to_string()))
 }

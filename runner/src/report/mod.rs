@@ -107,6 +107,9 @@ pub struct WorkerRow {
     /// summary's merge of all workers' is exactly the merge of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Hist>,
+    /// Average size of its snapshots on the wire, bytes.
+    #[serde(default)]
+    pub snapshot_bytes: u64,
 }
 
 impl Meta {

@@ -79,6 +79,9 @@ pub struct RunInfo {
     pub error: Option<String>,
     /// Whether every threshold held (once over).
     pub thresholds_passed: Option<bool>,
+    /// A distributed run's workers: name, VUs, requests, status.
+    #[schema(value_type = Vec<Object>)]
+    pub workers: Vec<crate::report::WorkerRow>,
 }
 
 impl RunInfo {
@@ -106,6 +109,12 @@ impl RunInfo {
             failed: points.iter().map(|p| p.failed).sum(),
             events: hub.events(0),
             error: hub.error(),
+            workers: summary
+                .as_ref()
+                .map_or_else(|| meta.workers.clone(), |s| s.meta.workers.clone())
+                .into_iter()
+                .map(|w| crate::report::WorkerRow { latency: None, ..w })
+                .collect(),
             thresholds_passed: summary.map(|s| s.thresholds_passed()),
         }
     }

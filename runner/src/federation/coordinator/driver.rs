@@ -89,6 +89,8 @@ pub(crate) fn start(s: Setup) -> RunHandle {
                     latency: Hist::micros(),
                     leased_until: s.start + s.lease,
                     back: false,
+                    bytes: 0,
+                    frames: 0,
                 },
             )
         })
@@ -143,6 +145,10 @@ struct Worker {
     leased_until: Instant,
     /// A lost worker heard from again (logged once).
     back: bool,
+    /// Snapshot bytes received from it.
+    bytes: u64,
+    /// Snapshots received from it.
+    frames: u64,
 }
 
 impl Worker {
@@ -271,7 +277,11 @@ impl Driver {
                     }
                 }
             }
-            Event::Snapshot { worker, frame } => {
+            Event::Snapshot {
+                worker,
+                frame,
+                bytes,
+            } => {
                 let Some(w) = self.workers.get_mut(&worker) else {
                     return;
                 };
@@ -280,6 +290,8 @@ impl Driver {
                 }
                 let s = frame.snapshot;
                 w.heard(worker);
+                w.bytes += bytes as u64;
+                w.frames += 1;
                 if s.seq > w.acked {
                     w.acked = s.seq;
                     let m = &s.metrics;
@@ -689,6 +701,7 @@ impl Driver {
                 .to_owned(),
                 lost_at_s: w.lost_at,
                 latency: (w.latency.count() > 0).then(|| w.latency.clone()),
+                snapshot_bytes: w.bytes / w.frames.max(1),
             })
             .collect();
         meta.start_skew_ms = self

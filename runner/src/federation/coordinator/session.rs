@@ -89,6 +89,8 @@ pub enum Event {
         worker: u32,
         /// The frame.
         frame: Box<SnapshotFrame>,
+        /// Its size on the wire, bytes.
+        bytes: usize,
     },
     /// Worker `worker`'s connection `conn` ended.
     Gone {
@@ -258,11 +260,12 @@ async fn handshake(
                 let (events, conn) = (events.clone(), conn.clone());
                 tokio::spawn(async move {
                     loop {
-                        match wire::read::<SnapshotFrame>(&mut r).await {
-                            Ok(Some(frame)) => {
+                        match wire::read_sized::<SnapshotFrame>(&mut r).await {
+                            Ok(Some((frame, bytes))) => {
                                 let e = Event::Snapshot {
                                     worker: id,
                                     frame: Box::new(frame),
+                                    bytes,
                                 };
                                 if events.send(e).is_err() {
                                     return;
