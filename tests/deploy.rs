@@ -121,5 +121,14 @@ fn keygen_makes_the_token_a_coordinator_with_those_keys_announces() {
             "0123456789abcdef-secret",
         ],
     );
-    assert_eq!(coord.token, token);
+    // The same certificate: the fingerprint the coordinator announces is
+    // the token's (an operator's secret is not repeated in its log).
+    assert_eq!(
+        coord.token.split_once(':').unwrap().0,
+        token.split_once(':').unwrap().0
+    );
+    assert!(coord.token.ends_with(":YOUR-SECRET"), "{}", coord.token);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the key is private");
 }

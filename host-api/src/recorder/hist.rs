@@ -85,15 +85,54 @@ impl Hist {
     }
 
     /// Decodes what [`Hist::encode`] produced.
+    ///
+    /// The header is checked before anything is allocated, so an encoding
+    /// from another process (a federation worker) cannot make this one
+    /// allocate more than the text it sent: only the uncompressed V2
+    /// format, with this type's bounds and precision, is accepted.
     pub fn decode(text: &str) -> Result<Self, String> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| format!("histogram is not base64: {e}"))?;
+        check_header(&bytes)?;
         let h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut bytes.as_slice())
             .map_err(|e| format!("histogram is not an HdrHistogram V2 encoding: {e:?}"))?;
         Ok(Self(h))
     }
+}
+
+/// The V2 uncompressed encoding's cookies (with and without the word-size
+/// bits some writers set).
+const V2_COOKIES: [u32; 2] = [0x1c84_9303, 0x1c84_9313];
+
+/// Accepts only headers this type writes: V2 uncompressed, a payload no
+/// longer than what follows, 3 significant digits, lowest 1, highest one
+/// of the two bounds used here.
+fn check_header(b: &[u8]) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("histogram encoding refused: {why}"));
+    if b.len() < 40 {
+        return bad("shorter than its header");
+    }
+    let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        u64::from_be_bytes(a)
+    };
+    if !V2_COOKIES.contains(&u32_at(0)) {
+        return bad("not the uncompressed V2 format");
+    }
+    if u32_at(4) as usize > b.len() - 40 {
+        return bad("its payload is longer than what was sent");
+    }
+    if u32_at(12) != 3 || u64_at(16) != 1 {
+        return bad("not 3 significant digits from 1");
+    }
+    if ![MAX_MICROS, MAX_VALUE].contains(&u64_at(24)) {
+        return bad("an unexpected highest value");
+    }
+    Ok(())
 }
 
 impl Serialize for Hist {
@@ -106,5 +145,32 @@ impl<'de> Deserialize<'de> for Hist {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         Hist::decode(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_encodings_are_refused_before_allocating() {
+        let mut h = Hist::micros();
+        h.record(42);
+        let good = base64::engine::general_purpose::STANDARD
+            .decode(h.encode())
+            .expect("base64");
+        assert!(Hist::decode(&h.encode()).is_ok());
+        assert!(Hist::decode(&Hist::values().encode()).is_ok());
+        let tamper = |at: usize, bytes: &[u8]| {
+            let mut b = good.clone();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        // A payload length of 4 GiB, a precision of 5 digits, a huge range.
+        assert!(Hist::decode(&tamper(4, &u32::MAX.to_be_bytes())).is_err());
+        assert!(Hist::decode(&tamper(12, &5u32.to_be_bytes())).is_err());
+        assert!(Hist::decode(&tamper(24, &u64::MAX.to_be_bytes())).is_err());
+        assert!(Hist::decode(&tamper(0, &0x1c84_9314u32.to_be_bytes())).is_err());
+        assert!(Hist::decode("AAAA").is_err());
     }
 }

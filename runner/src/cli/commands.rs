@@ -135,12 +135,12 @@ fn cluster_options(args: &RunArgs, workers: u32) -> Result<ClusterOptions> {
         (Some(c), Some(k)) => Identity::load(c, k)?,
         _ => Identity::generate()?,
     };
-    let secret = match &args.secret {
+    let (secret, secret_generated) = match &args.secret {
         Some(s) => {
             check_secret(s).map_err(|e| anyhow!("--secret: {e}"))?;
-            s.clone()
+            (s.clone(), false)
         }
-        None => new_secret()?,
+        None => (new_secret()?, true),
     };
     let min = args.min_workers.map(|m| m as usize);
     if min.is_some_and(|m| m > workers as usize) {
@@ -156,6 +156,7 @@ fn cluster_options(args: &RunArgs, workers: u32) -> Result<ClusterOptions> {
         on_loss: args.on_worker_loss,
         identity,
         secret,
+        secret_generated,
         lease: federation::LEASE,
     })
 }
@@ -219,13 +220,28 @@ fn keygen(args: KeygenArgs) -> Result<i32> {
         ("token", format!("{token}\n")),
     ] {
         let path = args.dir.join(name);
-        crate::report::write_atomic(&path, text.as_bytes())?;
+        write_private(&path, text.as_bytes())?;
     }
     println!(
         "wrote {0}/coordinator.crt, {0}/coordinator.key and {0}/token: start the coordinator with --cert {0}/coordinator.crt --key {0}/coordinator.key --secret SECRET, workers with --token $(cat {0}/token)",
         args.dir.display()
     );
     Ok(0)
+}
+
+/// Writes a file only its owner may read (keys, tokens).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Turns Ctrl-C and SIGTERM into stops: the first lets in-flight

@@ -151,8 +151,14 @@ pub struct Class {
     /// This process's fraction of the class's load (1 when alone); an
     /// open class's rate changes are scaled by it.
     pub fraction: Mutex<f64>,
-    /// Pool room left for adopted VUs.
+    /// Pool room left for adopted VUs (closed model) or for more VUs when
+    /// the class's share of the rate grows (open model).
     pub spare: AtomicU32,
+    /// Open model: the most VUs this process starts for the class (grows
+    /// with its share of the rate, within the spare room).
+    pub cap: AtomicU32,
+    /// The fraction the class started with.
+    pub base_fraction: f64,
 }
 
 impl Class {
@@ -189,7 +195,26 @@ impl Class {
             owned: plan.owned.clone().map(Mutex::new),
             fraction: Mutex::new(plan.fraction),
             spare: AtomicU32::new(plan.spare),
+            cap: AtomicU32::new(plan.max_vus()),
+            base_fraction: plan.fraction,
         }
+    }
+
+    /// Open model: lets the class start VUs for a share `fraction` of the
+    /// rate (up to that times its own VUs per its first fraction), within
+    /// the spare room.
+    pub fn grow(&self, fraction: f64) {
+        let k = if self.base_fraction > 0.0 {
+            fraction / self.base_fraction
+        } else {
+            1.0
+        };
+        let Load::Open { max_vus, .. } = &self.load else {
+            return;
+        };
+        let want = (f64::from(*max_vus) * k).ceil().min(f64::from(u32::MAX)) as u32;
+        let most = max_vus.saturating_add(self.spare.load(Ordering::Relaxed));
+        self.cap.fetch_max(want.min(most), Ordering::Relaxed);
     }
 
     /// How many of this process's VUs a global count of `n` asks for.

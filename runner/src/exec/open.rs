@@ -133,8 +133,9 @@ pub async fn run_class(
         start: start.into_std(),
         end: (start + duration).into_std(),
         next_id: first_id + allocated,
-        last_id: first_id + (*max_vus).max(allocated),
+        first_id,
     };
+    let _ = max_vus;
     // A thread of its own: tokio's timer has millisecond granularity, too
     // coarse for exact arrival times at thousands per second.
     match tokio::task::spawn_blocking(move || scheduler.run(spawn)).await {
@@ -176,7 +177,7 @@ struct Scheduler {
     start: Instant,
     end: Instant,
     next_id: u32,
-    last_id: u32,
+    first_id: u32,
 }
 
 impl Scheduler {
@@ -210,7 +211,8 @@ impl Scheduler {
                     let lag = now.saturating_duration_since(due);
                     recorder.scheduler_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
                     if let Err(ticket) = self.pool.offer(Ticket { intended: due }) {
-                        if self.next_id < self.last_id {
+                        let last = self.first_id + self.class.cap.load(Ordering::Relaxed);
+                        if self.next_id < last {
                             started.push(spawn(self.next_id, Some(ticket)));
                             self.next_id += 1;
                         } else {

@@ -20,6 +20,9 @@ pub const PROTOCOL: u32 = 1;
 /// Largest component a coordinator ships.
 pub const MAX_COMPONENT: u64 = 512 << 20;
 
+/// Largest hello a coordinator reads before the secret is checked.
+pub const MAX_HELLO: usize = 16 << 10;
+
 /// Worker → coordinator, on the control stream.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -97,6 +100,9 @@ pub enum Down {
         version: String,
         /// The worker's id in this coordinator.
         worker: u32,
+        /// Whether the run the worker asked to resume is this
+        /// coordinator's (if not, the worker forgets it).
+        resumed: bool,
     },
     /// Not admitted (the connection closes after this).
     Refused {
@@ -134,12 +140,16 @@ pub enum Down {
         /// What to do.
         command: WireCommand,
     },
-    /// The worker may keep generating load for `ms` more.
+    /// The worker may keep generating load for `ms` more from receipt,
+    /// and never past `until_unix_ns` on its own clock.
     Lease {
         /// The run.
         run: u64,
         /// From receipt, ms.
         ms: u64,
+        /// The coordinator's send time plus the lease, on the worker's
+        /// clock (so network delay cannot stretch the lease).
+        until_unix_ns: u64,
     },
     /// Snapshots up to `seq` arrived and count.
     Ack {

@@ -58,9 +58,24 @@ pub async fn read<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Opti
     Ok(read_sized(r).await?.map(|(t, _)| t))
 }
 
+/// [`read`], refusing frames over `max` bytes (before authentication).
+pub async fn read_limited<T: DeserializeOwned>(
+    r: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<T>, WireError> {
+    Ok(read_within(r, max).await?.map(|(t, _)| t))
+}
+
 /// [`read`], with the frame's size in bytes.
 pub async fn read_sized<T: DeserializeOwned>(
     r: &mut quinn::RecvStream,
+) -> Result<Option<(T, usize)>, WireError> {
+    read_within(r, MAX_FRAME).await
+}
+
+async fn read_within<T: DeserializeOwned>(
+    r: &mut quinn::RecvStream,
+    max: usize,
 ) -> Result<Option<(T, usize)>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -69,7 +84,7 @@ pub async fn read_sized<T: DeserializeOwned>(
         Err(e) => return Err(WireError::Io(e.to_string())),
     }
     let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
+    if n > max {
         return Err(WireError::TooLarge(n));
     }
     let mut body = vec![0u8; n];

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::protocol::{
     ComponentHeader, Down, Resume, SnapshotFrame, Up, WireCommand, MAX_COMPONENT, PROTOCOL,
@@ -50,6 +51,16 @@ const CACHE: usize = 8;
 
 /// Longest wait for a coordinator's answer to the hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a component may take to arrive.
+const COMPONENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A component read from its stream (or why not).
+struct Fetched {
+    run: u64,
+    sha: String,
+    got: Result<Arc<[u8]>, String>,
+}
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -155,6 +166,14 @@ impl Worker {
                     return Err(anyhow!(why));
                 }
                 SessionEnd::Closed(why) => {
+                    // Its coordinator is gone: nothing of that run can be
+                    // delivered any more (a running one stops by its lease).
+                    if !matches!(
+                        self.slot.as_ref().map(|s| &s.stage),
+                        Some(Stage::Running { .. })
+                    ) {
+                        self.slot = None;
+                    }
                     tracing::info!(
                         "the coordinator closed the connection ({why}); waiting for the next one at {}",
                         self.opts.coordinator
@@ -309,6 +328,7 @@ impl Worker {
                 protocol,
                 version,
                 worker,
+                resumed,
             }))) => {
                 if protocol != PROTOCOL {
                     return SessionEnd::Fatal(format!(
@@ -323,6 +343,15 @@ impl Worker {
                 self.worker_id = Some(worker);
                 self.backoff = Duration::from_millis(250);
                 self.quiet = false;
+                if !resumed && self.slot.is_some() {
+                    // Not this coordinator's run: nobody will take its
+                    // snapshots or renew its lease.
+                    self.abandon("the coordinator does not know the current run")
+                        .await;
+                }
+                if let Some(slot) = self.slot.as_mut() {
+                    slot.ended_sent = false;
+                }
             }
             Ok(Ok(Some(other))) => {
                 return SessionEnd::Retry(format!("expected a welcome, got {other:?}"))
@@ -334,6 +363,7 @@ impl Worker {
         };
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let (fetched_tx, mut fetched_rx) = mpsc::channel::<Fetched>(4);
         loop {
             let outbox = self.slot.as_ref().map(|s| s.outbox.clone());
             tokio::select! {
@@ -357,13 +387,16 @@ impl Worker {
                     }
                 },
                 uni = conn.accept_uni() => match uni {
-                    Ok(r) => {
-                        if let Err(e) = self.receive_component(r, &mut send).await {
+                    Ok(r) => self.fetch_component(r, fetched_tx.clone()),
+                    Err(e) => return ended(&e),
+                },
+                f = fetched_rx.recv() => {
+                    if let Some(f) = f {
+                        if let Err(e) = self.component_arrived(f, &mut send).await {
                             return e;
                         }
                     }
-                    Err(e) => return ended(&e),
-                },
+                }
                 _ = async { match &outbox { Some(o) => o.notify.notified().await, None => std::future::pending().await } } => {}
                 _ = tick.tick() => {}
             }
@@ -514,9 +547,14 @@ impl Worker {
                 self.slot = Some(slot);
             }
             Down::Start { run, at_unix_ns } => self.start(run, at_unix_ns),
-            Down::Lease { run, ms } => {
+            Down::Lease {
+                run,
+                ms,
+                until_unix_ns,
+            } => {
                 if let Some(s) = self.slot.as_ref().filter(|s| s.run == run) {
-                    *lock(&s.lease_until) = Instant::now() + Duration::from_millis(ms.min(600_000));
+                    let by_receipt = Instant::now() + Duration::from_millis(ms.min(600_000));
+                    *lock(&s.lease_until) = by_receipt.min(instant_of(until_unix_ns));
                 }
             }
             Down::Ack { run, seq } => {
@@ -607,61 +645,88 @@ impl Worker {
         Some(bytes)
     }
 
-    /// Reads a component stream: checks its size and hash, caches it, and
-    /// prepares the run waiting for it (or tells the coordinator the run
-    /// cannot be prepared).
-    async fn receive_component(
+    /// Starts reading a component stream, if a run waits for a component:
+    /// on a task of its own (the control loop goes on), within
+    /// [`COMPONENT_TIMEOUT`], checking the hash it was asked for and the
+    /// size limit before reading, and the bytes' hash after.
+    fn fetch_component(&self, mut r: quinn::RecvStream, done: mpsc::Sender<Fetched>) {
+        let Some(slot) = self
+            .slot
+            .as_ref()
+            .filter(|s| matches!(s.stage, Stage::Fetching))
+        else {
+            // Nobody asked for it.
+            let _ = r.stop(0u32.into());
+            return;
+        };
+        let (run, want) = (slot.run, slot.spec.scenario.sha256.clone());
+        tokio::spawn(async move {
+            let got = tokio::time::timeout(COMPONENT_TIMEOUT, async {
+                let head: ComponentHeader = wire::read_limited(&mut r, 4096)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("an empty component stream")?;
+                if head.sha256 != want {
+                    return Err(format!(
+                        "a component {} that was not asked for",
+                        head.sha256
+                    ));
+                }
+                if head.len > MAX_COMPONENT {
+                    return Err(format!(
+                        "a component of {} bytes is over the limit",
+                        head.len
+                    ));
+                }
+                let mut bytes = vec![0u8; head.len as usize];
+                r.read_exact(&mut bytes)
+                    .await
+                    .map_err(|e| format!("the component was cut short: {e}"))?;
+                let sha = crate::engine::sha256_hex(&bytes);
+                if sha != want {
+                    return Err(format!(
+                        "the component received hashes to {sha}, not {want}"
+                    ));
+                }
+                Ok::<_, String>(Arc::<[u8]>::from(bytes))
+            })
+            .await
+            .unwrap_or_else(|_| Err("the component did not arrive in time".into()));
+            let _ = done
+                .send(Fetched {
+                    run,
+                    sha: want,
+                    got,
+                })
+                .await;
+        });
+    }
+
+    /// A component arrived (or failed to): cache it and prepare the run
+    /// waiting for it, or tell the coordinator it cannot be prepared.
+    async fn component_arrived(
         &mut self,
-        mut r: quinn::RecvStream,
+        f: Fetched,
         send: &mut quinn::SendStream,
     ) -> Result<(), SessionEnd> {
-        let got = async {
-            let head: ComponentHeader = wire::read(&mut r)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("an empty component stream")?;
-            if head.len > MAX_COMPONENT {
-                return Err(format!(
-                    "a component of {} bytes is over the limit",
-                    head.len
-                ));
-            }
-            let mut bytes = vec![0u8; head.len as usize];
-            r.read_exact(&mut bytes)
-                .await
-                .map_err(|e| format!("the component was cut short: {e}"))?;
-            let sha = crate::engine::sha256_hex(&bytes);
-            if sha != head.sha256 {
-                return Err(format!(
-                    "the component received hashes to {sha}, not {}: not stored",
-                    head.sha256
-                ));
-            }
-            Ok::<_, String>((sha, Arc::<[u8]>::from(bytes)))
-        }
-        .await;
-        match got {
+        let waiting = self
+            .slot
+            .as_ref()
+            .is_some_and(|s| s.run == f.run && matches!(s.stage, Stage::Fetching));
+        match f.got {
             Err(error) => {
                 tracing::error!("the component from the coordinator is unusable: {error}");
-                if let Some(slot) = self
-                    .slot
-                    .as_ref()
-                    .filter(|s| matches!(s.stage, Stage::Fetching))
-                {
-                    let run = slot.run;
-                    let error = format!("the component it received is unusable: {error}");
+                if waiting {
                     self.slot = None;
-                    wire::write(send, &Up::Failed { run, error })
+                    let error = format!("the component it received is unusable: {error}");
+                    wire::write(send, &Up::Failed { run: f.run, error })
                         .await
                         .map_err(|e| SessionEnd::Retry(e.to_string()))?;
                 }
             }
-            Ok((sha, bytes)) => {
-                self.cache.push_front((sha.clone(), bytes.clone()));
+            Ok(bytes) => {
+                self.cache.push_front((f.sha, bytes.clone()));
                 self.cache.truncate(CACHE);
-                let waiting = self.slot.as_ref().is_some_and(|s| {
-                    matches!(s.stage, Stage::Fetching) && s.spec.scenario.sha256 == sha
-                });
                 if waiting {
                     if let Some(slot) = self.slot.take() {
                         let stage = self.prepare(&slot, bytes);
@@ -713,6 +778,7 @@ impl Worker {
             Ok(handle) => {
                 *lock(&slot.lease_until) = Instant::now() + slot.lease;
                 let controller = handle.controller();
+                let stops = handle.stop_tokens();
                 let outbox = slot.outbox.clone();
                 let done = self.load.spawn(async move {
                     let _ = handle.wait().await;
@@ -721,6 +787,7 @@ impl Worker {
                 let watchdog = tokio::spawn(watch_lease(
                     run,
                     controller.clone(),
+                    stops,
                     slot.lease_until.clone(),
                     slot.lease,
                 ));
@@ -745,32 +812,39 @@ fn ended(e: &quinn::ConnectionError) -> SessionEnd {
     }
 }
 
-/// Stops the run when the lease runs out: first gracefully, a lease later
-/// for good.
+/// Stops the run when the lease runs out: gracefully once half a lease
+/// passes without a renewal, for good (cancelling in-flight iterations,
+/// without waiting for the run's driver) when the lease ends.
 async fn watch_lease(
     run: u64,
     controller: Controller,
+    stops: Option<(CancellationToken, CancellationToken)>,
     until: Arc<Mutex<Instant>>,
     lease: Duration,
 ) {
-    let mut stopped: Option<Instant> = None;
+    let mut graceful = false;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let expired = Instant::now() > *lock(&until);
-        match stopped {
-            None if expired => {
-                tracing::warn!(
-                    "run {run}: no word from the coordinator for {}; stopping the load",
-                    crate::units::format_duration(lease)
-                );
-                controller.stop_now(false, StopBy::Coordinator);
-                stopped = Some(Instant::now());
+        let left = lock(&until).saturating_duration_since(Instant::now());
+        if !graceful && left < lease / 2 {
+            tracing::warn!(
+                "run {run}: no word from the coordinator for {}; stopping the load",
+                crate::units::format_duration(lease / 2)
+            );
+            controller.stop_now(false, StopBy::Coordinator);
+            if let Some((stop, _)) = &stops {
+                stop.cancel();
             }
-            Some(at) if at.elapsed() > lease => {
-                controller.stop_now(true, StopBy::Coordinator);
-                return;
+            graceful = true;
+        }
+        if left.is_zero() {
+            tracing::warn!("run {run}: the lease ran out; cancelling in-flight iterations");
+            controller.stop_now(true, StopBy::Coordinator);
+            if let Some((stop, hard)) = &stops {
+                stop.cancel();
+                hard.cancel();
             }
-            _ => {}
+            return;
         }
     }
 }
@@ -857,9 +931,40 @@ impl Sink for Link {
                 ..s.clone()
             },
         };
-        match serde_json::to_vec(&frame) {
+        let encoded = serde_json::to_vec(&frame)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                if b.len() > wire::MAX_FRAME {
+                    Err(format!(
+                        "{} MiB, over the {} MiB a frame may carry",
+                        b.len() >> 20,
+                        wire::MAX_FRAME >> 20
+                    ))
+                } else {
+                    Ok(b)
+                }
+            });
+        match encoded {
             Ok(bytes) => self.outbox.push(s.seq, bytes),
-            Err(e) => tracing::error!("cannot encode snapshot {}: {e}", s.seq),
+            Err(e) => {
+                // The second's data is lost, not the ones after it: an
+                // empty snapshot keeps its place.
+                tracing::error!("snapshot {} cannot be sent ({e}); its data is lost", s.seq);
+                let empty = SnapshotFrame {
+                    run: self.run,
+                    snapshot: Snapshot {
+                        seq: s.seq,
+                        t: s.t,
+                        interval: s.interval,
+                        classes: s.classes.clone(),
+                        last: s.last,
+                        ..Snapshot::default()
+                    },
+                };
+                if let Ok(bytes) = serde_json::to_vec(&empty) {
+                    self.outbox.push(s.seq, bytes);
+                }
+            }
         }
     }
 }

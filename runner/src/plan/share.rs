@@ -39,6 +39,9 @@ pub struct ClassShare {
     pub max_vus: u32,
     /// Open model: where this worker's VU ids start within the class's.
     pub id_offset: u32,
+    /// Open model: the VU ids the class takes cluster-wide (the sum of
+    /// every worker's `max_vus`, the same in every share).
+    pub id_span: u32,
     /// Pool room for VUs taken over from a lost worker.
     pub spare: u32,
 }
@@ -86,28 +89,36 @@ pub fn parts(total: u64, weights: &[f64]) -> Vec<u64> {
     out
 }
 
-/// Splits `plan` over workers of capacity `weights`. Each worker's pool
-/// gets room for `spare` times its part more VUs, to take over a lost
-/// worker's.
+/// Splits `plan` over workers of capacity `weights`. With `spare` above
+/// zero, each worker's pool gets room for the largest other worker's part
+/// too, to take over a lost worker's.
 pub fn split(plan: &Plan, weights: &[f64], spare: f64) -> Vec<Share> {
     let k = weights.len();
     let sum: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let mut shares: Vec<Share> = (0..k).map(|_| Share::default()).collect();
     for class in &plan.classes {
-        let room = |n: u64| (n as f64 * spare).ceil() as u32;
         match &class.open {
             None => {
                 let owners = stripes(weights, class.max_vus());
+                let owned: Vec<Vec<u32>> = (0..k)
+                    .map(|w| {
+                        (0..class.max_vus())
+                            .filter(|&i| owners[i as usize] == w)
+                            .collect()
+                    })
+                    .collect();
                 for (w, share) in shares.iter_mut().enumerate() {
-                    let owned: Vec<u32> = (0..class.max_vus())
-                        .filter(|&i| owners[i as usize] == w)
-                        .collect();
-                    let spare = room(owned.len() as u64);
+                    // Room to take over the largest other worker's part.
+                    let other = (0..k)
+                        .filter(|&v| v != w)
+                        .map(|v| owned[v].len() as u32)
+                        .max()
+                        .unwrap_or(0);
                     share.classes.push(ClassShare {
                         name: class.name.to_string(),
-                        owned,
+                        owned: owned[w].clone(),
                         fraction: weights[w] / sum,
-                        spare,
+                        spare: if spare > 0.0 { other } else { 0 },
                         ..ClassShare::default()
                     });
                 }
@@ -115,19 +126,27 @@ pub fn split(plan: &Plan, weights: &[f64], spare: f64) -> Vec<Share> {
             Some(open) => {
                 let allocated = parts(u64::from(class.vus), weights);
                 let most = parts(u64::from(open.max_vus.max(class.vus)), weights);
+                let maxes: Vec<u32> = (0..k).map(|w| most[w].max(allocated[w]) as u32).collect();
+                let span: u32 = maxes.iter().sum();
                 let mut offset = 0u32;
                 for (w, share) in shares.iter_mut().enumerate() {
-                    let max_vus = most[w].max(allocated[w]) as u32;
+                    // Room to take over the largest other worker's part.
+                    let other = (0..k)
+                        .filter(|&v| v != w)
+                        .map(|v| maxes[v])
+                        .max()
+                        .unwrap_or(0);
                     share.classes.push(ClassShare {
                         name: class.name.to_string(),
                         fraction: weights[w] / sum,
                         vus: allocated[w] as u32,
-                        max_vus,
+                        max_vus: maxes[w],
                         id_offset: offset,
-                        spare: room(u64::from(max_vus)),
+                        id_span: span,
+                        spare: if spare > 0.0 { other } else { 0 },
                         ..ClassShare::default()
                     });
-                    offset += max_vus;
+                    offset += maxes[w];
                 }
             }
         }
@@ -183,7 +202,7 @@ fn apply_class(class: &mut ClassPlan, part: &ClassShare) -> Result<()> {
             class.owned = Some(part.owned.clone());
         }
         Some(open) => {
-            class.id_span = open.max_vus.max(class.vus);
+            class.id_span = part.id_span.max(open.max_vus.max(class.vus));
             open.rate = open.rate.scaled(part.fraction);
             open.max_vus = part.max_vus;
             class.vus = part.vus;

@@ -212,6 +212,7 @@ impl Driver {
                             let mut p = lock(rate);
                             *p = p.scaled_from(t, k);
                             version.fetch_add(1, Ordering::Release);
+                            c.grow(f);
                         }
                         *old = f;
                     }

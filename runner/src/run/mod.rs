@@ -275,6 +275,7 @@ impl Prepared {
             trap_log: exec::vu::TrapLog::default(),
         });
         let exec = exec::start(&plan, &shared);
+        let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
         let swapper = Arc::new(swap::Swapper {
             engine,
             settings,
@@ -308,6 +309,7 @@ impl Prepared {
             hub,
             swapper: Some(swapper),
             task,
+            stops: Some((stop, hard_stop)),
         })
     }
 }
@@ -319,6 +321,9 @@ pub struct RunHandle {
     hub: Arc<Hub>,
     swapper: Option<Arc<swap::Swapper>>,
     task: JoinHandle<Arc<crate::report::Summary>>,
+    /// The VUs' stop and hard-stop signals, for a stop that must not wait
+    /// for the driver (a worker whose lease ran out).
+    stops: Option<(CancellationToken, CancellationToken)>,
 }
 
 impl RunHandle {
@@ -336,7 +341,14 @@ impl RunHandle {
             hub,
             swapper: None,
             task,
+            stops: None,
         }
+    }
+
+    /// The VUs' stop and hard-stop signals (a local run's): cancelling
+    /// them stops the load at once, whatever the driver is doing.
+    pub fn stop_tokens(&self) -> Option<(CancellationToken, CancellationToken)> {
+        self.stops.clone()
     }
 
     /// The run's spec.

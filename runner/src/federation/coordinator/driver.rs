@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use super::merge::Buckets;
 use super::session::Event;
-use super::{Member, OnLoss, RUN};
+use super::session::Resumable;
+use super::{Member, OnLoss};
 use crate::events::{ControlEvent, EventKind, StopBy};
 use crate::exec::{lock, Class, Load};
 use crate::federation::protocol::{Down, Up, WireCommand};
@@ -37,9 +38,11 @@ const WAIT_LATE: Duration = Duration::from_millis(1500);
 
 /// What the driver starts from.
 pub(crate) struct Setup {
+    pub run: u64,
+    pub resumable: Resumable,
     pub prepared: Prepared,
     pub members: BTreeMap<u32, Member>,
-    pub events: mpsc::UnboundedReceiver<Event>,
+    pub events: mpsc::Receiver<Event>,
     pub sinks: Vec<Box<dyn Sink>>,
     pub start: Instant,
     pub start_unix: u64,
@@ -96,6 +99,8 @@ pub(crate) fn start(s: Setup) -> RunHandle {
         })
         .collect();
     let driver = Driver {
+        run: s.run,
+        resumable: s.resumable,
         spec: spec.clone(),
         plan,
         thresholds,
@@ -174,8 +179,12 @@ struct Driver {
     hub: Arc<Hub>,
     sinks: Vec<Box<dyn Sink>>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
     workers: BTreeMap<u32, Worker>,
+    /// The run's id on the wire.
+    run: u64,
+    /// Workers whose connection is gone and who may come back.
+    resumable: Resumable,
     start: Instant,
     start_unix: u64,
     lease: Duration,
@@ -250,15 +259,18 @@ impl Driver {
     }
 
     fn event(&mut self, e: Event, buckets: &mut Buckets) {
+        let run = self.run;
         match e {
             Event::Joined { session, resume } => {
                 let id = session.id;
                 match (resume, self.workers.get_mut(&id)) {
-                    (Some(r), Some(w)) if r.run == RUN => {
+                    (Some(r), Some(w)) if r.run == run => {
                         tracing::info!("worker {id} ({}) reconnected", session.name);
                         w.m.session = session;
                         w.gone_since = None;
                         w.heard(id);
+                        // What it may have missed meanwhile.
+                        self.resend(id);
                     }
                     _ => tracing::info!(
                         "worker {id} ({}) joined during the run; it will take part in the next one",
@@ -268,12 +280,13 @@ impl Driver {
             }
             Event::Gone { worker, conn, why } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
-                    if w.m.session.conn.stable_id() == conn && w.status == Status::Live {
+                    if w.m.session.conn.stable_id() == conn && w.status != Status::Ended {
                         tracing::warn!(
                             "lost the connection to worker {worker} ({}): {why}",
                             w.m.session.name
                         );
                         w.gone_since = Some(Instant::now());
+                        lock(&self.resumable).insert(worker, run);
                     }
                 }
             }
@@ -285,13 +298,14 @@ impl Driver {
                 let Some(w) = self.workers.get_mut(&worker) else {
                     return;
                 };
-                if frame.run != RUN {
+                if frame.run != run {
                     return;
                 }
                 let s = frame.snapshot;
                 w.heard(worker);
                 w.bytes += bytes as u64;
                 w.frames += 1;
+                let last = s.last;
                 if s.seq > w.acked {
                     w.acked = s.seq;
                     let m = &s.metrics;
@@ -303,10 +317,10 @@ impl Driver {
                     }
                     buckets.add(worker, s);
                 }
-                w.m.session.send(Down::Ack {
-                    run: RUN,
-                    seq: w.acked,
-                });
+                w.m.session.send(Down::Ack { run, seq: w.acked });
+                if last {
+                    w.last_seq = Some(w.last_seq.unwrap_or(w.acked).max(w.acked));
+                }
                 if w.last_seq.is_some_and(|l| w.acked >= l) && w.status == Status::Live {
                     w.status = Status::Ended;
                 }
@@ -316,13 +330,70 @@ impl Driver {
                     return;
                 };
                 w.heard(worker);
-                if let Up::Ended { run: RUN, last_seq } = msg {
-                    w.last_seq = Some(last_seq);
-                    if w.acked >= last_seq && w.status == Status::Live {
-                        w.status = Status::Ended;
+                match msg {
+                    Up::Ended { run: r, last_seq } if r == run => {
+                        w.last_seq = Some(last_seq);
+                        if w.acked >= last_seq && w.status == Status::Live {
+                            w.status = Status::Ended;
+                        }
                     }
+                    _ => {}
                 }
             }
+        }
+    }
+
+    /// Sends a worker that reconnected what it may have missed: a stop,
+    /// the load in force, its whole share (adoptions are idempotent).
+    fn resend(&mut self, id: u32) {
+        let run = self.run;
+        let t = self.start.elapsed().as_secs_f64();
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if w.status != Status::Live {
+            return;
+        }
+        let session = &w.m.session;
+        if let Some((_, asked)) = &self.stopping {
+            session.send(Down::Control {
+                run,
+                command: WireCommand::Stop { abort: *asked > 1 },
+            });
+            return;
+        }
+        let now = (unix_ns() as i64 + w.m.offset_ns).max(0) as u64;
+        let mut fractions = Vec::new();
+        for (c, part) in self.classes.iter().zip(&w.m.share.classes) {
+            let value = c.load.value_at(t);
+            let (vus, rate) = if c.is_open() {
+                (None, Some(value))
+            } else {
+                (Some(value.round() as u32), None)
+            };
+            session.send(Down::Control {
+                run,
+                command: WireCommand::Load {
+                    class: Some(c.name.to_string()),
+                    vus,
+                    rate,
+                    ramp_ms: 0,
+                },
+            });
+            if !part.owned.is_empty() {
+                session.send(Down::Adopt {
+                    run,
+                    class: part.name.clone(),
+                    indices: part.owned.clone(),
+                    at_unix_ns: now,
+                });
+            }
+            if c.is_open() {
+                fractions.push((part.name.clone(), part.fraction));
+            }
+        }
+        if !fractions.is_empty() {
+            session.send(Down::Rescale { run, fractions });
         }
     }
 
@@ -356,7 +427,7 @@ impl Driver {
                             ramp_ms: change.ramp.as_millis() as u64,
                         };
                         self.broadcast(|| Down::Control {
-                            run: RUN,
+                            run: self.run,
                             command: command.clone(),
                         });
                         for e in &events {
@@ -388,7 +459,7 @@ impl Driver {
         let first_by = self.stopping.as_ref().map_or(by.clone(), |s| s.0.clone());
         self.stopping = Some((first_by, asked));
         self.broadcast(|| Down::Control {
-            run: RUN,
+            run: self.run,
             command: WireCommand::Stop { abort: hard },
         });
         let message = match (&threshold, hard) {
@@ -427,12 +498,21 @@ impl Driver {
     /// snapshot every second; one silent for longer may be cut off, and is
     /// not given more time to generate load unseen).
     fn renew_leases(&mut self) {
-        let ms = self.lease.as_millis() as u64;
+        let (run, lease) = (self.run, self.lease);
+        let ms = lease.as_millis() as u64;
         for w in self.workers.values_mut() {
             if w.status == Status::Live && w.gone_since.is_none() && w.last_heard.elapsed() < SILENT
             {
-                w.m.session.send(Down::Lease { run: RUN, ms });
-                w.leased_until = Instant::now() + self.lease;
+                // The deadline on the worker's clock, from now: however
+                // late the frame arrives, the lease ends by then.
+                let until =
+                    (unix_ns() as i64 + w.m.offset_ns).max(0) as u64 + lease.as_nanos() as u64;
+                w.m.session.send(Down::Lease {
+                    run,
+                    ms,
+                    until_unix_ns: until,
+                });
+                w.leased_until = Instant::now() + lease;
             }
         }
     }
@@ -500,31 +580,44 @@ impl Driver {
         }
     }
 
-    /// Hands lost worker `id`'s share to the live workers, by capacity,
-    /// from a second ahead.
+    /// Hands lost worker `id`'s share to the live, connected workers, by
+    /// capacity within the room each has left, from a second ahead.
     fn rebalance(&mut self, id: u32) {
+        let run = self.run;
         let Some(lost) = self.workers.get(&id).map(|w| w.m.share.clone()) else {
             return;
         };
         let live: Vec<u32> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.status == Status::Live)
+            .filter(|(_, w)| w.status == Status::Live && w.gone_since.is_none())
             .map(|(id, _)| *id)
             .collect();
         if live.is_empty() {
+            tracing::warn!("no connected worker is left to take over the lost share");
             return;
         }
         let weights: Vec<f64> = live
             .iter()
             .map(|i| self.workers[i].m.session.capacity)
             .collect();
-        let sum: f64 = weights.iter().sum();
         let ahead = Duration::from_secs(1);
         let mut fractions: BTreeMap<u32, Vec<(String, f64)>> = BTreeMap::new();
         for (ci, class) in lost.classes.iter().enumerate() {
-            if !class.owned.is_empty() {
-                let counts = parts(class.owned.len() as u64, &weights);
+            let open = self.plan.classes.get(ci).is_some_and(|c| c.open.is_some());
+            if !open {
+                let rooms: Vec<u64> = live
+                    .iter()
+                    .map(|w| {
+                        self.workers[w]
+                            .m
+                            .share
+                            .classes
+                            .get(ci)
+                            .map_or(0, |c| u64::from(c.spare))
+                    })
+                    .collect();
+                let counts = within(class.owned.len() as u64, &weights, &rooms);
                 let mut rest = class.owned.as_slice();
                 for (&wid, n) in live.iter().zip(counts) {
                     let (mine, more) = rest.split_at((n as usize).min(rest.len()));
@@ -536,7 +629,7 @@ impl Driver {
                         let at = (unix_ns() as i64 + w.m.offset_ns).max(0) as u64
                             + ahead.as_nanos() as u64;
                         w.m.session.send(Down::Adopt {
-                            run: RUN,
+                            run,
                             class: class.name.clone(),
                             indices: mine.to_vec(),
                             at_unix_ns: at,
@@ -544,34 +637,38 @@ impl Driver {
                         if let Some(c) = w.m.share.classes.get_mut(ci) {
                             c.owned.extend_from_slice(mine);
                             c.owned.sort_unstable();
+                            c.spare -= mine.len() as u32;
                         }
                     }
                 }
-            } else if class.fraction > 0.0
-                && self.plan.classes.get(ci).is_some_and(|c| c.open.is_some())
-            {
+                if !rest.is_empty() {
+                    tracing::warn!(
+                        "{} VUs of class {} could not be taken over: the other workers have no room left",
+                        rest.len(),
+                        class.name
+                    );
+                }
+            } else if class.fraction > 0.0 {
+                // The lost fraction goes to the others by capacity.
+                let sum: f64 = weights.iter().sum();
                 for (&wid, weight) in live.iter().zip(&weights) {
-                    let f = weight / sum;
-                    fractions
-                        .entry(wid)
-                        .or_default()
-                        .push((class.name.clone(), f));
                     if let Some(c) = self
                         .workers
                         .get_mut(&wid)
                         .and_then(|w| w.m.share.classes.get_mut(ci))
                     {
-                        c.fraction = f;
+                        c.fraction += class.fraction * weight / sum;
+                        fractions
+                            .entry(wid)
+                            .or_default()
+                            .push((class.name.clone(), c.fraction));
                     }
                 }
             }
         }
         for (wid, f) in fractions {
             if let Some(w) = self.workers.get(&wid) {
-                w.m.session.send(Down::Rescale {
-                    run: RUN,
-                    fractions: f,
-                });
+                w.m.session.send(Down::Rescale { run, fractions: f });
             }
         }
     }
@@ -711,6 +808,25 @@ impl Driver {
             .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
         meta
     }
+}
+
+/// `total` split in proportion to `weights`, none over its `room`; what
+/// does not fit anywhere is left out (the counts may sum to less).
+fn within(total: u64, weights: &[f64], room: &[u64]) -> Vec<u64> {
+    let mut out = parts(total, weights);
+    let mut extra = 0u64;
+    for (o, r) in out.iter_mut().zip(room) {
+        if *o > *r {
+            extra += *o - *r;
+            *o = *r;
+        }
+    }
+    for (o, r) in out.iter_mut().zip(room) {
+        let take = extra.min(r - *o);
+        *o += take;
+        extra -= take;
+    }
+    out
 }
 
 fn round3(v: f64) -> f64 {

@@ -37,11 +37,20 @@ impl Buckets {
 
     /// Adds worker `from`'s snapshot.
     pub fn add(&mut self, from: u32, mut s: Snapshot) {
-        // Late: it joins the next second to publish.
-        let seq = s.seq.max(self.next);
         s.events.clear();
+        let late = s.seq < self.next;
+        if late {
+            // Its counts join the next second to publish; its VUs and
+            // rates were of an older second (adding them would count a
+            // worker twice), and it does not stand for the worker's
+            // report of that next second.
+            s.classes.clear();
+        }
+        let seq = s.seq.max(self.next);
         let b = self.pending.entry(seq).or_default();
-        b.from.insert(from);
+        if !late {
+            b.from.insert(from);
+        }
         match &mut b.merged {
             Some(m) => m.merge(&s),
             None => b.merged = Some(s),
@@ -130,11 +139,15 @@ mod tests {
         // Worker 2's second 2 is late: second 2 goes out without it...
         b.add(1, snap(2, 5));
         assert_eq!(b.take().metrics.http_requests(), 5);
-        // ...and it lands in second 3.
+        // ...and it lands in second 3, without counting as worker 2's
+        // report of second 3.
         b.add(2, snap(2, 6));
         b.add(1, snap(3, 1));
+        assert!(!b.complete(&all));
+        b.add(2, snap(3, 2));
+        assert!(b.complete(&all));
         let s = b.take();
-        assert_eq!((s.seq, s.metrics.http_requests()), (3, 7));
+        assert_eq!((s.seq, s.metrics.http_requests()), (3, 9));
         assert!(b.drain().is_none());
     }
 }

@@ -26,8 +26,14 @@ use super::worker::unix_ns;
 use crate::plan::share::{split, Share};
 use crate::run::{Prepared, RunHandle, Sink};
 
-/// The run's id on the wire (a coordinator runs one run).
-pub const RUN: u64 = 1;
+/// A run id no other coordinator is likely to use (a worker resumes only
+/// its part of this coordinator's run).
+fn new_run_id() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from(u32::from_be_bytes(b) | 1)
+}
 
 /// What to do when a worker is lost.
 #[derive(
@@ -63,6 +69,9 @@ pub struct ClusterOptions {
     pub identity: Identity,
     /// The secret workers must know.
     pub secret: String,
+    /// Whether the secret was made here (then the whole token is logged;
+    /// a secret given by the operator is not repeated in the log).
+    pub secret_generated: bool,
     /// How long a worker may go on without hearing from the coordinator.
     pub lease: Duration,
 }
@@ -104,18 +113,26 @@ pub async fn coordinate(
         secret: opts.secret.clone(),
     };
     let shown = opts.advertise.clone().unwrap_or_else(|| local.to_string());
+    let token = if opts.secret_generated {
+        token.to_string()
+    } else {
+        format!("{}:YOUR-SECRET", super::token::hex(&token.fingerprint))
+    };
     tracing::info!(
         "waiting for {} worker(s) (up to {}); on each machine run: runner join --coordinator {shown} --token {token}",
         opts.workers,
         crate::units::format_duration(opts.join_timeout)
     );
-    let (etx, mut events) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(session::accept(
-        endpoint.clone(),
-        Arc::from(opts.secret.as_str()),
-        Arc::new(AtomicU32::new(1)),
-        etx,
-    ));
+    let (etx, mut events) = mpsc::channel(4096);
+    let resumable: session::Resumable = Arc::default();
+    let gate = session::Gate {
+        secret: Arc::from(opts.secret.as_str()),
+        ids: Arc::new(AtomicU32::new(1)),
+        resumable: resumable.clone(),
+        pending: Arc::new(tokio::sync::Semaphore::new(session::MAX_PENDING)),
+    };
+    let accept = tokio::spawn(session::accept(endpoint.clone(), gate, etx));
+    let run = new_run_id();
     let sessions = gather(&mut events, &opts).await;
     let sessions = match sessions {
         Ok(s) => s,
@@ -125,7 +142,7 @@ pub async fn coordinate(
             return Err(e);
         }
     };
-    let result = setup(prepared, bytes, &opts, sessions, &mut events).await;
+    let result = setup(prepared, bytes, &opts, run, sessions, &mut events).await;
     let (prepared, members, start_unix, start) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -135,6 +152,8 @@ pub async fn coordinate(
         }
     };
     let handle = driver::start(driver::Setup {
+        run,
+        resumable,
         prepared,
         members,
         events,
@@ -153,7 +172,7 @@ pub async fn coordinate(
 /// Waits until `workers` have joined, or `min_workers` when the join
 /// timeout passes.
 async fn gather(
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut mpsc::Receiver<Event>,
     opts: &ClusterOptions,
 ) -> Result<BTreeMap<u32, Session>> {
     let deadline = tokio::time::Instant::now() + opts.join_timeout;
@@ -202,8 +221,9 @@ async fn setup(
     prepared: Prepared,
     bytes: Arc<[u8]>,
     opts: &ClusterOptions,
+    run: u64,
     sessions: BTreeMap<u32, Session>,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut mpsc::Receiver<Event>,
 ) -> Result<Started> {
     let weights: Vec<f64> = sessions.values().map(|s| s.capacity).collect();
     let k = weights.len();
@@ -219,7 +239,7 @@ async fn setup(
     let mut members: BTreeMap<u32, Member> = BTreeMap::new();
     for (session, share) in sessions.into_values().zip(shares) {
         session.send(Down::Assign {
-            run: RUN,
+            run,
             spec: Box::new(spec.clone()),
             share: share.clone(),
             lease_ms: opts.lease.as_millis() as u64,
@@ -244,7 +264,7 @@ async fn setup(
     let cancel = |members: &BTreeMap<u32, Member>, why: &str| {
         for m in members.values() {
             m.session.send(Down::Cancel {
-                run: RUN,
+                run,
                 reason: why.to_owned(),
             });
         }
@@ -267,23 +287,24 @@ async fn setup(
                 }
             }
             e = events.recv() => match e {
+                Some(Event::Up { worker, .. }) if !members.contains_key(&worker) => {}
                 Some(Event::Up { worker, msg }) => match msg {
-                    Up::Need { run: RUN, sha256 } if sha256 == sha => {
+                    Up::Need { run: r, sha256 } if r == run && sha256 == sha => {
                         if let Some(m) = members.get(&worker) {
                             tracing::info!("sending the component ({} bytes) to worker {}", bytes.len(), m.session.name);
                             m.session.send_component(sha.clone(), bytes.clone());
                         }
                     }
-                    Up::Ready { run: RUN } => {
+                    Up::Ready { run: r } if r == run => {
                         ready.insert(worker);
                     }
-                    Up::Failed { run: RUN, error } => {
+                    Up::Failed { run: r, error } if r == run => {
                         let name = members.get(&worker).map(|m| m.session.name.clone()).unwrap_or_default();
                         cancel(&members, "another worker could not prepare the run");
                         bail!("worker {name} could not prepare the run: {error}");
                     }
                     Up::Pong { id, unix_ns: theirs } => {
-                        if let Some((w, sent)) = pings.remove(&id) {
+                        if let Some((w, sent)) = pings.remove(&id).filter(|(w, _)| *w == worker) {
                             let now = unix_ns();
                             let rtt = now.saturating_sub(sent);
                             if let Some(m) = members.get_mut(&w) {
@@ -329,7 +350,7 @@ async fn setup(
     for m in members.values() {
         let at = (start_unix as i64 + m.offset_ns).max(0) as u64;
         m.session.send(Down::Start {
-            run: RUN,
+            run,
             at_unix_ns: at,
         });
     }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::federation::protocol::{ComponentHeader, Down, Resume, SnapshotFrame, Up, PROTOCOL};
+use crate::federation::protocol::{
+    ComponentHeader, Down, Resume, SnapshotFrame, Up, MAX_HELLO, PROTOCOL,
+};
 use crate::federation::token::secret_matches;
 use crate::federation::wire;
 
@@ -104,15 +106,34 @@ pub enum Event {
     },
 }
 
+/// Workers whose connection is gone and who may resume their part of run
+/// (worker id → run id); the driver keeps it, the handshake consults it.
+pub type Resumable = Arc<std::sync::Mutex<std::collections::HashMap<u32, u64>>>;
+
+/// What the accepting side shares.
+#[derive(Clone)]
+pub struct Gate {
+    /// The secret workers must know.
+    pub secret: Arc<str>,
+    /// Fresh worker ids.
+    pub ids: Arc<AtomicU32>,
+    /// Who may resume.
+    pub resumable: Resumable,
+    /// Handshakes in progress (a peer that never says hello holds one).
+    pub pending: Arc<tokio::sync::Semaphore>,
+}
+
+/// Handshakes in progress at once.
+pub const MAX_PENDING: usize = 64;
+
 /// Accepts connections until the endpoint closes.
-pub async fn accept(
-    endpoint: quinn::Endpoint,
-    secret: Arc<str>,
-    ids: Arc<AtomicU32>,
-    events: mpsc::UnboundedSender<Event>,
-) {
+pub async fn accept(endpoint: quinn::Endpoint, gate: Gate, events: mpsc::Sender<Event>) {
     while let Some(incoming) = endpoint.accept().await {
-        let (secret, ids, events) = (secret.clone(), ids.clone(), events.clone());
+        let Ok(permit) = gate.pending.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let (gate, events) = (gate.clone(), events.clone());
         tokio::spawn(async move {
             let addr = incoming.remote_address();
             let conn = match incoming.await {
@@ -122,7 +143,9 @@ pub async fn accept(
                     return;
                 }
             };
-            if let Err(why) = handshake(conn.clone(), &secret, &ids, &events).await {
+            let shook = handshake(conn.clone(), &gate, &events).await;
+            drop(permit);
+            if let Err(why) = shook {
                 tracing::warn!("refused a connection from {addr}: {why}");
                 conn.close(1u32.into(), why.as_bytes());
             }
@@ -132,19 +155,21 @@ pub async fn accept(
 
 async fn handshake(
     conn: quinn::Connection,
-    secret: &str,
-    ids: &AtomicU32,
-    events: &mpsc::UnboundedSender<Event>,
+    gate: &Gate,
+    events: &mpsc::Sender<Event>,
 ) -> Result<(), String> {
     let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| "no control stream within 10 s".to_owned())?
         .map_err(|e| format!("no control stream: {e}"))?;
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::read::<Up>(&mut recv))
-        .await
-        .map_err(|_| "no hello within 10 s".to_owned())?
-        .map_err(|e| e.to_string())?
-        .ok_or("the connection closed before its hello")?;
+    let hello = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        wire::read_limited::<Up>(&mut recv, MAX_HELLO),
+    )
+    .await
+    .map_err(|_| "no hello within 10 s".to_owned())?
+    .map_err(|e| e.to_string())?
+    .ok_or("the connection closed before its hello")?;
     let Up::Hello {
         protocol,
         version,
@@ -161,7 +186,7 @@ async fn handshake(
             "the worker speaks protocol {protocol} (runner {version}), this coordinator {PROTOCOL} (runner {}): run the same runner version on both",
             env!("CARGO_PKG_VERSION")
         ))
-    } else if !secret_matches(&given, secret) {
+    } else if !secret_matches(&given, &gate.secret) {
         Some(
             "wrong token: the secret does not match; use the token this coordinator printed".into(),
         )
@@ -184,16 +209,24 @@ async fn handshake(
         return Err(reason);
     }
     let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    // A worker resumes its part only of this coordinator's run, and only
+    // if its connection is gone: nobody takes over another's place.
+    let resumed = resume.is_some_and(|r| {
+        let mut open = gate.resumable.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&r.worker) == Some(&r.run) && open.remove(&r.worker).is_some()
+    });
     let id = match resume {
-        Some(r) => r.worker,
-        None => ids.fetch_add(1, Ordering::Relaxed),
+        Some(r) if resumed => r.worker,
+        _ => gate.ids.fetch_add(1, Ordering::Relaxed),
     };
+    let resume = resume.filter(|_| resumed);
     wire::write(
         &mut send,
         &Down::Welcome {
             protocol: PROTOCOL,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             worker: id,
+            resumed,
         },
     )
     .await
@@ -227,7 +260,7 @@ async fn handshake(
             let why = loop {
                 match wire::read::<Up>(&mut recv).await {
                     Ok(Some(msg)) => {
-                        if events.send(Event::Up { worker: id, msg }).is_err() {
+                        if events.send(Event::Up { worker: id, msg }).await.is_err() {
                             return;
                         }
                     }
@@ -245,49 +278,60 @@ async fn handshake(
                     }
                 }
             };
-            let _ = events.send(Event::Gone {
-                worker: id,
-                conn: stable,
-                why,
-            });
+            let _ = events
+                .send(Event::Gone {
+                    worker: id,
+                    conn: stable,
+                    why,
+                })
+                .await;
         });
     }
-    // Snapshot streams.
+    // The snapshot stream: one per connection (a second closes it).
     {
         let (events, conn) = (events.clone(), conn.clone());
         tokio::spawn(async move {
-            while let Ok(mut r) = conn.accept_uni().await {
-                let (events, conn) = (events.clone(), conn.clone());
+            let Ok(mut r) = conn.accept_uni().await else {
+                return;
+            };
+            {
+                let conn = conn.clone();
                 tokio::spawn(async move {
-                    loop {
-                        match wire::read_sized::<SnapshotFrame>(&mut r).await {
-                            Ok(Some((frame, bytes))) => {
-                                let e = Event::Snapshot {
-                                    worker: id,
-                                    frame: Box::new(frame),
-                                    bytes,
-                                };
-                                if events.send(e).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(None) => return,
-                            Err(e) => {
-                                if matches!(
-                                    e,
-                                    wire::WireError::Malformed(_) | wire::WireError::TooLarge(_)
-                                ) {
-                                    tracing::warn!("worker {id} sent {e}; closing its connection");
-                                    conn.close(2u32.into(), e.to_string().as_bytes());
-                                }
-                                return;
-                            }
-                        }
+                    if conn.accept_uni().await.is_ok() {
+                        tracing::warn!(
+                            "worker {id} opened a second snapshot stream; closing its connection"
+                        );
+                        conn.close(2u32.into(), b"one snapshot stream per connection");
                     }
                 });
             }
+            loop {
+                match wire::read_sized::<SnapshotFrame>(&mut r).await {
+                    Ok(Some((frame, bytes))) => {
+                        let e = Event::Snapshot {
+                            worker: id,
+                            frame: Box::new(frame),
+                            bytes,
+                        };
+                        if events.send(e).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            wire::WireError::Malformed(_) | wire::WireError::TooLarge(_)
+                        ) {
+                            tracing::warn!("worker {id} sent {e}; closing its connection");
+                            conn.close(2u32.into(), e.to_string().as_bytes());
+                        }
+                        return;
+                    }
+                }
+            }
         });
     }
-    let _ = events.send(Event::Joined { session, resume });
+    let _ = events.send(Event::Joined { session, resume }).await;
     Ok(())
 }
