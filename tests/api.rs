@@ -621,6 +621,8 @@ fn the_openapi_document_matches_the_running_server() {
     // but not "a WebAssembly component of this world", so generated
     // uploads are rightly refused with 422.
     let out = std::process::Command::new(&st)
+        // Its cache goes in the scratch directory, not the repository.
+        .current_dir(&dir)
         .arg("--config-file")
         .arg(&config)
         .args([

@@ -80,7 +80,7 @@ fn time_series_add_up_to_the_summary_and_the_server() {
 }
 
 #[test]
-fn a_killed_run_leaves_the_previous_files_intact() {
+fn a_killed_run_leaves_its_seconds_so_far_and_the_previous_summary() {
     let target = Target::start();
     let dir = scratch("killed");
     let paths = [dir.join("r.json"), dir.join("r.ndjson"), dir.join("r.csv")];
@@ -109,17 +109,44 @@ fn a_killed_run_leaves_the_previous_files_intact() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     child.kill().unwrap();
     child.wait().unwrap();
-    for p in &paths {
-        assert_eq!(
-            std::fs::read_to_string(p).unwrap(),
-            "previous run\n",
-            "{} was touched",
-            p.display()
-        );
-    }
+    // The summary is written whole at the end or not at all.
+    assert_eq!(
+        std::fs::read_to_string(&paths[0]).unwrap(),
+        "previous run\n"
+    );
+    // The time series has every second before the kill, each line whole.
+    let nd = std::fs::read_to_string(&paths[1]).unwrap();
+    let lines: Vec<serde_json::Value> = nd
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is whole JSON"))
+        .collect();
+    assert!(lines.len() >= 2, "{nd}");
+    assert_eq!(lines[0]["t"].as_f64().map(f64::round), Some(1.0));
+    let csv = std::fs::read_to_string(&paths[2]).unwrap();
+    assert!(csv.starts_with("t,interval,vus,metric"), "{csv}");
+    assert!(
+        csv.lines().filter(|l| l.contains(",http,")).count() >= 2,
+        "{csv}"
+    );
+    let served = target.requests();
+    let counted: u64 = lines
+        .iter()
+        .map(|l| {
+            l["http"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|s| s["count"].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(
+        counted > 0 && counted <= served,
+        "{counted} in the file, {served} served"
+    );
 }
 
 #[test]
@@ -177,4 +204,44 @@ fn raw_snapshots_merge_exactly_into_the_summary() {
         }
         assert_eq!(m.latency.count(), stats.latency.count());
     }
+}
+
+#[test]
+fn series_past_max_series_fold_into_one_counted_row() {
+    let target = Target::start();
+    let (r, s) = run_against(
+        "hello-http",
+        &target.url,
+        "max-series",
+        &[
+            "--vus",
+            "4",
+            "--duration",
+            "2s",
+            "-e",
+            "THINK_MS=0",
+            "-e",
+            "NAMES=5000",
+            "--max-series",
+            "50",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let rows = s["http"].as_array().unwrap();
+    assert_eq!(rows.len(), 51, "50 names and the overflow row");
+    let overflow = rows
+        .iter()
+        .find(|r| r["name"].as_str().unwrap().starts_with("(overflow"))
+        .expect("the overflow row");
+    let folded = s["meta"]["series_overflow"]["http"].as_u64().unwrap();
+    assert_eq!(overflow["requests"].as_u64().unwrap(), folded);
+    assert!(folded > 100, "{folded}");
+    // Nothing is lost: the rows still add up to what the target served.
+    assert_eq!(total_requests(&s), target.requests());
+    assert_eq!(
+        r.stderr.matches("distinct http series").count(),
+        1,
+        "{}",
+        r.stderr
+    );
 }

@@ -125,6 +125,10 @@ pub struct RunOptions {
     pub insecure: bool,
     /// Guest log lines per second across all VUs.
     pub log_rate: u64,
+    /// Distinct series (name and tags) per metric family; more are
+    /// counted in one overflow row.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_series: u32,
 }
 
 /// Defaults, as the command line's `--help` shows them.
@@ -151,6 +155,8 @@ pub mod defaults {
     pub const MAX_BODY: u64 = 16 << 20;
     /// `--log-rate`.
     pub const LOG_RATE: u64 = 100;
+    /// `--max-series`.
+    pub const MAX_SERIES: u32 = 1000;
 }
 
 impl Default for RunOptions {
@@ -181,6 +187,7 @@ impl Default for RunOptions {
             max_body: defaults::MAX_BODY,
             insecure: false,
             log_rate: defaults::LOG_RATE,
+            max_series: defaults::MAX_SERIES,
         }
     }
 }
@@ -251,6 +258,7 @@ impl RunOptions {
             return Err("think_time and pacing apply to the closed model, not with rate".into());
         }
         for (name, v, max) in [
+            ("max_series", self.max_series, 1_000_000),
             ("instance_limit", self.instance_limit, 1_000),
             ("table_limit", self.table_limit, 1_000),
             ("table_elements", self.table_elements, 10_000_000),

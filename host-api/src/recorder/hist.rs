@@ -15,10 +15,15 @@ const MAX_VALUE: u64 = u64::MAX / 2;
 
 /// A mergeable HdrHistogram with 3 significant digits.
 ///
+/// It starts small and grows to the largest value recorded (a histogram of
+/// millisecond latencies takes 16 KiB, not the 188 KiB one sized for an
+/// hour would), so a run with many request names stays light. Values
+/// above its maximum are clamped to it.
+///
 /// Serializes as the base64 of its HdrHistogram V2 encoding, the format
 /// other HdrHistogram tools read.
 #[derive(Clone, Debug)]
-pub struct Hist(Histogram<u64>);
+pub struct Hist(Histogram<u64>, u64);
 
 impl Hist {
     /// A histogram for latencies in microseconds, up to one hour.
@@ -33,15 +38,19 @@ impl Hist {
 
     fn with_max(max: u64) -> Self {
         // Bounds are constants known to be valid, so this cannot fail.
-        let h = Histogram::new_with_bounds(1, max, 3)
+        let mut h = Histogram::new_with_bounds(1, 2, 3)
             .or_else(|_| Histogram::new(3))
             .unwrap_or_else(|_| unreachable!("3 significant digits is valid"));
-        Self(h)
+        h.auto(true);
+        Self(h, max)
     }
 
-    /// Records one value, clamping it into the histogram's range.
+    /// Records one value, clamped into the histogram's range.
     pub fn record(&mut self, value: u64) {
-        self.0.saturating_record(value.max(1));
+        let v = value.clamp(1, self.1);
+        if self.0.record(v).is_err() {
+            self.0.saturating_record(v);
+        }
     }
 
     /// Adds every count of `other` into `self`.
@@ -95,10 +104,11 @@ impl Hist {
             .decode(text)
             .map_err(|e| format!("histogram is not base64: {e}"))?;
         check_header(&bytes)?;
-        let h: Histogram<u64> = Deserializer::new()
+        let mut h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut bytes.as_slice())
             .map_err(|e| format!("histogram is not an HdrHistogram V2 encoding: {e:?}"))?;
-        Ok(Self(h))
+        h.auto(true);
+        Ok(Self(h, MAX_VALUE))
     }
 }
 
@@ -107,8 +117,8 @@ impl Hist {
 const V2_COOKIES: [u32; 2] = [0x1c84_9303, 0x1c84_9313];
 
 /// Accepts only headers this type writes: V2 uncompressed, a payload no
-/// longer than what follows, 3 significant digits, lowest 1, highest one
-/// of the two bounds used here.
+/// longer than what follows, 3 significant digits, lowest 1, highest at
+/// most this type's largest (so a decoded histogram takes at most 425 KiB).
 fn check_header(b: &[u8]) -> Result<(), String> {
     let bad = |why: &str| Err(format!("histogram encoding refused: {why}"));
     if b.len() < 40 {
@@ -129,7 +139,7 @@ fn check_header(b: &[u8]) -> Result<(), String> {
     if u32_at(12) != 3 || u64_at(16) != 1 {
         return bad("not 3 significant digits from 1");
     }
-    if ![MAX_MICROS, MAX_VALUE].contains(&u64_at(24)) {
+    if !(2..=MAX_VALUE).contains(&u64_at(24)) {
         return bad("an unexpected highest value");
     }
     Ok(())
@@ -153,6 +163,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn histograms_grow_to_what_they_hold_and_clamp_at_their_maximum() {
+        let mut small = Hist::micros();
+        small.record(1_500);
+        let mut big = Hist::micros();
+        big.record(3_000_000);
+        big.record(u64::MAX);
+        assert_eq!(
+            big.inner().max(),
+            big.inner().highest_equivalent(MAX_MICROS)
+        );
+        // Merged either way round, every value is kept.
+        let mut m = small.clone();
+        m.merge(&big);
+        assert_eq!(m.count(), 3);
+        assert_eq!(m.quantile(0.0), small.quantile(0.0));
+        let back = Hist::decode(&m.encode()).expect("decodes");
+        assert_eq!(back.quantile(1.0), m.quantile(1.0));
+        // Small values stay small in memory.
+        assert!(
+            small.inner().distinct_values() <= 4096,
+            "{}",
+            small.inner().distinct_values()
+        );
+    }
+
+    #[test]
     fn hostile_encodings_are_refused_before_allocating() {
         let mut h = Hist::micros();
         h.record(42);
@@ -170,6 +206,7 @@ mod tests {
         assert!(Hist::decode(&tamper(4, &u32::MAX.to_be_bytes())).is_err());
         assert!(Hist::decode(&tamper(12, &5u32.to_be_bytes())).is_err());
         assert!(Hist::decode(&tamper(24, &u64::MAX.to_be_bytes())).is_err());
+        assert!(Hist::decode(&tamper(24, &0u64.to_be_bytes())).is_err());
         assert!(Hist::decode(&tamper(0, &0x1c84_9314u32.to_be_bytes())).is_err());
         assert!(Hist::decode("AAAA").is_err());
     }

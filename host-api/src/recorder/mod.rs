@@ -11,6 +11,7 @@ mod hist;
 mod keys;
 mod messaging;
 mod metrics;
+pub mod series;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +46,7 @@ pub enum HttpOutcome<'a> {
 /// The hot-path recorder shared by all VUs of a process.
 pub struct Recorder {
     shards: Box<[Mutex<Metrics>]>,
+    series: series::Series,
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -57,10 +59,39 @@ impl Recorder {
     /// A recorder with `shards` shards; use at least the number of threads
     /// that record.
     pub fn new(shards: usize) -> Self {
+        Self::with_max_series(shards, series::DEFAULT_MAX_SERIES)
+    }
+
+    /// A recorder that keeps at most `max_series` series per metric family
+    /// (see [`series`]).
+    pub fn with_max_series(shards: usize, max_series: usize) -> Self {
         let shards = (0..shards.max(1))
             .map(|_| Mutex::new(Metrics::default()))
             .collect();
-        Self { shards }
+        Self {
+            shards,
+            series: series::Series::new(max_series),
+        }
+    }
+
+    /// Measurements folded into overflow rows, per family that had any.
+    pub fn folded(&self) -> Vec<(&'static str, u64)> {
+        self.series.folded()
+    }
+
+    /// `key` if the shard has it already (the common case, no lock), else
+    /// as the series bound admits it.
+    fn key<'a, V>(
+        &self,
+        map: &std::collections::HashMap<String, V>,
+        family: series::Family,
+        key: &'a str,
+    ) -> &'a str {
+        if map.contains_key(key) {
+            key
+        } else {
+            self.series.admit(family, key)
+        }
     }
 
     fn shard(&self) -> MutexGuard<'_, Metrics> {
@@ -73,6 +104,7 @@ impl Recorder {
     /// Records one HTTP request under `name`.
     pub fn http(&self, name: &str, sent: u64, new_connection: bool, outcome: HttpOutcome<'_>) {
         let mut m = self.shard();
+        let name = self.key(&m.http, series::Family::Http, name);
         let r = m.http.entry_ref(name);
         r.bytes_sent += sent;
         r.connections += u64::from(new_connection);
@@ -102,16 +134,18 @@ impl Recorder {
     /// Records one MQTT or NATS event under metric name `name`.
     pub fn messaging(&self, protocol: Protocol, name: &str, event: Event<'_>) {
         let mut m = self.shard();
-        let map = match protocol {
-            Protocol::Mqtt => &mut m.mqtt,
-            Protocol::Nats => &mut m.nats,
+        let (map, family) = match protocol {
+            Protocol::Mqtt => (&mut m.mqtt, series::Family::Mqtt),
+            Protocol::Nats => (&mut m.nats, series::Family::Nats),
         };
+        let name = self.key(map, family, name);
         map.entry_ref(name).record(event);
     }
 
     /// Records a check outcome.
     pub fn check(&self, name: &str, pass: bool) {
         let mut m = self.shard();
+        let name = self.key(&m.checks, series::Family::Checks, name);
         let c = m.checks.entry_ref(name);
         if pass {
             c.pass += 1;
@@ -122,12 +156,15 @@ impl Recorder {
 
     /// Adds to a counter.
     pub fn counter(&self, name: &str, delta: u64) {
-        *self.shard().counters.entry_ref(name) += delta;
+        let mut m = self.shard();
+        let name = self.key(&m.counters, series::Family::Counters, name);
+        *m.counters.entry_ref(name) += delta;
     }
 
     /// Sets a gauge at time `at` (nanoseconds since the run started).
     pub fn gauge(&self, name: &str, value: f64, at: u64) {
         let mut m = self.shard();
+        let name = self.key(&m.gauges, series::Family::Gauges, name);
         match m.gauges.get_mut(name) {
             Some(g) => {
                 g.min = g.min.min(value);
@@ -152,6 +189,7 @@ impl Recorder {
     /// Records a custom timing in microseconds.
     pub fn timing(&self, name: &str, micros: u64) {
         let mut m = self.shard();
+        let name = self.key(&m.timings, series::Family::Timings, name);
         match m.timings.get_mut(name) {
             Some(h) => h.record(micros),
             None => {
@@ -165,6 +203,7 @@ impl Recorder {
     /// Records a custom histogram value.
     pub fn histogram(&self, name: &str, value: u64) {
         let mut m = self.shard();
+        let name = self.key(&m.histograms, series::Family::Histograms, name);
         match m.histograms.get_mut(name) {
             Some(h) => h.record(value),
             None => {

@@ -174,7 +174,8 @@ pub struct RunArgs {
     /// with charts, one offline file), `ndjson=FILE` (one
     /// JSON line per second), `csv=FILE` (one row per second and request
     /// name), `snapshots=FILE` (the raw, mergeable snapshot of each second).
-    /// Repeatable. Files are replaced atomically at the end.
+    /// Repeatable. `json` and `html` are replaced atomically at the end; the
+    /// time series are written as the run goes (a killed run keeps them).
     #[arg(short, long, value_name = "FORMAT=FILE")]
     pub out: Vec<Output>,
 
@@ -191,6 +192,12 @@ pub struct RunArgs {
     /// and dropped.
     #[arg(long, default_value_t = 100)]
     pub log_rate: u64,
+
+    /// Distinct series (request names with their tags, check names,
+    /// custom metric names) per metric family; more are counted in one
+    /// overflow row, so ids or times in names cannot exhaust memory.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_series: u32,
 
     /// Serve the live API (and dashboard) of this run on ADDR while it
     /// runs (default 127.0.0.1:6565): watch it, stop it, change its VUs or
@@ -354,6 +361,7 @@ impl RunArgs {
                 max_body: self.max_body,
                 insecure: self.insecure,
                 log_rate: self.log_rate,
+                max_series: self.max_series,
             },
             outputs: self.out.clone(),
         }

@@ -65,6 +65,10 @@ pub struct Meta {
     /// Output files that could not be written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_errors: Vec<String>,
+    /// Measurements counted in a family's overflow row (the scenario made
+    /// more series than `--max-series`), by family.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub series_overflow: BTreeMap<String, u64>,
     /// A distributed run's workers and what each did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerRow>,
@@ -142,6 +146,7 @@ impl Meta {
             scenarios: Vec::new(),
             options: spec.options.clone(),
             output_errors: Vec::new(),
+            series_overflow: BTreeMap::new(),
             workers: Vec::new(),
             start_skew_ms: None,
         }

@@ -42,6 +42,12 @@ impl Summary {
                 m.workers.len()
             );
         }
+        for (family, n) in &m.series_overflow {
+            let _ = writeln!(
+                s,
+                "  {n} {family} measurements counted in an overflow row: the scenario made more than --max-series distinct series"
+            );
+        }
         for e in &m.events {
             let _ = writeln!(s, "  at {:.1}s: {}", e.t, e.message);
         }

@@ -437,6 +437,12 @@ impl Driver {
             scenarios: if phases.len() > 1 { phases } else { Vec::new() },
             options: self.spec.options.clone(),
             output_errors: Vec::new(),
+            series_overflow: self
+                .recorder
+                .folded()
+                .into_iter()
+                .map(|(f, n)| (f.to_owned(), n))
+                .collect(),
             workers: Vec::new(),
             start_skew_ms: None,
         }

@@ -245,7 +245,10 @@ impl Prepared {
         let component = engine::transfer(&scenario.component, &engine)?;
         let pre = engine::link(&engine, &component, &spec.scenario.name)?;
         let ticker = engine::EpochTicker::start(engine.clone())?;
-        let recorder = Arc::new(Recorder::new(shard_count()));
+        let recorder = Arc::new(Recorder::with_max_series(
+            shard_count(),
+            spec.options.max_series as usize,
+        ));
         let env = Arc::new(env(&spec));
         let ctx = Arc::new(RunContext {
             recorder: recorder.clone(),

@@ -1,9 +1,11 @@
 //! Time-series outputs: one record per interval, as NDJSON (`--out
-//! ndjson=FILE`) or CSV (`--out csv=FILE`).
+//! ndjson=FILE`), CSV (`--out csv=FILE`) or raw snapshots (`--out
+//! snapshots=FILE`).
 //!
-//! Each file is written to a temporary file beside its destination and
-//! renamed over it when the run ends, so a killed run leaves either the
-//! previous file or a complete new one.
+//! Each file is written as the run goes, one whole line at a time, and
+//! flushed every second: a run that is killed leaves every second it
+//! completed (the JSON and HTML summaries, written at the end, are
+//! replaced atomically instead).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -167,43 +169,34 @@ fn round3(v: f64) -> f64 {
 const CSV_HEADER: &str =
     "t,interval,vus,metric,name,count,failed,rate,p50_ms,p90_ms,p95_ms,p99_ms,max_ms";
 
-/// A file being written beside its destination.
+/// A file written as the run goes.
 struct Staged {
     dest: PathBuf,
-    tmp: PathBuf,
     file: BufWriter<File>,
 }
 
 impl Staged {
     fn create(dest: &Path) -> Result<Self> {
-        let dir = dest
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let file =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
         Ok(Self {
             dest: dest.to_owned(),
-            tmp,
             file: BufWriter::new(file),
         })
     }
 
+    /// Writes a whole line and hands it to the kernel (a killed run then
+    /// keeps it).
+    fn line(&mut self, text: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(text)?;
+        self.file.flush()
+    }
+
     fn commit(mut self) -> Result<()> {
-        let done = self
-            .file
+        self.file
             .flush()
             .and_then(|()| self.file.get_ref().sync_all())
-            .and_then(|()| std::fs::rename(&self.tmp, &self.dest));
-        if done.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        done.with_context(|| format!("cannot write {}", self.dest.display()))
+            .with_context(|| format!("cannot write {}", self.dest.display()))
     }
 }
 
@@ -226,7 +219,8 @@ impl Series {
                 Output::Ndjson(p) => s.ndjson = Some(Staged::create(p)?),
                 Output::Csv(p) => {
                     let mut c = Staged::create(p)?;
-                    writeln!(c.file, "{CSV_HEADER}").context("cannot write the CSV header")?;
+                    c.line(format!("{CSV_HEADER}\n").as_bytes())
+                        .context("cannot write the CSV header")?;
                     s.csv = Some(c);
                 }
                 Output::Snapshots(p) => s.snapshots = Some(Staged::create(p)?),
@@ -254,13 +248,16 @@ impl Series {
 
     fn try_write(&mut self, r: &Record) -> Result<()> {
         if let Some(n) = self.ndjson.as_mut() {
-            serde_json::to_writer(&mut n.file, r)?;
-            n.file.write_all(b"\n")?;
+            let mut line = serde_json::to_vec(r)?;
+            line.push(b'\n');
+            n.line(&line)?;
         }
         if let Some(c) = self.csv.as_mut() {
+            // The second's rows go out together.
+            let mut text = Vec::new();
             let mut row = |metric: &str, name: &str, s: &IntervalStats| {
                 writeln!(
-                    c.file,
+                    text,
                     "{},{},{},{metric},{},{},{},{:.3},{},{},{},{},{}",
                     r.t,
                     r.interval,
@@ -287,11 +284,12 @@ impl Series {
                     }
                 }
             }
+            c.line(&text)?;
         }
         Ok(())
     }
 
-    /// Flushes and renames every output into place.
+    /// Flushes every output to disk.
     pub fn finish(&mut self) -> Result<()> {
         if let Some(e) = self.error.take() {
             return Err(e.context("cannot write the time series"));
@@ -315,9 +313,12 @@ impl Series {
         if self.error.is_some() {
             return;
         }
-        let written = serde_json::to_writer(&mut r.file, s)
+        let written = serde_json::to_vec(s)
             .map_err(anyhow::Error::from)
-            .and_then(|()| r.file.write_all(b"\n").map_err(anyhow::Error::from));
+            .and_then(|mut line| {
+                line.push(b'\n');
+                r.line(&line).map_err(anyhow::Error::from)
+            });
         if let Err(e) = written {
             self.error = Some(e);
         }
@@ -352,7 +353,7 @@ mod tests {
     use host_api::recorder::{HttpOutcome, Recorder};
 
     #[test]
-    fn writes_records_atomically() {
+    fn writes_each_second_as_it_goes() {
         let dir = std::env::temp_dir().join(format!("series-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (nd, csv) = (dir.join("s.ndjson"), dir.join("s.csv"));
@@ -380,10 +381,8 @@ mod tests {
             3,
             &m,
         ));
-        // Until the run ends, the previous file stays as it was.
-        assert_eq!(std::fs::read_to_string(&nd).expect("read"), "previous");
-        assert!(!csv.exists());
-        s.finish().expect("finish");
+        // The second is on disk before the run ends (a killed run keeps
+        // it), and the previous file's content is gone.
         let line: serde_json::Value =
             serde_json::from_str(std::fs::read_to_string(&nd).expect("read").trim()).expect("json");
         assert_eq!(line["http"]["GET \"x\", y"]["count"], 1);
@@ -391,6 +390,7 @@ mod tests {
         let text = std::fs::read_to_string(&csv).expect("read");
         assert!(text.starts_with(CSV_HEADER));
         assert!(text.contains(",http,\"GET \"\"x\"\", y\",1,0,"), "{text}");
+        s.finish().expect("finish");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
