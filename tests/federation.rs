@@ -175,6 +175,122 @@ fn the_coordinator_s_api_steers_every_worker() {
 }
 
 #[test]
+fn a_worker_that_joins_mid_run_takes_its_share_of_the_vus() {
+    let target = Target::start();
+    let out = scratch("fed-join").join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let json = format!("json={}", out.display());
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "1",
+            "--vus",
+            "6",
+            "-d",
+            "12s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=50",
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let _first = worker(&coord.addr, &coord.token, "first", &["--capacity", "1"]);
+    coord
+        .proc
+        .wait_line("starting 1 worker(s)", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let before = target.rate_over(Duration::from_secs(2));
+    let _second = worker(&coord.addr, &coord.token, "second", &["--capacity", "1"]);
+    coord
+        .proc
+        .wait_line("takes part from", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    // The same 6 VUs, now on two workers: the rate does not double.
+    let after = target.rate_over(Duration::from_secs(2));
+    assert!(
+        (after - before).abs() < before * 0.25,
+        "{before:.0}/s before the join, {after:.0}/s after"
+    );
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{}", coord.proc.log());
+    let s = summary(&out);
+    assert_eq!(total_requests(&s), target.requests());
+    let ws = s["meta"]["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), 2, "{ws:?}");
+    assert!(
+        ws[1]["requests"].as_u64().unwrap() > 50,
+        "the joiner worked: {ws:?}"
+    );
+    assert!(
+        s["meta"]["peak_vus"].as_u64().unwrap() <= 6,
+        "never more than 6 VUs at once"
+    );
+}
+
+#[test]
+fn a_worker_that_joins_mid_run_takes_its_share_of_the_rate() {
+    let target = Target::start();
+    let out = scratch("fed-join-rate").join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let json = format!("json={}", out.display());
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "1",
+            "--rate",
+            "50",
+            "-d",
+            "12s",
+            "--max-vus",
+            "40",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=0",
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let _first = worker(&coord.addr, &coord.token, "first", &["--capacity", "1"]);
+    coord
+        .proc
+        .wait_line("starting 1 worker(s)", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let _second = worker(&coord.addr, &coord.token, "second", &["--capacity", "1"]);
+    coord
+        .proc
+        .wait_line("takes part from", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    let after = target.rate_over(Duration::from_secs(3));
+    assert!(
+        (40.0..=60.0).contains(&after),
+        "{after:.1}/s for 50/s after the join"
+    );
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{}", coord.proc.log());
+    let s = summary(&out);
+    assert_eq!(total_requests(&s), target.requests());
+    // 12 s at 50/s, give or take the seconds around the join.
+    let total = total_requests(&s);
+    assert!((540..=620).contains(&total), "{total} for ~600");
+    let ws = s["meta"]["workers"].as_array().unwrap();
+    assert!(
+        ws[1]["requests"].as_u64().unwrap() > 100,
+        "the joiner worked: {ws:?}"
+    );
+}
+
+#[test]
 fn a_killed_worker_s_share_is_taken_over_and_the_rate_recovers() {
     let target = Target::start();
     let out = scratch("fed-kill").join("r.json");
@@ -439,11 +555,7 @@ fn wrong_tokens_and_bad_peers_get_a_clear_error() {
         let closed = oversized(addr, &token).await;
         assert!(closed.contains("larger than"), "{closed}");
     });
-    assert!(
-        coord.proc.log().contains("larger than"),
-        "{}",
-        coord.proc.log()
-    );
+    coord.proc.wait_line("larger than", Duration::from_secs(10));
     // The coordinator still takes good workers and runs.
     let _good1 = worker(&coord.addr, &coord.token, "good1", &[]);
     let _good2 = worker(&coord.addr, &coord.token, "good2", &[]);

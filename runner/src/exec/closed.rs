@@ -68,8 +68,16 @@ pub async fn run_vu(
             r = target.wait_for(|t| *t > index) => if r.is_err() { return },
             _ = shared.stop.cancelled() => return,
         }
+        if !class.owns(index) {
+            return;
+        }
         let _active = ActiveGuard::new(&shared, &class);
+        let _running = Running::new(&class, index);
         while *target.borrow() > index {
+            // Handed to another worker: leave between iterations.
+            if !class.owns(index) {
+                return;
+            }
             if shared.stop.is_cancelled()
                 || class.iterations.is_some_and(|n| vu.iterations() >= n)
                 || !class.take_shared()
@@ -99,6 +107,25 @@ pub async fn run_vu(
                 return;
             }
         }
+    }
+}
+
+/// Marks a VU's index as iterating for as long as it lives.
+struct Running<'a> {
+    class: &'a Class,
+    index: u32,
+}
+
+impl<'a> Running<'a> {
+    fn new(class: &'a Class, index: u32) -> Self {
+        lock(&class.running).insert(index);
+        Self { class, index }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(&self.class.running).remove(&self.index);
     }
 }
 

@@ -100,8 +100,11 @@ pub enum Load {
     },
     /// Open model: iterations started per second.
     Open {
-        /// Arrivals per second over time.
+        /// Arrivals per second over time (this process's part).
         rate: Mutex<Profile>,
+        /// The whole run's arrivals per second (the same as `rate` but in
+        /// a worker of a distributed run).
+        global: Mutex<Profile>,
         /// Bumped at every change, so the scheduler re-reads `rate`.
         version: AtomicU64,
         /// VUs the class may grow to.
@@ -159,6 +162,9 @@ pub struct Class {
     pub cap: AtomicU32,
     /// The fraction the class started with.
     pub base_fraction: f64,
+    /// Closed model: the global indices of the VUs iterating now (a VU
+    /// handed to another worker is gone once its index leaves this).
+    pub running: Mutex<std::collections::HashSet<u32>>,
 }
 
 impl Class {
@@ -167,6 +173,7 @@ impl Class {
         let load = match (&plan.open, run.duration) {
             (Some(open), Some(_)) => Load::Open {
                 rate: Mutex::new(open.rate.clone()),
+                global: Mutex::new(open.global.clone().unwrap_or_else(|| open.rate.clone())),
                 version: AtomicU64::new(0),
                 max_vus: plan.max_vus(),
             },
@@ -197,23 +204,52 @@ impl Class {
             spare: AtomicU32::new(plan.spare),
             cap: AtomicU32::new(plan.max_vus()),
             base_fraction: plan.fraction,
+            running: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Whether this process runs global VU `index`.
+    pub fn owns(&self, index: u32) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|o| lock(o).binary_search(&index).is_ok())
+    }
+
+    /// Hands global VUs `indices` to another worker: each leaves after its
+    /// iteration, and its pool room is free again.
+    pub fn release(&self, indices: &[u32]) {
+        let Some(owned) = &self.owned else {
+            return;
+        };
+        let mut o = lock(owned);
+        let before = o.len();
+        o.retain(|i| indices.binary_search(i).is_err());
+        self.spare
+            .fetch_add((before - o.len()) as u32, Ordering::Relaxed);
+    }
+
+    /// Whether any of `indices` (sorted) is still iterating.
+    pub fn any_running(&self, indices: &[u32]) -> bool {
+        lock(&self.running)
+            .iter()
+            .any(|i| indices.binary_search(i).is_ok())
     }
 
     /// Open model: lets the class start VUs for a share `fraction` of the
     /// rate (up to that times its own VUs per its first fraction), within
     /// the spare room.
     pub fn grow(&self, fraction: f64) {
-        let k = if self.base_fraction > 0.0 {
-            fraction / self.base_fraction
-        } else {
-            1.0
-        };
         let Load::Open { max_vus, .. } = &self.load else {
             return;
         };
-        let want = (f64::from(*max_vus) * k).ceil().min(f64::from(u32::MAX)) as u32;
         let most = max_vus.saturating_add(self.spare.load(Ordering::Relaxed));
+        let want = if self.base_fraction > 0.0 {
+            let k = fraction / self.base_fraction;
+            (f64::from(*max_vus) * k).ceil().min(f64::from(u32::MAX)) as u32
+        } else {
+            // A worker that joined mid-run, with no part of its own yet.
+            most
+        };
         self.cap.fetch_max(want.min(most), Ordering::Relaxed);
     }
 

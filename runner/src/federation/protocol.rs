@@ -68,6 +68,16 @@ pub enum Up {
         /// Why, in a sentence.
         error: String,
     },
+    /// VUs handed to another worker have all left (answer to a
+    /// [`Down::Release`]).
+    Released {
+        /// The run.
+        run: u64,
+        /// The class.
+        class: String,
+        /// Global VU indices.
+        indices: Vec<u32>,
+    },
     /// The worker's part of the run is over; `last_seq` was its last
     /// snapshot.
     Ended {
@@ -168,6 +178,17 @@ pub enum Down {
         indices: Vec<u32>,
         /// When they start, Unix ns, worker's clock.
         at_unix_ns: u64,
+    },
+    /// Hand these VUs of a closed-model class to another worker (one that
+    /// joined mid-run): they leave after their iteration, and the worker
+    /// answers [`Up::Released`] once they all have.
+    Release {
+        /// The run.
+        run: u64,
+        /// The class.
+        class: String,
+        /// Global VU indices.
+        indices: Vec<u32>,
     },
     /// Run this fraction of each open-model class's rate from now on.
     Rescale {

@@ -104,6 +104,10 @@ struct Worker {
     backoff: Duration,
     /// After the first notice, retries while idle are not logged.
     quiet: bool,
+    /// Frames made by tasks of their own (answers to releases), sent by
+    /// the session (after a reconnection, if need be).
+    ups: mpsc::UnboundedSender<Up>,
+    ups_rx: mpsc::UnboundedReceiver<Up>,
 }
 
 /// The run this worker is part of.
@@ -140,6 +144,7 @@ impl Worker {
         let bind: SocketAddr = "0.0.0.0:0".parse().context("bind address")?;
         let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket")?;
         endpoint.set_default_client_config(tls::client_config(opts.token.fingerprint)?);
+        let (ups, ups_rx) = mpsc::unbounded_channel();
         Ok(Self {
             opts,
             load,
@@ -150,6 +155,8 @@ impl Worker {
             stopping: false,
             backoff: Duration::from_millis(250),
             quiet: false,
+            ups,
+            ups_rx,
         })
     }
 
@@ -390,6 +397,15 @@ impl Worker {
                     Ok(r) => self.fetch_component(r, fetched_tx.clone()),
                     Err(e) => return ended(&e),
                 },
+                up = self.ups_rx.recv() => {
+                    if let Some(up) = up {
+                        if let Err(e) = wire::write(&mut send, &up).await {
+                            // Kept for the next connection.
+                            let _ = self.ups.send(up);
+                            return SessionEnd::Retry(e.to_string());
+                        }
+                    }
+                }
                 f = fetched_rx.recv() => {
                     if let Some(f) = f {
                         if let Err(e) = self.component_arrived(f, &mut send).await {
@@ -605,6 +621,30 @@ impl Worker {
                         class,
                         indices,
                         at: instant_of(at_unix_ns),
+                    });
+                }
+            }
+            Down::Release {
+                run,
+                class,
+                indices,
+            } => {
+                if let Some(c) = self.controller(run) {
+                    let (reply, done) = tokio::sync::oneshot::channel();
+                    c.send_now(Command::Release {
+                        class: class.clone(),
+                        indices: indices.clone(),
+                        reply,
+                    });
+                    let ups = self.ups.clone();
+                    tokio::spawn(async move {
+                        if done.await.is_ok() {
+                            let _ = ups.send(Up::Released {
+                                run,
+                                class,
+                                indices,
+                            });
+                        }
                     });
                 }
             }
@@ -1001,8 +1041,17 @@ pub fn unix_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The instant at `unix_ns` on this machine's clock (now, if it passed).
+/// The instant at `unix_ns` on this machine's clock (within an hour
+/// either way; a worker joining a run mid-way starts at its time zero, in
+/// the past).
 fn instant_of(unix_ns_at: u64) -> Instant {
+    const HOUR: u64 = 3_600_000_000_000;
     let now = unix_ns();
-    Instant::now() + Duration::from_nanos(unix_ns_at.saturating_sub(now).min(3_600_000_000_000))
+    let here = Instant::now();
+    if unix_ns_at >= now {
+        here + Duration::from_nanos((unix_ns_at - now).min(HOUR))
+    } else {
+        here.checked_sub(Duration::from_nanos((now - unix_ns_at).min(HOUR)))
+            .unwrap_or(here)
+    }
 }

@@ -220,6 +220,9 @@ pub struct OpenClass {
     pub rate: Profile,
     /// VUs the class may grow to when the allocated ones are busy.
     pub max_vus: u32,
+    /// A worker's share of a distributed run: the whole run's rate (`rate`
+    /// is this worker's part of it).
+    pub global: Option<Profile>,
 }
 
 /// A run's plan: VUs looping over iterations (closed model), or arrivals

@@ -47,6 +47,7 @@ pub(super) fn own_model(
         class.open = Some(OpenClass {
             rate: profile,
             max_vus: max,
+            global: None,
         });
     } else if !stages.is_empty() {
         let ramp = Profile::stages(0.0, &stages);
@@ -157,6 +158,7 @@ pub(super) fn open_model(
         c.open = Some(OpenClass {
             rate: profile.scaled(share),
             max_vus: cap.vus.max(c.vus),
+            global: None,
         });
     }
     Ok(())

@@ -114,6 +114,17 @@ impl Profile {
         Profile { points }
     }
 
+    /// This profile up to `t` seconds, and `other` from then on (a worker
+    /// whose share of a rate changes mid-run: the past stays as it was).
+    pub fn then_from(&self, t: f64, other: &Profile) -> Profile {
+        let t = t.max(0.0);
+        let mut points: Vec<(f64, f64)> = self.points.iter().copied().filter(|p| p.0 < t).collect();
+        points.push((t, self.value_at(t)));
+        points.push((t, other.value_at(t)));
+        points.extend(other.points.iter().copied().filter(|p| p.0 > t));
+        Profile { points }
+    }
+
     /// When the integral of the profile (e.g. arrivals so far, for a rate)
     /// reaches `count`, in seconds; `None` if it does not before the end.
     pub fn time_of(&self, count: f64) -> Option<f64> {
@@ -125,7 +136,8 @@ impl Profile {
                 continue;
             }
             let area = (r0 + r1) / 2.0 * len;
-            if need <= area {
+            // A segment with no area (a rate of zero) holds no arrival.
+            if need <= area && area > 0.0 {
                 // Solve r0·x + (r1 − r0)/(2·len)·x² = need for x in [0, len],
                 // in the form that stays exact when r1 = r0.
                 let a = (r1 - r0) / (2.0 * len);
@@ -178,6 +190,17 @@ mod tests {
         let z = c.retarget(4.0, 0.0, Duration::ZERO, 10.0);
         assert_eq!(z.time_of(401.0), None);
         assert_eq!(z.value_at(4.5), 0.0);
+    }
+
+    #[test]
+    fn splicing_keeps_the_past_and_follows_the_other_after() {
+        let zero = Profile::constant(0.0, Duration::from_secs(10));
+        let full = Profile::constant(100.0, Duration::from_secs(10));
+        let s = zero.then_from(4.0, &full.scaled(0.5));
+        assert_eq!(s.time_of(0.0), Some(4.0), "nothing before the splice");
+        assert!((s.time_of(1.0).expect("an arrival") - 4.02).abs() < 1e-9);
+        assert_eq!(s.value_at(9.0), 50.0);
+        assert!((s.area() - 300.0).abs() < 1e-9);
     }
 
     #[test]

@@ -127,7 +127,9 @@ pub fn split(plan: &Plan, weights: &[f64], spare: f64) -> Vec<Share> {
                 let allocated = parts(u64::from(class.vus), weights);
                 let most = parts(u64::from(open.max_vus.max(class.vus)), weights);
                 let maxes: Vec<u32> = (0..k).map(|w| most[w].max(allocated[w]) as u32).collect();
-                let span: u32 = maxes.iter().sum();
+                // Twice the ids the workers take: the second half is for
+                // workers that join mid-run.
+                let span: u32 = maxes.iter().sum::<u32>().saturating_mul(2);
                 let mut offset = 0u32;
                 for (w, share) in shares.iter_mut().enumerate() {
                     // Room to take over the largest other worker's part.
@@ -203,6 +205,7 @@ fn apply_class(class: &mut ClassPlan, part: &ClassShare) -> Result<()> {
         }
         Some(open) => {
             class.id_span = part.id_span.max(open.max_vus.max(class.vus));
+            open.global = Some(open.rate.clone());
             open.rate = open.rate.scaled(part.fraction);
             open.max_vus = part.max_vus;
             class.vus = part.vus;

@@ -48,6 +48,16 @@ pub enum Command {
         /// (class, fraction).
         fractions: Vec<(String, f64)>,
     },
+    /// Hand VUs of a closed-model class to another worker; the reply comes
+    /// once none of them is iterating here any more.
+    Release {
+        /// The class.
+        class: String,
+        /// Global VU indices (sorted).
+        indices: Vec<u32>,
+        /// Answered when they have all left.
+        reply: oneshot::Sender<()>,
+    },
     /// Continue on another scenario component.
     Swap {
         /// The new component, compiled and checked.
@@ -285,9 +295,18 @@ pub(crate) fn apply(
                     format!("class {class}: {from:.0} → {v:.0} VUs{over}"),
                 )
             }
-            Load::Open { rate, version, .. } => {
+            Load::Open {
+                rate,
+                global,
+                version,
+                ..
+            } => {
                 // A worker of a distributed run runs its fraction of it.
                 let local = v * *lock(&c.fraction);
+                {
+                    let mut g = lock(global);
+                    *g = g.retarget(t, v, change.ramp, end);
+                }
                 let mut p = lock(rate);
                 *p = p.retarget(t, local, change.ramp, end);
                 version.fetch_add(1, std::sync::atomic::Ordering::Release);

@@ -79,13 +79,16 @@ impl Driver {
     /// Runs to the end and returns the summary.
     pub async fn run(mut self) -> Arc<Summary> {
         let started = self.shared.started;
-        let mut tick = tokio::time::interval_at(started + INTERVAL, INTERVAL);
+        // A worker that joins a distributed run mid-way starts at the
+        // run's time zero, in the past: its seconds are numbered as the
+        // others'.
+        let mut seq = started.elapsed().as_secs();
+        let mut tick = tokio::time::interval_at(started + INTERVAL * (seq as u32 + 1), INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = self.plan.duration.map(|d| started + d);
         let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
         let mut stopping = Stopping::default();
-        let mut last_tick = Duration::ZERO;
-        let mut seq = 0u64;
+        let mut last_tick = INTERVAL * seq as u32;
         let mut pending: Vec<ControlEvent> = Vec::new();
         let mut phases = vec![Phase {
             name: self.spec.scenario.name.clone(),
@@ -109,7 +112,10 @@ impl Driver {
                         }
                     }
                 }
-                done = self.exec.tasks.join_next() => {
+                // A worker of a distributed run may have no VU of its own
+                // yet (it joined mid-run): it waits for some until the
+                // run stops, rather than ending at once.
+                done = self.exec.tasks.join_next(), if !self.exec.tasks.is_empty() || !self.adoptable() || self.shared.stop.is_cancelled() => {
                     match done {
                         None => break,
                         Some(Err(e)) if e.is_panic() => {
@@ -150,6 +156,13 @@ impl Driver {
         );
         self.publish(&last, &stopping, &phases);
         self.summarize(&stopping, &mut phases)
+    }
+
+    /// Whether VUs may still be handed to this run (a worker's share of a
+    /// run of a set length; one of a set number of iterations ends when
+    /// its VUs are done).
+    fn adoptable(&self) -> bool {
+        self.plan.duration.is_some() && self.plan.classes.iter().any(|c| c.owned.is_some())
     }
 
     /// Carries out one command; returns the events it made.
@@ -207,16 +220,49 @@ impl Driver {
                 for (name, f) in fractions {
                     if let Some(c) = self.exec.classes.iter().find(|c| *c.name == *name) {
                         let mut old = lock(&c.fraction);
-                        if let Load::Open { rate, version, .. } = &c.load {
-                            let k = if *old > 0.0 { f / *old } else { 0.0 };
+                        if let Load::Open {
+                            rate,
+                            global,
+                            version,
+                            ..
+                        } = &c.load
+                        {
+                            let share = lock(global).scaled(f);
                             let mut p = lock(rate);
-                            *p = p.scaled_from(t, k);
+                            *p = p.then_from(t, &share);
                             version.fetch_add(1, Ordering::Release);
                             c.grow(f);
                         }
                         *old = f;
                     }
                 }
+                Vec::new()
+            }
+            Command::Release {
+                class,
+                mut indices,
+                reply,
+            } => {
+                indices.sort_unstable();
+                let Some(c) = self
+                    .exec
+                    .classes
+                    .iter()
+                    .find(|c| *c.name == *class)
+                    .cloned()
+                else {
+                    let _ = reply.send(());
+                    return Vec::new();
+                };
+                c.release(&indices);
+                let limit = self.plan.grace + Duration::from_secs(5);
+                tokio::spawn(async move {
+                    let t0 = tokio::time::Instant::now();
+                    while c.any_running(&indices) && t0.elapsed() < limit {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let _ = reply.send(());
+                });
                 Vec::new()
             }
             Command::Swap { reply, .. } if !running => {

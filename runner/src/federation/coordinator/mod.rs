@@ -90,7 +90,7 @@ pub(crate) struct Member {
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Clock probes per worker.
-const PINGS: u64 = 8;
+pub(crate) const PINGS: u64 = 8;
 
 /// Waits for the workers, starts the run across them, and returns its
 /// handle. `bytes` is the component `prepared` was made from.
@@ -142,6 +142,7 @@ pub async fn coordinate(
             return Err(e);
         }
     };
+    let bytes_for_joiners = bytes.clone();
     let result = setup(prepared, bytes, &opts, run, sessions, &mut events).await;
     let (prepared, members, start_unix, start) = match result {
         Ok(r) => r,
@@ -153,6 +154,7 @@ pub async fn coordinate(
     };
     let handle = driver::start(driver::Setup {
         run,
+        bytes: bytes_for_joiners,
         resumable,
         prepared,
         members,
