@@ -366,6 +366,12 @@ fn a_killed_worker_s_share_is_taken_over_and_the_rate_recovers() {
     );
     let reported: u64 = ws.iter().map(|w| w["requests"].as_u64().unwrap()).sum();
     assert_eq!(reported, total, "per-worker counts add up to the total");
+    // What the lost worker's share could not do is counted: its third of
+    // 60/s from its last report to the rebalance (about 8 s).
+    let lost = ws.iter().find(|w| w["status"] == "lost").unwrap();
+    let missed = lost["missed_iterations"].as_u64().unwrap();
+    assert!((100..=250).contains(&missed), "{missed} missed arrivals");
+    assert!(s["iterations"]["dropped"].as_u64().unwrap() >= missed);
     assert!(s["meta"]["events"]
         .as_array()
         .unwrap()

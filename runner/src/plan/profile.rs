@@ -44,6 +44,25 @@ impl Profile {
             .sum()
     }
 
+    /// The integral from `t0` to `t1` seconds (e.g. arrivals due between
+    /// them, for a rate).
+    pub fn area_between(&self, t0: f64, t1: f64) -> f64 {
+        let upto = |t: f64| -> f64 {
+            self.points
+                .windows(2)
+                .map(|w| {
+                    let (a, b) = (w[0].0, w[1].0.min(t));
+                    if b <= a {
+                        0.0
+                    } else {
+                        (w[0].1 + self.value_at(b)) / 2.0 * (b - a)
+                    }
+                })
+                .sum()
+        };
+        (upto(t1) - upto(t0)).max(0.0)
+    }
+
     /// The largest value.
     pub fn max(&self) -> f64 {
         self.points.iter().map(|p| p.1).fold(0.0, f64::max)
@@ -161,6 +180,14 @@ mod tests {
             duration: Duration::from_secs(secs),
             target,
         }
+    }
+
+    #[test]
+    fn areas_between_two_moments() {
+        let p = Profile::stages(0.0, &[st(10, 100.0)]);
+        assert!((p.area_between(0.0, 10.0) - p.area()).abs() < 1e-9);
+        assert!((p.area_between(4.0, 6.0) - 100.0).abs() < 1e-9);
+        assert_eq!(p.area_between(6.0, 4.0), 0.0);
     }
 
     #[test]

@@ -114,6 +114,13 @@ pub struct WorkerRow {
     /// Average size of its snapshots on the wire, bytes.
     #[serde(default)]
     pub snapshot_bytes: u64,
+    /// Lost: open-model arrivals of its share that nobody ran (counted in
+    /// the dropped iterations).
+    #[serde(default)]
+    pub missed_iterations: u64,
+    /// Lost: closed-model VU-seconds of its share that nobody ran.
+    #[serde(default)]
+    pub missed_vu_seconds: f64,
 }
 
 impl Meta {

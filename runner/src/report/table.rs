@@ -211,7 +211,12 @@ impl Summary {
                 };
                 let lost = w
                     .lost_at_s
-                    .map(|t| format!(" at {t:.1}s"))
+                    .map(|t| {
+                        format!(
+                            " at {t:.1}s ({} arrivals, {:.1} VU-seconds not run)",
+                            w.missed_iterations, w.missed_vu_seconds
+                        )
+                    })
                     .unwrap_or_default();
                 let _ = writeln!(
                     s,

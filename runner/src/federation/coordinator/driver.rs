@@ -102,6 +102,9 @@ pub(crate) fn start(s: Setup) -> RunHandle {
                     back: false,
                     bytes: 0,
                     frames: 0,
+                    last_t: 0.0,
+                    missed: 0.0,
+                    missed_vu_s: 0.0,
                 },
             )
         })
@@ -132,6 +135,7 @@ pub(crate) fn start(s: Setup) -> RunHandle {
         threshold: None,
         peak: 0,
         pending: Vec::new(),
+        missed_pending: 0,
         endpoint: s.endpoint,
         accept: s.accept,
     };
@@ -186,6 +190,13 @@ struct Worker {
     bytes: u64,
     /// Snapshots received from it.
     frames: u64,
+    /// The end of the last second it reported, seconds into the run.
+    last_t: f64,
+    /// Open model: arrivals of its share due while nobody ran them (it was
+    /// lost, until the others took over, or the end).
+    missed: f64,
+    /// Closed model: VU-seconds of its share nobody ran.
+    missed_vu_s: f64,
 }
 
 impl Worker {
@@ -237,6 +248,9 @@ struct Driver {
     peak: u64,
     /// Events made since the last published second.
     pending: Vec<ControlEvent>,
+    /// Arrivals a lost worker's share could not run, to count as dropped
+    /// in the next published second.
+    missed_pending: u64,
     endpoint: quinn::Endpoint,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -354,6 +368,7 @@ impl Driver {
                 w.heard(worker);
                 w.bytes += bytes as u64;
                 w.frames += 1;
+                w.last_t = w.last_t.max(s.t);
                 let last = s.last;
                 if s.seq > w.acked {
                     w.acked = s.seq;
@@ -557,6 +572,9 @@ impl Driver {
                 back: false,
                 bytes: 0,
                 frames: 0,
+                last_t: self.start.elapsed().as_secs_f64(),
+                missed: 0.0,
+                missed_vu_s: 0.0,
             },
         );
         self.renew_leases();
@@ -902,6 +920,7 @@ impl Driver {
                 .count();
             let quorum = live < self.min_workers;
             let then = if quorum { OnLoss::Abort } else { self.on_loss };
+            self.count_missed(id, t, then);
             tracing::warn!(
                 "worker {id} ({name}) is lost (silent, and its lease ran out); {}",
                 match (quorum, then) {
@@ -931,6 +950,38 @@ impl Driver {
                 OnLoss::Rebalance => self.rebalance(id),
             }
         }
+    }
+
+    /// Counts what lost worker `id`'s share could not do: from the last
+    /// second it reported until the others take over (a second from now)
+    /// or, without a rebalance, until the run's end. Its open-model
+    /// arrivals count as dropped; its closed-model VU-seconds are noted.
+    fn count_missed(&mut self, id: u32, t: f64, then: OnLoss) {
+        let end = self.plan.duration.map_or(t, |d| d.as_secs_f64());
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let from = w.last_t;
+        let until = match then {
+            OnLoss::Rebalance => (t + 1.0).min(end),
+            OnLoss::Continue => end,
+            OnLoss::Abort => t,
+        };
+        let mut arrivals = 0.0;
+        for (c, part) in self.classes.iter().zip(&w.m.share.classes) {
+            match &c.load {
+                Load::Open { rate, .. } => {
+                    arrivals += part.fraction * lock(rate).area_between(from, until);
+                }
+                Load::Closed { vus, .. } => {
+                    let target = lock(vus).value_at(t).round() as u32;
+                    let running = part.owned.iter().filter(|&&i| i < target).count();
+                    w.missed_vu_s += running as f64 * (until - from).max(0.0);
+                }
+            }
+        }
+        w.missed += arrivals;
+        self.missed_pending += arrivals.round() as u64;
     }
 
     /// Hands lost worker `id`'s share to the live, connected workers, by
@@ -1055,6 +1106,7 @@ impl Driver {
 
     fn publish(&mut self, mut s: Snapshot) {
         s.events.append(&mut self.pending);
+        s.metrics.iterations.dropped += std::mem::take(&mut self.missed_pending);
         if s.classes.is_empty() {
             s.classes = self.class_states();
         }
@@ -1152,6 +1204,8 @@ impl Driver {
                 lost_at_s: w.lost_at,
                 latency: (w.latency.count() > 0).then(|| w.latency.clone()),
                 snapshot_bytes: w.bytes / w.frames.max(1),
+                missed_iterations: w.missed.round() as u64,
+                missed_vu_seconds: (w.missed_vu_s * 10.0).round() / 10.0,
             })
             .collect();
         meta.start_skew_ms = self
