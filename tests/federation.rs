@@ -380,6 +380,77 @@ fn a_killed_worker_s_share_is_taken_over_and_the_rate_recovers() {
 }
 
 #[test]
+fn a_killed_worker_s_shared_iterations_are_run_by_the_others() {
+    let target = Target::start();
+    let out = scratch("fed-shared").join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let json = format!("json={}", out.display());
+    // 6 VUs at about 10 iterations/s each: 900 take some 15 s.
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "3",
+            "--vus",
+            "6",
+            "--shared-iterations",
+            "900",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=100",
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let workers: Vec<Proc> = (1..=3)
+        .map(|i| worker(&coord.addr, &coord.token, &format!("w{i}"), &[]))
+        .collect();
+    coord
+        .proc
+        .wait_line("starting 3 worker(s)", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    workers[2].signal(libc::SIGKILL);
+    coord.proc.wait_line("is lost", Duration::from_secs(20));
+    let (code, _) = coord.proc.wait(Duration::from_secs(90));
+    assert_eq!(code, Some(0), "{}", coord.proc.log());
+    let s = summary(&out);
+    // Every iteration the lost worker did not report done was run by the
+    // others: the reported total is exactly the number asked for.
+    let it = &s["iterations"];
+    let done = it["ok"].as_u64().unwrap() + it["failed"].as_u64().unwrap();
+    assert_eq!(done, 900, "{it}");
+    // Requests: one per iteration, and those of the killed worker's last
+    // iterations (reported, but the iterations never ended).
+    let (total, served) = (total_requests(&s), target.requests());
+    assert!((900..=904).contains(&total), "{total} requests");
+    // Beyond that, the target saw only the killed worker's last
+    // unreported second (2 VUs at about 10/s).
+    assert!(
+        served >= total && served - total <= 30,
+        "{total} reported, {served} served"
+    );
+    let ws = s["meta"]["workers"].as_array().unwrap();
+    let lost = ws
+        .iter()
+        .find(|w| w["status"] == "lost")
+        .expect("a lost worker");
+    assert_eq!(lost["missed_iterations"], 0, "{lost}");
+    let by_worker: u64 = ws.iter().map(|w| w["iterations"].as_u64().unwrap()).sum();
+    assert_eq!(by_worker, 900);
+    assert!(
+        coord
+            .proc
+            .log()
+            .contains("shared iterations of the lost worker go to the 2 others"),
+        "{}",
+        coord.proc.log()
+    );
+}
+
+#[test]
 fn a_partitioned_worker_stops_its_load_within_its_lease_and_rejoins() {
     let ns = Netns::create("part", 211);
     let target = Target::start_on("10.211.0.3:0");

@@ -197,6 +197,14 @@ pub enum Down {
         /// (class, fraction of its rate).
         fractions: Vec<(String, f64)>,
     },
+    /// Run this many more of the run's shared iterations (a lost
+    /// worker's that it had not reported done).
+    Grant {
+        /// The run.
+        run: u64,
+        /// Iterations to add to this worker's pool.
+        iterations: u64,
+    },
     /// Forget the run (it was called off before or while starting).
     Cancel {
         /// The run.

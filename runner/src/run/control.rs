@@ -48,6 +48,12 @@ pub enum Command {
         /// (class, fraction).
         fractions: Vec<(String, f64)>,
     },
+    /// Run this many more shared iterations (a worker given part of a
+    /// lost one's).
+    Grant {
+        /// Iterations to add to the pool.
+        iterations: u64,
+    },
     /// Hand VUs of a closed-model class to another worker; the reply comes
     /// once none of them is iterating here any more.
     Release {

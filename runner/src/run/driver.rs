@@ -238,6 +238,14 @@ impl Driver {
                 }
                 Vec::new()
             }
+            Command::Grant { iterations } => {
+                let pool = self.exec.classes.iter().find_map(|c| c.shared.as_ref());
+                if let Some(pool) = pool {
+                    pool.fetch_add(iterations, Ordering::AcqRel);
+                    tracing::info!("took over {iterations} shared iterations from a lost worker");
+                }
+                Vec::new()
+            }
             Command::Release {
                 class,
                 mut indices,

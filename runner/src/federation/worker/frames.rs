@@ -155,6 +155,11 @@ impl Worker {
                     });
                 }
             }
+            Down::Grant { run, iterations } => {
+                if let Some(c) = self.controller(run) {
+                    c.send_now(Command::Grant { iterations });
+                }
+            }
             Down::Rescale { run, fractions } => {
                 if let Some(c) = self.controller(run) {
                     c.send_now(Command::Rescale { fractions });

@@ -198,6 +198,7 @@ impl Driver {
                 last_t: self.start.elapsed().as_secs_f64(),
                 missed: 0.0,
                 missed_vu_s: 0.0,
+                granted: 0,
             },
         );
         self.renew_leases();

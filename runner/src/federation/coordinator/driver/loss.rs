@@ -108,6 +108,39 @@ impl Driver {
         }
         w.missed += arrivals;
         self.missed_pending += arrivals.round() as u64;
+        // Shared iterations it was given and did not report done: taken
+        // over below with a rebalance, missed otherwise.
+        if self.plan.classes.iter().any(|c| c.shared.is_some()) && then != OnLoss::Rebalance {
+            w.missed += w.granted.saturating_sub(w.iterations) as f64;
+        }
+    }
+
+    /// Hands the shared iterations lost worker `id` was given and did not
+    /// report done to the `live` workers, in proportion to `weights`.
+    fn grant_left(&mut self, id: u32, live: &[u32], weights: &[f64]) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let left = w.granted.saturating_sub(w.iterations);
+        if left == 0 || !self.plan.classes.iter().any(|c| c.shared.is_some()) {
+            return;
+        }
+        if live.is_empty() {
+            w.missed += left as f64;
+            return;
+        }
+        w.granted -= left;
+        let run = self.run;
+        for (wid, n) in live.iter().zip(parts(left, weights)) {
+            if let Some(w) = self.workers.get_mut(wid).filter(|_| n > 0) {
+                w.granted += n;
+                w.m.session.send(Down::Grant { run, iterations: n });
+            }
+        }
+        tracing::info!(
+            "{left} shared iterations of the lost worker go to the {} others",
+            live.len()
+        );
     }
 
     /// Hands lost worker `id`'s share to the live, connected workers, by
@@ -123,14 +156,15 @@ impl Driver {
             .filter(|(_, w)| w.status == Status::Live && w.gone_since.is_none())
             .map(|(id, _)| *id)
             .collect();
-        if live.is_empty() {
-            tracing::warn!("no connected worker is left to take over the lost share");
-            return;
-        }
         let weights: Vec<f64> = live
             .iter()
             .map(|i| self.workers[i].m.session.capacity)
             .collect();
+        self.grant_left(id, &live, &weights);
+        if live.is_empty() {
+            tracing::warn!("no connected worker is left to take over the lost share");
+            return;
+        }
         let ahead = Duration::from_secs(1);
         let mut fractions: BTreeMap<u32, Vec<(String, f64)>> = BTreeMap::new();
         for (ci, class) in lost.classes.iter().enumerate() {

@@ -89,6 +89,7 @@ pub(crate) fn start(s: Setup) -> RunHandle {
         .members
         .into_iter()
         .map(|(id, m)| {
+            let granted = m.share.shared_iterations.unwrap_or(0);
             (
                 id,
                 Worker {
@@ -110,6 +111,7 @@ pub(crate) fn start(s: Setup) -> RunHandle {
                     last_t: 0.0,
                     missed: 0.0,
                     missed_vu_s: 0.0,
+                    granted,
                 },
             )
         })
@@ -183,6 +185,9 @@ struct Worker {
     missed: f64,
     /// Closed model: VU-seconds of its share nobody ran.
     missed_vu_s: f64,
+    /// Of `--shared-iterations`, how many it was given (its share, and
+    /// what it took over from lost workers).
+    granted: u64,
 }
 
 impl Worker {
@@ -444,7 +449,7 @@ impl Driver {
                         .into(),
                 )));
             }
-            Command::Adopt { .. } | Command::Rescale { .. } => {}
+            Command::Adopt { .. } | Command::Rescale { .. } | Command::Grant { .. } => {}
             Command::Release { reply, .. } => {
                 let _ = reply.send(());
             }
