@@ -104,9 +104,11 @@ fn three_workers_make_one_run_whose_counts_and_percentiles_add_up() {
 
 #[test]
 fn the_coordinator_s_api_steers_every_worker() {
-    use common::api::{call, get};
+    use common::api::{call, get, put_raw};
     let target = Target::start();
     let base = format!("BASE_URL={}", target.url);
+    let out = scratch("fed-api").join("r.json");
+    let json = format!("json={}", out.display());
     let mut coord = Coordinator::start(
         &hello(),
         "127.0.0.1:0",
@@ -128,6 +130,8 @@ fn the_coordinator_s_api_steers_every_worker() {
             "--quiet",
             "--web",
             "127.0.0.1:0",
+            "--out",
+            &json,
         ],
     );
     let _workers: Vec<Proc> = (1..=2)
@@ -168,10 +172,48 @@ fn the_coordinator_s_api_steers_every_worker() {
     );
     let rows = get(&url).json["workers"].clone();
     assert_eq!(rows.as_array().unwrap().len(), 2);
+    // A component that is not a scenario is refused by the coordinator
+    // and the run goes on as it was.
+    let bad = put_raw(
+        &format!("{url}/scenario"),
+        "application/wasm",
+        b"\0asm\x0d\0\x01\0junk",
+    );
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    // Swapped to a scenario whose VUs make no request: both workers fetch
+    // it, switch, and the target hears nothing more.
+    let idle = std::fs::read(component("idle")).unwrap();
+    let swapped = put_raw(
+        &format!("{url}/scenario?name=idle.wasm"),
+        "application/wasm",
+        &idle,
+    );
+    assert_eq!(swapped.status, 200, "{}", swapped.text);
+    assert_eq!(swapped.json["kind"], "scenario");
+    assert_eq!(swapped.json["generation"], 1);
+    assert!(
+        swapped.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("on 2 worker(s)"),
+        "{}",
+        swapped.text
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let quiet = target.rate_over(Duration::from_secs(2));
+    assert!(
+        quiet < 1.0,
+        "{quiet:.1}/s after swapping to an idle scenario"
+    );
     let stopped = call("POST", &format!("{url}/stop"), None, None);
     assert_eq!(stopped.status, 202, "{}", stopped.text);
     let (code, _) = coord.proc.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{}", coord.proc.log());
+    let s = summary(&out);
+    assert_eq!(total_requests(&s), target.requests());
+    let phases = s["meta"]["scenarios"].as_array().expect("phases").clone();
+    assert_eq!(phases.len(), 2, "{phases:?}");
+    assert_eq!(phases[1]["name"], "idle.wasm");
 }
 
 #[test]

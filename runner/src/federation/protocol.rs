@@ -15,7 +15,7 @@ use crate::run::Snapshot;
 use crate::spec::RunSpec;
 
 /// The protocol's version; both sides refuse another.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Largest component a coordinator ships.
 pub const MAX_COMPONENT: u64 = 512 << 20;
@@ -77,6 +77,16 @@ pub enum Up {
         class: String,
         /// Global VU indices.
         indices: Vec<u32>,
+    },
+    /// Answer to a [`Down::Swap`]: the worker's VUs continue on the new
+    /// component, or why they cannot.
+    Swapped {
+        /// The run.
+        run: u64,
+        /// The new component's hash.
+        sha256: String,
+        /// Why the swap failed here (the run goes on unchanged here).
+        error: Option<String>,
     },
     /// The worker's part of the run is over; `last_seq` was its last
     /// snapshot.
@@ -196,6 +206,16 @@ pub enum Down {
         run: u64,
         /// (class, fraction of its rate).
         fractions: Vec<(String, f64)>,
+    },
+    /// Continue the run on another component (fetched by hash, with
+    /// [`Up::Need`], when not cached); answered with [`Up::Swapped`].
+    Swap {
+        /// The run.
+        run: u64,
+        /// The component's name, for logs and the summary.
+        name: String,
+        /// Its hash.
+        sha256: String,
     },
     /// Run this many more of the run's shared iterations (a lost
     /// worker's that it had not reported done).

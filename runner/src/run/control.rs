@@ -99,6 +99,8 @@ pub enum LoadTarget {
 pub struct Swap {
     /// The linked component.
     pub pre: LoadTestPre<VuState>,
+    /// Its bytes (a coordinator ships them to its workers).
+    pub bytes: Arc<[u8]>,
     /// Its name (the uploaded file's) and hash.
     pub scenario: crate::spec::ScenarioRef,
 }

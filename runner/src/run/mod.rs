@@ -219,6 +219,31 @@ impl Prepared {
         &self.options
     }
 
+    /// What checks a replacement component for this run when no local
+    /// run's engine is at hand (a coordinator's): an engine of its own.
+    pub fn checker(&self) -> Result<Arc<swap::Swapper>> {
+        let settings = EngineSettings {
+            instances: 2,
+            ..self.settings
+        };
+        Ok(Arc::new(swap::Swapper {
+            engine: engine::build(&settings, false)?,
+            settings,
+            limits_cpu: self.spec.options.cpu_limit,
+            fuel: self.spec.options.fuel,
+            http: http_config(&self.spec),
+            env: Arc::new(env(&self.spec)),
+            classes: self
+                .plan
+                .classes
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect(),
+            tick: true,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }))
+    }
+
     /// Starts the run now, feeding `sinks` from its driver (the caller
     /// opens the spec's time-series outputs among them; the JSON summary
     /// is written by the run itself).
@@ -287,6 +312,7 @@ impl Prepared {
             http: http_config(&spec),
             env,
             classes: plan.classes.iter().map(|c| c.name.to_string()).collect(),
+            tick: false,
             one_at_a_time: tokio::sync::Mutex::new(()),
         });
         let hub = Arc::new(Hub::new(Meta::initial(&spec, &plan), thresholds.clone()));
@@ -331,18 +357,19 @@ pub struct RunHandle {
 
 impl RunHandle {
     /// A handle over a run driven elsewhere (a distributed run's
-    /// coordinator), which cannot swap its scenario.
+    /// coordinator), whose replacement components `swapper` checks.
     pub(crate) fn from_parts(
         spec: RunSpec,
         controller: Controller,
         hub: Arc<Hub>,
+        swapper: Option<Arc<swap::Swapper>>,
         task: JoinHandle<Arc<crate::report::Summary>>,
     ) -> Self {
         Self {
             spec,
             controller,
             hub,
-            swapper: None,
+            swapper,
             task,
             stops: None,
         }
@@ -369,8 +396,7 @@ impl RunHandle {
         self.hub.clone()
     }
 
-    /// What checking a replacement scenario needs (none for a
-    /// distributed run).
+    /// What checking a replacement scenario needs.
     pub fn swapper(&self) -> Option<Arc<swap::Swapper>> {
         self.swapper.clone()
     }

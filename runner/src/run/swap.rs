@@ -20,6 +20,9 @@ pub struct Swapper {
     pub(crate) http: host_api::http::ClientConfig,
     pub(crate) env: Arc<HashMap<String, String>>,
     pub(crate) classes: Vec<String>,
+    /// Whether checks need an epoch ticker of their own (no run's engine
+    /// ticks for them: a coordinator's).
+    pub(crate) tick: bool,
     /// One check at a time: each probes on the pool's one spare instance.
     pub(crate) one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -31,6 +34,7 @@ impl Swapper {
         let _turn = self.one_at_a_time.lock().await;
         let (engine, settings) = (self.engine.clone(), self.settings);
         let shown = name.to_owned();
+        let kept = bytes.clone();
         let scenario =
             tokio::task::spawn_blocking(move || engine::load(&engine, &shown, &bytes, &settings))
                 .await
@@ -41,7 +45,7 @@ impl Swapper {
             cpu_limit: self.limits_cpu,
             fuel: self.fuel,
             http: self.http.clone(),
-            tick: false,
+            tick: self.tick,
         };
         let options = engine::probe::options(
             &self.engine,
@@ -67,6 +71,7 @@ impl Swapper {
             .map_err(|e| ControlError::Scenario(engine::root_message(&e)))?;
         Ok(Swap {
             pre,
+            bytes: kept,
             scenario: crate::spec::ScenarioRef {
                 name: name.to_owned(),
                 sha256: scenario.sha256,

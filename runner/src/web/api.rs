@@ -420,7 +420,7 @@ pub async fn swap_scenario(
     });
     let Some(swapper) = r.swapper() else {
         return Err(Problem::conflict(
-            "a distributed run cannot swap its scenario (yet): stop it and start another",
+            "this run cannot swap its scenario (its checker failed to start; see the log): stop it and start another",
         ));
     };
     let swap = swapper

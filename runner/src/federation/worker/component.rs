@@ -38,16 +38,19 @@ impl Worker {
     /// [`COMPONENT_TIMEOUT`], checking the hash it was asked for and the
     /// size limit before reading, and the bytes' hash after.
     pub(super) fn fetch_component(&self, mut r: quinn::RecvStream, done: mpsc::Sender<Fetched>) {
-        let Some(slot) = self
+        let wanted = self
             .slot
             .as_ref()
-            .filter(|s| matches!(s.stage, Stage::Fetching))
-        else {
+            .and_then(|s| match (&s.stage, &s.swap_to) {
+                (Stage::Fetching, _) => Some((s.run, s.spec.scenario.sha256.clone())),
+                (Stage::Running { .. }, Some((_, sha))) => Some((s.run, sha.clone())),
+                _ => None,
+            });
+        let Some((run, want)) = wanted else {
             // Nobody asked for it.
             let _ = r.stop(0u32.into());
             return;
         };
-        let (run, want) = (slot.run, slot.spec.scenario.sha256.clone());
         tokio::spawn(async move {
             let got = tokio::time::timeout(COMPONENT_TIMEOUT, async {
                 let head: ComponentHeader = wire::read_limited(&mut r, 4096)
@@ -97,6 +100,29 @@ impl Worker {
         f: Fetched,
         send: &mut quinn::SendStream,
     ) -> Result<(), SessionEnd> {
+        let swap_to = self
+            .slot
+            .as_mut()
+            .filter(|s| s.run == f.run && s.swap_to.as_ref().is_some_and(|(_, sha)| *sha == f.sha))
+            .and_then(|s| s.swap_to.take());
+        if let Some((name, sha256)) = swap_to {
+            match f.got {
+                Ok(bytes) => {
+                    self.cache.push_front((f.sha, bytes.clone()));
+                    self.cache.truncate(CACHE);
+                    self.swap_with(f.run, name, sha256, bytes);
+                }
+                Err(error) => {
+                    let error = format!("the component it received is unusable: {error}");
+                    let _ = self.ups.send(Up::Swapped {
+                        run: f.run,
+                        sha256,
+                        error: Some(error),
+                    });
+                }
+            }
+            return Ok(());
+        }
         let waiting = self
             .slot
             .as_ref()

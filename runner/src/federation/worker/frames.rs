@@ -59,6 +59,7 @@ impl Worker {
                     outbox: Arc::new(Outbox::default()),
                     lease_until: Arc::new(Mutex::new(Instant::now() + lease)),
                     ended_sent: false,
+                    swap_to: None,
                 };
                 let sha = slot.spec.scenario.sha256.clone();
                 match self.cached(&sha) {
@@ -155,6 +156,7 @@ impl Worker {
                     });
                 }
             }
+            Down::Swap { run, name, sha256 } => self.swap(run, name, sha256, send).await?,
             Down::Grant { run, iterations } => {
                 if let Some(c) = self.controller(run) {
                     c.send_now(Command::Grant { iterations });
@@ -220,6 +222,7 @@ impl Worker {
             Ok(handle) => {
                 *lock(&slot.lease_until) = Instant::now() + slot.lease;
                 let controller = handle.controller();
+                let swapper = handle.swapper();
                 let stops = handle.stop_tokens();
                 let outbox = slot.outbox.clone();
                 let done = self.load.spawn(async move {
@@ -235,6 +238,7 @@ impl Worker {
                 ));
                 slot.stage = Stage::Running {
                     controller,
+                    swapper,
                     done,
                     watchdog,
                 };

@@ -18,6 +18,7 @@ mod frames;
 mod lease;
 mod outbox;
 mod session;
+mod swap;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -110,6 +111,9 @@ struct Slot {
     outbox: Arc<Outbox>,
     lease_until: Arc<Mutex<Instant>>,
     ended_sent: bool,
+    /// A component the running run is to continue on, being fetched:
+    /// (name, hash).
+    swap_to: Option<(String, String)>,
 }
 
 enum Stage {
@@ -122,6 +126,7 @@ enum Stage {
     /// Running.
     Running {
         controller: Controller,
+        swapper: Option<Arc<crate::run::swap::Swapper>>,
         done: JoinHandle<()>,
         watchdog: JoinHandle<()>,
     },

@@ -86,6 +86,7 @@ impl Driver {
         }
         let mut spec = self.spec.clone();
         spec.outputs.clear();
+        spec.scenario = self.scenario.clone();
         tracing::info!(
             "worker {id} ({}) joined during the run: it gets its share once ready",
             session.name
@@ -112,7 +113,7 @@ impl Driver {
 
     pub(super) fn joiner_says(&mut self, id: u32, msg: Up) {
         let run = self.run;
-        let sha = self.spec.scenario.sha256.clone();
+        let sha = self.scenario.sha256.clone();
         let Some(j) = self.joiners.get_mut(&id) else {
             return;
         };
@@ -386,6 +387,13 @@ impl Driver {
         }
         if !fractions.is_empty() {
             session.send(Down::Rescale { run, fractions });
+        }
+        if self.phases.len() > 1 {
+            session.send(Down::Swap {
+                run,
+                name: self.scenario.name.clone(),
+                sha256: self.scenario.sha256.clone(),
+            });
         }
     }
 }

@@ -9,6 +9,7 @@
 mod joining;
 mod loss;
 mod report;
+mod swap;
 
 use joining::{Handoff, Joiner};
 
@@ -117,6 +118,14 @@ pub(crate) fn start(s: Setup) -> RunHandle {
         })
         .collect();
     let driver = Driver {
+        scenario: spec.scenario.clone(),
+        phases: vec![crate::events::Phase {
+            name: spec.scenario.name.clone(),
+            sha256: spec.scenario.sha256.clone(),
+            from_s: 0.0,
+            to_s: 0.0,
+        }],
+        swapping: None,
         bytes: s.bytes,
         joiners: BTreeMap::new(),
         handoffs: Vec::new(),
@@ -146,9 +155,16 @@ pub(crate) fn start(s: Setup) -> RunHandle {
         endpoint: s.endpoint,
         accept: s.accept,
     };
+    let swapper = match s.prepared.checker() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("this run cannot swap its scenario: {e}");
+            None
+        }
+    };
     drop(s.prepared);
     let task = tokio::spawn(driver.run());
-    RunHandle::from_parts(spec, controller, hub, task)
+    RunHandle::from_parts(spec, controller, hub, swapper, task)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,8 +233,14 @@ struct Driver {
     workers: BTreeMap<u32, Worker>,
     /// The run's id on the wire.
     run: u64,
-    /// The component, for workers that join mid-run.
+    /// The component in force, for workers that join mid-run.
     bytes: Arc<[u8]>,
+    /// Its name and hash.
+    scenario: crate::spec::ScenarioRef,
+    /// The scenarios the run has been on, for the summary.
+    phases: Vec<crate::events::Phase>,
+    /// A swap waiting for the workers' answers.
+    swapping: Option<swap::Swapping>,
     /// Workers that joined mid-run and are getting ready.
     joiners: BTreeMap<u32, Joiner>,
     /// VUs on their way from one worker to one that joined.
@@ -262,6 +284,7 @@ impl Driver {
                 _ = tick.tick() => {
                     self.renew_leases();
                     self.find_lost();
+                    self.swap_due();
                     if end_by.is_some_and(|e| Instant::now() > e) {
                         for (id, w) in self.workers.iter_mut().filter(|(_, w)| w.status == Status::Live) {
                             tracing::warn!("worker {id} ({}) did not finish in time", w.m.session.name);
@@ -397,6 +420,14 @@ impl Driver {
                         class,
                         indices,
                     } if r == run => self.released(worker, &class, indices),
+                    Up::Need { run: r, sha256 } if r == run && sha256 == self.scenario.sha256 => {
+                        w.m.session.send_component(sha256, self.bytes.clone());
+                    }
+                    Up::Swapped {
+                        run: r,
+                        sha256,
+                        error,
+                    } if r == run => self.swapped(worker, &sha256, error),
                     _ => {}
                 }
             }
@@ -443,12 +474,7 @@ impl Driver {
                     }
                 }
             }
-            Command::Swap { reply, .. } => {
-                let _ = reply.send(Err(ControlError::Scenario(
-                    "a distributed run cannot swap its scenario (yet): stop it and start another"
-                        .into(),
-                )));
-            }
+            Command::Swap { swap, reply } => self.swap(*swap, reply),
             Command::Adopt { .. } | Command::Rescale { .. } | Command::Grant { .. } => {}
             Command::Release { reply, .. } => {
                 let _ = reply.send(());

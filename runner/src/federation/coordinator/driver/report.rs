@@ -54,6 +54,12 @@ impl Driver {
         meta.stopped_by = self.stopping.as_ref().map(|s| s.0.clone());
         meta.aborted_by_threshold = self.threshold.clone();
         meta.events = self.hub.events(0);
+        if self.phases.len() > 1 {
+            meta.scenarios = self.phases.clone();
+            if let Some(p) = meta.scenarios.last_mut() {
+                p.to_s = t;
+            }
+        }
         meta.workers = self
             .workers
             .iter()
