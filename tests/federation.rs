@@ -692,7 +692,9 @@ async fn raw_hello(
 ) -> String {
     use runner::federation::{protocol::*, tls, wire};
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(tls::client_config(token.fingerprint).unwrap());
+    ep.set_default_client_config(
+        tls::client_config(&tls::Trust::Pinned(token.fingerprint)).unwrap(),
+    );
     let conn = ep.connect(addr, tls::SERVER_NAME).unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let hello = Up::Hello {
@@ -715,7 +717,9 @@ async fn raw_hello(
 async fn oversized(addr: std::net::SocketAddr, token: &runner::federation::token::Token) -> String {
     use runner::federation::{protocol::*, tls, wire};
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(tls::client_config(token.fingerprint).unwrap());
+    ep.set_default_client_config(
+        tls::client_config(&tls::Trust::Pinned(token.fingerprint)).unwrap(),
+    );
     let conn = ep.connect(addr, tls::SERVER_NAME).unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let hello = Up::Hello {
@@ -736,6 +740,84 @@ async fn oversized(addr: std::net::SocketAddr, token: &runner::federation::token
     send.write_all(b"{}").await.unwrap();
     let why = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
     format!("{why:?}")
+}
+
+#[test]
+fn with_a_ca_both_sides_show_certificates_it_signed() {
+    let dir = scratch("fed-ca");
+    let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+    for d in [&ours, &theirs] {
+        let out = std::process::Command::new(runner())
+            .args(["keygen", "--ca", "--dir"])
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let file = |d: &std::path::Path, f: &str| d.join(f).to_str().unwrap().to_owned();
+    let target = Target::start();
+    let out = dir.join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let json = format!("json={}", out.display());
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "1",
+            "--vus",
+            "2",
+            "-d",
+            "2s",
+            "--join-timeout",
+            "40s",
+            "-e",
+            &base,
+            "--quiet",
+            "--out",
+            &json,
+            "--ca",
+            &file(&ours, "ca.crt"),
+            "--cert",
+            &file(&ours, "coordinator.crt"),
+            "--key",
+            &file(&ours, "coordinator.key"),
+        ],
+    );
+    let join = |d: &std::path::Path, ca: &std::path::Path, name: &str| {
+        let mut cmd = std::process::Command::new(runner());
+        cmd.args(["join", "--coordinator", &coord.addr, "--name", name])
+            .args(["--ca", &file(ca, "ca.crt")])
+            .args(["--cert", &file(d, "worker.crt")])
+            .args(["--key", &file(d, "worker.key")]);
+        Proc::spawn(cmd)
+    };
+    // A worker whose certificate another CA signed is refused by the
+    // coordinator, in one clear line.
+    let mut stranger = join(&theirs, &ours, "stranger");
+    let (code, _) = stranger.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(1));
+    assert!(
+        stranger.log().contains("refused this worker's certificate"),
+        "{}",
+        stranger.log()
+    );
+    // A worker trusting another CA refuses the coordinator.
+    let mut wary = join(&ours, &theirs, "wary");
+    let (code, _) = wary.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(1));
+    assert!(
+        wary.log().contains("refusing the coordinator"),
+        "{}",
+        wary.log()
+    );
+    // Ours runs the test, and every request is counted.
+    let _good = join(&ours, &ours, "good");
+    let (code, _) = coord.proc.wait(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{}", coord.proc.log());
+    let s = summary(&out);
+    assert!(total_requests(&s) > 0);
+    assert_eq!(total_requests(&s), target.requests());
 }
 
 #[test]

@@ -130,12 +130,13 @@ impl Coordinator {
         let line = proc.wait_line("runner join --coordinator", Duration::from_secs(30));
         let words: Vec<&str> = line.split_whitespace().collect();
         let at = |flag: &str| {
-            let i = words.iter().position(|w| *w == flag).expect(flag);
-            words[i + 1].to_owned()
+            let i = words.iter().position(|w| *w == flag)?;
+            words.get(i + 1).map(|w| (*w).to_owned())
         };
         Coordinator {
-            addr: at("--coordinator"),
-            token: at("--token"),
+            addr: at("--coordinator").expect("--coordinator in the join line"),
+            // None with a CA.
+            token: at("--token").unwrap_or_default(),
             proc,
         }
     }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Capacity, Command, JoinArgs, KeygenArgs, RunArgs, ServeArgs};
 use crate::agent::Agent;
 use crate::federation::token::{check_secret, new_secret, Token};
-use crate::federation::{self, coordinator::ClusterOptions, tls::Identity};
+use crate::federation::{self, coordinator::ClusterOptions, tls::Identity, tls::Trust};
 use crate::run::{self, Controller, StopBy};
 use crate::sinks::progress::Progress;
 use crate::sinks::timeseries::Series;
@@ -132,7 +132,7 @@ async fn run(args: RunArgs) -> Result<i32> {
 /// The coordinator's options from the flags.
 fn cluster_options(args: &RunArgs, workers: u32) -> Result<ClusterOptions> {
     let identity = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => Identity::load(c, k)?,
+        (Some(c), Some(k)) => Identity::load(c, k, args.ca.as_deref())?,
         _ => Identity::generate()?,
     };
     let (secret, secret_generated) = match &args.secret {
@@ -169,9 +169,15 @@ async fn join(args: JoinArgs) -> Result<i32> {
             .map(|n| n.get() as f64)
             .unwrap_or(1.0),
     };
+    let (trust, secret) = match (&args.token, &args.ca, &args.cert, &args.key) {
+        (Some(t), _, _, _) => (Trust::Pinned(t.fingerprint), t.secret.clone()),
+        (None, Some(ca), Some(cert), Some(key)) => (Trust::ca(ca, cert, key)?, String::new()),
+        _ => bail!("give --token, or --ca with --cert and --key"),
+    };
     let opts = federation::worker::JoinOptions {
         coordinator: args.coordinator,
-        token: args.token,
+        trust,
+        secret,
         capacity,
         name: args.name.unwrap_or_else(host_name),
     };
@@ -199,6 +205,9 @@ fn host_name() -> String {
 
 /// `runner keygen`.
 fn keygen(args: KeygenArgs) -> Result<i32> {
+    if args.ca {
+        return keygen_ca(&args);
+    }
     let identity = Identity::generate()?;
     let secret = match args.secret {
         Some(s) => {
@@ -225,6 +234,30 @@ fn keygen(args: KeygenArgs) -> Result<i32> {
     println!(
         "wrote {0}/coordinator.crt, {0}/coordinator.key and {0}/token: start the coordinator with --cert {0}/coordinator.crt --key {0}/coordinator.key --secret SECRET, workers with --token $(cat {0}/token)",
         args.dir.display()
+    );
+    Ok(0)
+}
+
+/// `runner keygen --ca`: a CA, and certificates it signed for the
+/// coordinator and the workers.
+fn keygen_ca(args: &KeygenArgs) -> Result<i32> {
+    let mut hosts = vec![
+        federation::tls::SERVER_NAME.to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    hosts.extend(args.hosts.iter().cloned());
+    let ca = federation::tls::CaFiles::generate(&hosts, args.workers)?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    for (name, text) in &ca.files {
+        write_private(&args.dir.join(name), text.as_bytes())?;
+    }
+    println!(
+        "wrote {0}/ca.crt, ca.key (keep it offline), coordinator.crt/.key and {1}: start the coordinator with --ca {0}/ca.crt --cert {0}/coordinator.crt --key {0}/coordinator.key, each worker with --ca {0}/ca.crt and its own --cert/--key",
+        args.dir.display(),
+        if args.workers == 1 { "worker.crt/.key".to_owned() } else { format!("worker-1..{}.crt/.key", args.workers) }
     );
     Ok(0)
 }

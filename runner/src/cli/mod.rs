@@ -265,6 +265,16 @@ pub struct RunArgs {
     /// The certificate's private key (PEM).
     #[arg(long, requires = "cert", help_heading = "Distributed runs")]
     pub key: Option<PathBuf>,
+
+    /// A CA (PEM): admit only workers whose client certificate it signed
+    /// (no token needed); --cert should be signed by it too.
+    #[arg(
+        long,
+        requires = "cert",
+        conflicts_with = "secret",
+        help_heading = "Distributed runs"
+    )]
+    pub ca: Option<PathBuf>,
 }
 
 /// Flags of `runner join`.
@@ -275,8 +285,28 @@ pub struct JoinArgs {
     pub coordinator: String,
 
     /// The token the coordinator printed (`FINGERPRINT:SECRET`).
-    #[arg(long, env = "RUNNER_JOIN_TOKEN", hide_env_values = true, value_parser = parse_join_token)]
-    pub token: crate::federation::token::Token,
+    #[arg(
+        long,
+        env = "RUNNER_JOIN_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_join_token,
+        required_unless_present = "ca",
+        conflicts_with = "ca"
+    )]
+    pub token: Option<crate::federation::token::Token>,
+
+    /// Instead of a token: the CA (PEM) that signed the coordinator's
+    /// certificate and this worker's (--cert, --key).
+    #[arg(long, requires_all = ["cert", "key"])]
+    pub ca: Option<PathBuf>,
+
+    /// This worker's certificate (PEM), signed by --ca.
+    #[arg(long, requires = "ca")]
+    pub cert: Option<PathBuf>,
+
+    /// Its private key (PEM).
+    #[arg(long, requires = "ca")]
+    pub key: Option<PathBuf>,
 
     /// This worker's capacity: `auto` (its CPU cores) or a number; the
     /// load is shared in proportion.
@@ -322,8 +352,28 @@ pub struct KeygenArgs {
     pub dir: PathBuf,
 
     /// The secret to put in the token (default: a new random one).
-    #[arg(long, env = "RUNNER_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RUNNER_SECRET",
+        hide_env_values = true,
+        conflicts_with = "ca"
+    )]
     pub secret: Option<String>,
+
+    /// Make a CA instead of a token: `ca.crt`, `ca.key`, a coordinator
+    /// certificate it signed and a worker certificate it signed.
+    #[arg(long)]
+    pub ca: bool,
+
+    /// With --ca: a host name or IP address the coordinator is reached at
+    /// (repeatable; `localhost`, `127.0.0.1` and `::1` are always in).
+    #[arg(long = "host", requires = "ca", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
+    /// With --ca: how many worker certificates to make (`worker.crt` for
+    /// one, `worker-1.crt`... for more).
+    #[arg(long, default_value_t = 1, requires = "ca", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub workers: u32,
 }
 
 impl RunArgs {

@@ -113,20 +113,26 @@ pub async fn coordinate(
         secret: opts.secret.clone(),
     };
     let shown = opts.advertise.clone().unwrap_or_else(|| local.to_string());
-    let token = if opts.secret_generated {
-        token.to_string()
+    let ca = opts.identity.client_ca.is_some();
+    let credentials = if ca {
+        "--ca CA.crt --cert WORKER.crt --key WORKER.key".to_owned()
+    } else if opts.secret_generated {
+        format!("--token {token}")
     } else {
-        format!("{}:YOUR-SECRET", super::token::hex(&token.fingerprint))
+        format!(
+            "--token {}:YOUR-SECRET",
+            super::token::hex(&token.fingerprint)
+        )
     };
     tracing::info!(
-        "waiting for {} worker(s) (up to {}); on each machine run: runner join --coordinator {shown} --token {token}",
+        "waiting for {} worker(s) (up to {}); on each machine run: runner join --coordinator {shown} {credentials}",
         opts.workers,
         crate::units::format_duration(opts.join_timeout)
     );
     let (etx, mut events) = mpsc::channel(4096);
     let resumable: session::Resumable = Arc::default();
     let gate = session::Gate {
-        secret: Arc::from(opts.secret.as_str()),
+        secret: (!ca).then(|| Arc::from(opts.secret.as_str())),
         ids: Arc::new(AtomicU32::new(1)),
         resumable: resumable.clone(),
         pending: Arc::new(tokio::sync::Semaphore::new(session::MAX_PENDING)),

@@ -113,8 +113,9 @@ pub type Resumable = Arc<std::sync::Mutex<std::collections::HashMap<u32, u64>>>;
 /// What the accepting side shares.
 #[derive(Clone)]
 pub struct Gate {
-    /// The secret workers must know.
-    pub secret: Arc<str>,
+    /// The secret workers must know (none with a CA: the TLS handshake
+    /// already checked the worker's certificate).
+    pub secret: Option<Arc<str>>,
     /// Fresh worker ids.
     pub ids: Arc<AtomicU32>,
     /// Who may resume.
@@ -186,7 +187,11 @@ async fn handshake(
             "the worker speaks protocol {protocol} (runner {version}), this coordinator {PROTOCOL} (runner {}): run the same runner version on both",
             env!("CARGO_PKG_VERSION")
         ))
-    } else if !secret_matches(&given, &gate.secret) {
+    } else if gate
+        .secret
+        .as_ref()
+        .is_some_and(|secret| !secret_matches(&given, secret))
+    {
         Some(
             "wrong token: the secret does not match; use the token this coordinator printed".into(),
         )

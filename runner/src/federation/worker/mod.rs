@@ -31,19 +31,19 @@ use tokio::task::JoinHandle;
 
 use super::protocol::Up;
 use super::tls;
-use super::token::Token;
 use crate::plan::share::Share;
 use crate::run::{Controller, Prepared, StopBy};
 use crate::spec::RunSpec;
 use outbox::Outbox;
 
 /// How a worker joins.
-#[derive(Clone, Debug)]
 pub struct JoinOptions {
     /// `HOST:PORT` of the coordinator.
     pub coordinator: String,
-    /// The token it printed.
-    pub token: Token,
+    /// How it trusts the coordinator (the token's fingerprint, or a CA).
+    pub trust: tls::Trust,
+    /// The token's secret (empty with a CA: the certificate tells).
+    pub secret: String,
     /// Relative capacity (shares are proportional to it).
     pub capacity: f64,
     /// A name for the coordinator's logs and table.
@@ -138,7 +138,7 @@ impl Worker {
     fn new(opts: JoinOptions, load: tokio::runtime::Handle) -> Result<Self> {
         let bind: SocketAddr = "0.0.0.0:0".parse().context("bind address")?;
         let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket")?;
-        endpoint.set_default_client_config(tls::client_config(opts.token.fingerprint)?);
+        endpoint.set_default_client_config(tls::client_config(&opts.trust)?);
         let (ups, ups_rx) = mpsc::unbounded_channel();
         Ok(Self {
             opts,
@@ -275,15 +275,23 @@ impl Worker {
             .map_err(|e| SessionEnd::Retry(format!("cannot resolve the address: {e}")))?
             .next()
             .ok_or_else(|| SessionEnd::Retry("the address resolves to nothing".into()))?;
+        let name = self.opts.trust.server_name(&self.opts.coordinator);
         let connecting = self
             .endpoint
-            .connect(addr, tls::SERVER_NAME)
+            .connect(addr, &name)
             .map_err(|e| SessionEnd::Retry(format!("cannot connect: {e}")))?;
         connecting.await.map_err(|e| {
             let text = e.to_string();
-            if text.contains("fingerprint") {
+            let ca = matches!(self.opts.trust, tls::Trust::Ca { .. });
+            if text.contains("fingerprint") || (ca && text.contains("invalid peer certificate")) {
                 SessionEnd::Fatal(format!(
-                    "refusing the coordinator at {}: {text}",
+                    "refusing the coordinator at {}: {text}{}",
+                    self.opts.coordinator,
+                    if ca { " (is its certificate signed by --ca, for this host name?)" } else { "" }
+                ))
+            } else if ca && text.contains("certificate") {
+                SessionEnd::Fatal(format!(
+                    "the coordinator at {} refused this worker's certificate ({text}): use one signed by the coordinator's CA",
                     self.opts.coordinator
                 ))
             } else {

@@ -11,6 +11,20 @@ use crate::federation::protocol::{Down, Resume, Up, PROTOCOL};
 use crate::federation::wire;
 
 impl Worker {
+    /// With a CA, a connection the coordinator closed for a TLS reason:
+    /// it refused this worker's certificate (TLS 1.3 checks a client's
+    /// certificate after the client considers the handshake done).
+    fn refused(&self, conn: &quinn::Connection) -> Option<SessionEnd> {
+        let ca = matches!(self.opts.trust, crate::federation::tls::Trust::Ca { .. });
+        let why = conn.close_reason()?.to_string();
+        (ca && why.contains("cryptographic handshake failed")).then(|| {
+            SessionEnd::Fatal(format!(
+                "the coordinator at {} refused this worker's certificate ({why}): use one signed by the coordinator's CA",
+                self.opts.coordinator
+            ))
+        })
+    }
+
     /// One connection: hello, then serve frames until it ends.
     pub(super) async fn session(&mut self) -> SessionEnd {
         let conn = match self.connect().await {
@@ -19,7 +33,11 @@ impl Worker {
         };
         let (mut send, mut recv) = match conn.open_bi().await {
             Ok(s) => s,
-            Err(e) => return SessionEnd::Retry(format!("cannot open the control stream: {e}")),
+            Err(e) => {
+                return self.refused(&conn).unwrap_or_else(|| {
+                    SessionEnd::Retry(format!("cannot open the control stream: {e}"))
+                })
+            }
         };
         let resume = match (&self.slot, self.worker_id) {
             (Some(s), Some(worker)) => Some(Resume { run: s.run, worker }),
@@ -30,15 +48,21 @@ impl Worker {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             name: self.opts.name.clone(),
             capacity: self.opts.capacity,
-            secret: self.opts.token.secret.clone(),
+            secret: self.opts.secret.clone(),
             resume,
         };
         if let Err(e) = wire::write(&mut send, &hello).await {
-            return SessionEnd::Retry(e.to_string());
+            return self
+                .refused(&conn)
+                .unwrap_or_else(|| SessionEnd::Retry(e.to_string()));
         }
         match tokio::time::timeout(HELLO_TIMEOUT, wire::read::<Down>(&mut recv)).await {
             Err(_) => return SessionEnd::Retry("no answer to the hello".into()),
-            Ok(Err(e)) => return SessionEnd::Retry(e.to_string()),
+            Ok(Err(e)) => {
+                return self
+                    .refused(&conn)
+                    .unwrap_or_else(|| SessionEnd::Retry(e.to_string()))
+            }
             Ok(Ok(None)) => {
                 return SessionEnd::Retry("the coordinator closed the connection".into())
             }
