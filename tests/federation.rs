@@ -103,6 +103,67 @@ fn three_workers_make_one_run_whose_counts_and_percentiles_add_up() {
 }
 
 #[test]
+fn an_abort_threshold_is_judged_on_the_merged_data() {
+    let target = Target::start();
+    let out = scratch("fed-abort").join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let json = format!("json={}", out.display());
+    // Two workers of one VU each, about 10 requests/s apiece: together
+    // they pass 60 requests after some 3 s, alone only after 6 s.
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "2",
+            "--vus",
+            "2",
+            "-d",
+            "30s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=100",
+            "--threshold",
+            "http_reqs count<60 abort",
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let _workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            worker(
+                &coord.addr,
+                &coord.token,
+                &format!("w{i}"),
+                &["--capacity", "1"],
+            )
+        })
+        .collect();
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(99), "{}", coord.proc.log());
+    let s = summary(&out);
+    assert_eq!(
+        s["meta"]["aborted_by_threshold"],
+        "http_reqs count<60 abort"
+    );
+    let took = s["meta"]["duration_s"].as_f64().unwrap();
+    assert!(
+        took < 6.0,
+        "stopped after {took:.1}s: not on the merged count"
+    );
+    let ws = s["meta"]["workers"].as_array().unwrap();
+    assert!(
+        ws.iter().all(|w| w["requests"].as_u64().unwrap() < 60),
+        "{ws:?}"
+    );
+    assert_eq!(total_requests(&s), target.requests());
+}
+
+#[test]
 fn the_coordinator_s_api_steers_every_worker() {
     use common::api::{call, get, put_raw};
     let target = Target::start();
