@@ -554,3 +554,48 @@ fn pacing_and_think_time_flags_space_the_iterations() {
     );
     assert_eq!(total_requests(&s), target.requests());
 }
+
+#[test]
+fn every_http_row_of_the_open_model_shows_latency_from_the_intended_start() {
+    let target = Target::start();
+    let json = scratch("tagged-corrected").join("r.json");
+    let (c, base, out) = (
+        component("tour"),
+        format!("BASE_URL={}", target.url),
+        format!("json={}", json.display()),
+    );
+    let r = run(
+        &[
+            "run",
+            c.to_str().unwrap(),
+            "-e",
+            &base,
+            "--rate",
+            "5",
+            "-d",
+            "2s",
+            "--vus",
+            "4",
+            "--out",
+            &out,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let s = summary(&json);
+    let rows = s["http"].as_array().unwrap();
+    let tagged = rows
+        .iter()
+        .filter(|r| r["tags"].as_object().is_some_and(|t| !t.is_empty()))
+        .count();
+    assert!(tagged > 0, "the tour tags some requests: {rows:?}");
+    // Every row with a latency, tagged or not, has its line in the table
+    // (invalid requests have none).
+    let timed = rows
+        .iter()
+        .filter(|r| r["latency_corrected_ms"].is_object())
+        .count();
+    assert_eq!(timed, rows.len() - 1, "{rows:?}");
+    let lines = r.stdout.matches("from intended start:").count();
+    assert_eq!(lines, timed, "{}", r.stdout);
+}

@@ -129,7 +129,7 @@ impl Summary {
                 if let Some(c) = self
                     .raw
                     .http
-                    .get(&r.name)
+                    .get(&r.key)
                     .map(|h| &h.corrected)
                     .filter(|c| c.count() > 0)
                 {
