@@ -245,3 +245,58 @@ fn series_past_max_series_fold_into_one_counted_row() {
         r.stderr
     );
 }
+
+#[test]
+fn an_output_that_cannot_be_written_is_named_and_the_summary_still_prints() {
+    let target = Target::start();
+    let c = component("hello-http");
+    let base = format!("BASE_URL={}", target.url);
+    let args = |out: &str| -> Vec<String> {
+        [
+            "run",
+            c.to_str().unwrap(),
+            "--vus",
+            "2",
+            "-d",
+            "1s",
+            "-e",
+            &base,
+            "--out",
+            out,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    // A full disk: a device, written in place (never replaced), fails.
+    let a = args("json=/dev/full");
+    let r = run(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot write /dev/full: No space left on device"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("status is 200"),
+        "the summary prints: {}",
+        r.stdout
+    );
+    use std::os::unix::fs::FileTypeExt as _;
+    let full = std::fs::metadata("/dev/full").unwrap();
+    assert!(full.file_type().is_char_device(), "/dev/full was replaced");
+    // A directory that does not exist: the same, after the run.
+    let missing = scratch("out-missing").join("no/such/dir/r.json");
+    let a = args(&format!("json={}", missing.display()));
+    let r = run(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("cannot write"), "{}", r.stderr);
+    assert!(r.stdout.contains("status is 200"), "{}", r.stdout);
+    assert!(target.requests() > 0);
+}

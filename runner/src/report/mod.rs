@@ -475,9 +475,17 @@ impl Summary {
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
-/// `path`.
+/// `path`; a `path` that is not a regular file (a device, a pipe:
+/// `/dev/stdout`) is written in place, never replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.flush()))
+            .with_context(|| format!("cannot write {}", path.display()));
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
