@@ -579,7 +579,10 @@ fn a_partitioned_worker_stops_its_load_within_its_lease_and_rejoins() {
             "--quiet",
         ],
     );
-    let _near = worker(&coord.addr, &coord.token, "near", &["--capacity", "1"]);
+    // The target is on the namespaces' network, not loopback: the
+    // workers' operator allows it.
+    let allow = ["--capacity", "1", "--allow-host", "10.211.0.0/24"];
+    let _near = worker(&coord.addr, &coord.token, "near", &allow);
     let mut cmd = ns.command(&runner());
     cmd.args([
         "join",
@@ -589,9 +592,8 @@ fn a_partitioned_worker_stops_its_load_within_its_lease_and_rejoins() {
         &coord.token,
         "--name",
         "far",
-        "--capacity",
-        "1",
-    ]);
+    ])
+    .args(allow);
     let mut far = Proc::spawn(cmd);
     coord
         .proc

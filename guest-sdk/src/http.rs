@@ -51,6 +51,7 @@ impl std::fmt::Display for Error {
             wit::Error::Protocol(m) => write!(f, "HTTP protocol error: {m}"),
             wit::Error::BodyTooLarge(n) => write!(f, "response body larger than {n} bytes"),
             wit::Error::Io(m) => write!(f, "I/O error: {m}"),
+            wit::Error::Denied(m) => write!(f, "denied: {m}"),
         }
     }
 }

@@ -55,6 +55,7 @@ impl std::fmt::Display for Error {
             wit::Error::Protocol(m) => write!(f, "MQTT protocol error: {m}"),
             wit::Error::Disconnected(m) => write!(f, "MQTT disconnected: {m}"),
             wit::Error::Io(m) => write!(f, "MQTT I/O error: {m}"),
+            wit::Error::Denied(m) => write!(f, "MQTT connection denied: {m}"),
         }
     }
 }

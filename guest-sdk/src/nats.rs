@@ -52,6 +52,7 @@ impl std::fmt::Display for Error {
             wit::Error::Protocol(m) => write!(f, "NATS protocol error: {m}"),
             wit::Error::Disconnected(m) => write!(f, "NATS disconnected: {m}"),
             wit::Error::Io(m) => write!(f, "NATS I/O error: {m}"),
+            wit::Error::Denied(m) => write!(f, "NATS connection denied: {m}"),
         }
     }
 }

@@ -18,6 +18,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::egress::Egress;
+
 use crate::bindings::runner::scenario::http::{Error, Version};
 use crate::limits::truncate;
 
@@ -140,6 +142,13 @@ pub(crate) struct Origin {
     version: Option<Version>,
 }
 
+impl Origin {
+    /// `host:port`, as the summary lists denied destinations.
+    pub(crate) fn destination(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 pub(crate) enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
@@ -219,6 +228,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Protocol(_) => "protocol",
         Error::BodyTooLarge(_) => "body-too-large",
         Error::Io(_) => "io",
+        Error::Denied(_) => "denied",
     }
 }
 
@@ -297,11 +307,21 @@ where
 pub(crate) async fn connect(
     origin: Arc<Origin>,
     cfg: ClientConfig,
+    egress: Arc<Egress>,
 ) -> Result<(Sender, ConnectTimes), Error> {
     let mut times = ConnectTimes::default();
+    let denied = |d: crate::egress::Denied| Error::Denied(d.0);
+    let by_name = egress
+        .check_name(&origin.host, origin.port)
+        .map_err(denied)?;
     let t = Instant::now();
     let addr = resolve(&origin.host, origin.port).await?;
     times.dns = t.elapsed();
+    if !by_name {
+        egress
+            .check_addr(&origin.host, addr.ip(), origin.port)
+            .map_err(denied)?;
+    }
 
     let t = Instant::now();
     let tcp = TcpStream::connect(addr)

@@ -138,7 +138,11 @@ impl VuState {
             let (mut sender, times, fresh) = match self.http.take(&p.target.origin) {
                 Some(s) => (s, ConnectTimes::default(), false),
                 None => {
-                    let task = tokio::spawn(connect(p.target.origin.clone(), cfg.clone()));
+                    let task = tokio::spawn(connect(
+                        p.target.origin.clone(),
+                        cfg.clone(),
+                        self.run.egress.clone(),
+                    ));
                     let (s, t) = task
                         .await
                         .map_err(|e| Error::Io(format!("connect task: {e}")))??;
@@ -261,6 +265,12 @@ impl Host for VuState {
                 Ok(Ok(handle))
             }
             Err(e) => {
+                let sent = if let Error::Denied(_) = &e {
+                    recorder.denied(&prepared.target.origin.destination());
+                    0
+                } else {
+                    sent
+                };
                 recorder.http(
                     &prepared.key(),
                     sent,

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod egress;
 pub mod http;
 pub mod limits;
 pub mod messaging;
@@ -67,6 +68,8 @@ pub struct RunContext {
     pub started: Instant,
     /// HTTP client settings.
     pub http: http::ClientConfig,
+    /// Where VUs may connect (HTTP, MQTT, NATS).
+    pub egress: Arc<egress::Egress>,
     /// Rate limiter for guest log lines, so 10,000 chatty VUs cannot flood
     /// the runner's output.
     pub log_limit: Arc<stdio::LogLimit>,

@@ -41,6 +41,7 @@ fn settings(
     o: ConnectOptions,
     vu: u32,
     tls: &crate::http::ClientConfig,
+    egress: Arc<crate::egress::Egress>,
 ) -> Result<(Settings, Arc<str>), Error> {
     let bad = |m: String| Error::InvalidArgument(m);
     let url = url::Url::parse(&o.url)
@@ -108,6 +109,7 @@ fn settings(
         v5,
         timeout,
         name: name.clone(),
+        egress,
     };
     Ok((s, name))
 }
@@ -122,13 +124,14 @@ impl Host for VuState {
         options: ConnectOptions,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
         let recorder = self.run.recorder.clone();
-        let (settings, name) = match settings(options, self.vu_id, &self.run.http) {
-            Ok(s) => s,
-            Err(e) => {
-                record(&recorder, "invalid", Event::Error(error_kind(&e)));
-                return Ok(Err(e));
-            }
-        };
+        let (settings, name) =
+            match settings(options, self.vu_id, &self.run.http, self.run.egress.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    record(&recorder, "invalid", Event::Error(error_kind(&e)));
+                    return Ok(Err(e));
+                }
+            };
         if self.mqtt_connections >= MAX_CONNECTIONS_PER_VU {
             let e = Error::InvalidArgument(format!(
                 "this VU already holds {MAX_CONNECTIONS_PER_VU} MQTT connections"
@@ -136,6 +139,7 @@ impl Host for VuState {
             return Ok(Err(e));
         }
         let started = Instant::now();
+        let destination = format!("{}:{}", settings.host, settings.port);
         let result = off_fiber(Box::pin(Session::connect(settings, recorder.clone())))
             .await
             .unwrap_or_else(|e| Err(Error::Io(e)));
@@ -148,6 +152,9 @@ impl Host for VuState {
                 Ok(Ok(self.table.push(Connection { session })?))
             }
             Err(e) => {
+                if let Error::Denied(_) = &e {
+                    recorder.denied(&destination);
+                }
                 record(&recorder, &name, Event::Error(error_kind(&e)));
                 Ok(Err(e))
             }

@@ -32,6 +32,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Protocol(_) => "protocol",
         Error::Disconnected(_) => "disconnected",
         Error::Io(_) => "io",
+        Error::Denied(_) => "denied",
     }
 }
 
@@ -129,6 +130,8 @@ pub(crate) struct Settings {
     pub timeout: Duration,
     /// Metric name under which a lost connection is counted.
     pub name: Arc<str>,
+    /// Where the VU may connect.
+    pub egress: Arc<crate::egress::Egress>,
 }
 
 /// An open connection: the VU's side of it.
@@ -145,11 +148,27 @@ impl Session {
     pub async fn connect(s: Settings, recorder: Arc<Recorder>) -> Result<Self, Error> {
         // Resolve first, so a bad host name reads as such rather than as a
         // generic I/O failure from inside rumqttc.
+        let denied = |d: crate::egress::Denied| Error::Denied(d.0);
+        let by_name = s.egress.check_name(&s.host, s.port).map_err(denied)?;
         let addr = format!("{}:{}", s.host, s.port);
-        match tokio::time::timeout(s.timeout, tokio::net::lookup_host(&addr)).await {
-            Err(_) => return Err(Error::Timeout),
-            Ok(Err(e)) => return Err(Error::Dns(format!("{}: {e}", s.host))),
-            Ok(Ok(_)) => {}
+        let addrs: Vec<std::net::SocketAddr> =
+            match tokio::time::timeout(s.timeout, tokio::net::lookup_host(&addr)).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Err(e)) => return Err(Error::Dns(format!("{}: {e}", s.host))),
+                Ok(Ok(a)) => a.collect(),
+            };
+        let mut s = s;
+        if !by_name {
+            // Every address the name has must be allowed (rumqttc picks
+            // one itself); without TLS, the one checked is the one used.
+            for a in &addrs {
+                s.egress
+                    .check_addr(&s.host, a.ip(), s.port)
+                    .map_err(denied)?;
+            }
+            if let (None, Some(a)) = (&s.tls, addrs.first()) {
+                s.host = a.ip().to_string();
+            }
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

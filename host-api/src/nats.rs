@@ -62,6 +62,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Protocol(_) => "protocol",
         Error::Disconnected(_) => "disconnected",
         Error::Io(_) => "io",
+        Error::Denied(_) => "denied",
     }
 }
 
@@ -156,6 +157,44 @@ fn to_message(m: async_nats::Message, latency: Option<u64>) -> Message {
     }
 }
 
+/// Whether every server of `urls` may be reached: by name, or by each
+/// address the name has; else the destination denied and why.
+async fn allowed(
+    egress: &crate::egress::Egress,
+    urls: &str,
+    timeout: Duration,
+) -> Result<(), (String, String)> {
+    if egress.is_open() {
+        return Ok(());
+    }
+    for (host, port) in crate::nats_url::servers(urls) {
+        let destination = format!("{host}:{port}");
+        let by_name = egress
+            .check_name(&host, port)
+            .map_err(|d| (destination.clone(), d.0))?;
+        if by_name {
+            continue;
+        }
+        let addrs = tokio::time::timeout(timeout, tokio::net::lookup_host(&destination))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(Iterator::collect::<Vec<_>>)
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            let why =
+                format!("{destination} could not be resolved to check it against the egress rules");
+            return Err((destination, why));
+        }
+        for a in addrs {
+            egress
+                .check_addr(&host, a.ip(), port)
+                .map_err(|d| (destination.clone(), d.0))?;
+        }
+    }
+    Ok(())
+}
+
 impl Host for VuState {
     async fn connect(
         &mut self,
@@ -222,9 +261,19 @@ impl Host for VuState {
             }
             async {}
         });
+        let egress = self.run.egress.clone();
+        if !egress.is_open() {
+            // The servers a connection may go to are the ones checked.
+            opts = opts.ignore_discovered_servers();
+        }
         let started = Instant::now();
         let url = o.url;
+        let denied_at = recorder.clone();
         let handshake = Box::pin(async move {
+            if let Err(d) = allowed(&egress, &url, timeout).await {
+                denied_at.denied(&d.0);
+                return Err(Error::Denied(d.1));
+            }
             match tokio::time::timeout(timeout, opts.connect(url.as_str())).await {
                 Err(_) => Err(Error::Timeout),
                 Ok(Err(e)) => Err(connect_error(&e)),

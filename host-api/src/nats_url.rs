@@ -41,6 +41,14 @@ pub(crate) fn check_url(urls: &str) -> Result<(String, UrlAuth), Error> {
     Ok((first, auth))
 }
 
+/// The servers of a (checked) URL list: `(host, port)`.
+pub(crate) fn servers(urls: &str) -> Vec<(String, u16)> {
+    urls.split(',')
+        .filter_map(|u| url::Url::parse(u.trim()).ok())
+        .filter_map(|u| Some((u.host_str()?.to_owned(), u.port().unwrap_or(4222))))
+        .collect()
+}
+
 /// Undoes the URL's percent-encoding of a user name or password.
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();

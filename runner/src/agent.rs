@@ -63,6 +63,8 @@ pub struct Agent {
     keep: usize,
     next: AtomicU64,
     prefix: String,
+    /// Egress rules every run taken here follows.
+    enforced: Option<crate::spec::Enforced>,
 }
 
 #[derive(Default)]
@@ -74,8 +76,9 @@ struct Inner {
 }
 
 impl Agent {
-    /// An agent that keeps the last `keep` finished runs.
-    pub fn new(keep: usize) -> Arc<Self> {
+    /// An agent that keeps the last `keep` finished runs; runs submitted
+    /// to it follow `enforced` egress rules as well as their own.
+    pub fn new(keep: usize, enforced: Option<crate::spec::Enforced>) -> Arc<Self> {
         let secs = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -85,6 +88,7 @@ impl Agent {
             keep: keep.max(1),
             next: AtomicU64::new(1),
             prefix: format!("{:x}", secs & 0xff_ffff),
+            enforced,
         })
     }
 
@@ -96,9 +100,10 @@ impl Agent {
     /// active. It runs on in the background; the record follows it.
     pub async fn submit(
         self: &Arc<Self>,
-        spec: RunSpec,
+        mut spec: RunSpec,
         bytes: Arc<[u8]>,
     ) -> Result<Arc<RunRecord>, SubmitError> {
+        spec.enforced = self.enforced.clone();
         {
             let mut i = self.lock();
             if let Some(active) = i.runs.iter().find(|r| !r.is_over()) {

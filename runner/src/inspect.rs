@@ -124,6 +124,11 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         cpu_limit: Duration::from_secs(2),
         fuel: None,
         http: host_api::http::ClientConfig::new(Duration::from_secs(10), 1 << 20, false),
+        // Inspecting never reaches out.
+        egress: Arc::new(
+            host_api::egress::Egress::new(&[], &["0.0.0.0/0".into(), "::/0".into()])
+                .unwrap_or_default(),
+        ),
         tick: true,
     };
     let env = Arc::new(env.iter().cloned().collect::<HashMap<_, _>>());

@@ -22,6 +22,47 @@ pub struct RunSpec {
     /// Files written when the run ends (or, for time series, as it goes).
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// Egress rules of the process running it (`serve`, `join`), which no
+    /// spec can lift; never read from or written to the wire.
+    #[serde(skip)]
+    pub enforced: Option<Enforced>,
+}
+
+/// Egress rules a process holds every run it takes to (on top of the
+/// run's own).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Enforced {
+    /// `--allow-host` rules; none means loopback only.
+    pub allow: Vec<String>,
+    /// `--block-host` rules.
+    pub block: Vec<String>,
+}
+
+impl Enforced {
+    /// The operator's rules: what they allow (loopback only if they name
+    /// nothing) minus what they block.
+    pub fn egress(&self) -> Result<host_api::egress::Egress, String> {
+        if self.allow.is_empty() {
+            let mut e = host_api::egress::Egress::loopback_only();
+            e.block_also(&self.block)?;
+            Ok(e)
+        } else {
+            host_api::egress::Egress::new(&self.allow, &self.block)
+        }
+    }
+}
+
+impl RunSpec {
+    /// Where this run's VUs may connect: its own rules, within the
+    /// process's.
+    pub fn egress(&self) -> Result<host_api::egress::Egress, String> {
+        let o = &self.options;
+        let own = host_api::egress::Egress::new(&o.allow_hosts, &o.block_hosts)?;
+        Ok(match &self.enforced {
+            None => own,
+            Some(e) => own.within(e.egress()?),
+        })
+    }
 }
 
 /// A scenario component, as a run refers to it.
@@ -129,6 +170,13 @@ pub struct RunOptions {
     /// counted in one overflow row.
     #[schema(minimum = 1, maximum = 1000000)]
     pub max_series: u32,
+    /// Destinations VUs may connect to (HTTP, MQTT, NATS): `host`,
+    /// `host:port`, `*.example.com`, an IP or a CIDR. None: any (on an
+    /// agent or worker, what its operator allows).
+    pub allow_hosts: Vec<String>,
+    /// Destinations VUs may not connect to (same forms); they win over
+    /// `allow_hosts`.
+    pub block_hosts: Vec<String>,
 }
 
 /// Defaults, as the command line's `--help` shows them.
@@ -188,6 +236,8 @@ impl Default for RunOptions {
             insecure: false,
             log_rate: defaults::LOG_RATE,
             max_series: defaults::MAX_SERIES,
+            allow_hosts: Vec::new(),
+            block_hosts: Vec::new(),
         }
     }
 }
@@ -270,6 +320,10 @@ impl RunOptions {
         if self.env.keys().any(String::is_empty) {
             return Err("env has an empty key".into());
         }
+        if self.allow_hosts.len() + self.block_hosts.len() > 1000 {
+            return Err("at most 1000 allow_hosts and block_hosts rules".into());
+        }
+        host_api::egress::Egress::new(&self.allow_hosts, &self.block_hosts)?;
         for t in &self.thresholds {
             let parsed = crate::thresholds::Threshold::parse(t)?;
             parsed.validate()?;

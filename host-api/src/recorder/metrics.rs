@@ -164,6 +164,10 @@ pub struct Metrics {
     pub traps: HashMap<String, u64>,
     /// Iteration outcomes.
     pub iterations: IterationStats,
+    /// Connections refused by the egress rules, by destination
+    /// (`host:port`).
+    #[serde(default)]
+    pub denied: HashMap<String, u64>,
 }
 
 impl Metrics {
@@ -202,6 +206,7 @@ impl Metrics {
         merge_hists(&mut self.timings, &o.timings);
         merge_hists(&mut self.histograms, &o.histograms);
         merge_counts(&mut self.traps, &o.traps);
+        merge_counts(&mut self.denied, &o.denied);
         self.iterations.ok += o.iterations.ok;
         self.iterations.failed += o.iterations.failed;
         self.iterations.aborted += o.iterations.aborted;

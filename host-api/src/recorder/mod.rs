@@ -43,6 +43,12 @@ pub enum HttpOutcome<'a> {
     Error(&'a str),
 }
 
+/// Distinct denied destinations kept by one shard.
+pub const MAX_DENIED: usize = 100;
+
+/// Where denied destinations past [`MAX_DENIED`] are counted.
+const OTHERS: &str = "(others)";
+
 /// The hot-path recorder shared by all VUs of a process.
 pub struct Recorder {
     shards: Box<[Mutex<Metrics>]>,
@@ -244,6 +250,18 @@ impl Recorder {
         let mut m = self.shard();
         m.iterations.aborted += 1;
         *m.traps.entry_ref(kind) += 1;
+    }
+
+    /// Records a connection the egress rules refused, by destination (at
+    /// most [`MAX_DENIED`] of them per shard; more are counted as
+    /// `(others)`).
+    pub fn denied(&self, destination: &str) {
+        let mut m = self.shard();
+        if m.denied.len() >= MAX_DENIED && !m.denied.contains_key(destination) {
+            *m.denied.entry_ref(OTHERS) += 1;
+        } else {
+            *m.denied.entry_ref(destination) += 1;
+        }
     }
 
     /// Moves everything recorded so far into `into`, leaving the shards

@@ -82,7 +82,7 @@ async fn run(args: RunArgs) -> Result<i32> {
     let shutdown = CancellationToken::new();
     let server = match listener {
         Some(listener) => {
-            let agent = Agent::new(1);
+            let agent = Agent::new(1, None);
             let record = agent.adopt(&handle);
             let addr = listener.local_addr()?;
             tracing::info!(
@@ -174,10 +174,17 @@ async fn join(args: JoinArgs) -> Result<i32> {
         (None, Some(ca), Some(cert), Some(key)) => (Trust::ca(ca, cert, key)?, String::new()),
         _ => bail!("give --token, or --ca with --cert and --key"),
     };
+    let enforced = crate::spec::Enforced {
+        allow: args.allow_hosts.clone(),
+        block: args.block_hosts.clone(),
+    };
+    let egress = enforced.egress().map_err(|e| anyhow!(e))?;
+    tracing::info!("this worker's VUs may connect to: {}", egress.describe());
     let opts = federation::worker::JoinOptions {
         coordinator: args.coordinator,
         trust,
         secret,
+        enforced,
         capacity,
         name: args.name.unwrap_or_else(host_name),
     };
@@ -299,8 +306,14 @@ async fn next_signal() -> std::io::Result<()> {
 
 /// `runner serve`.
 async fn serve(args: ServeArgs) -> Result<i32> {
+    let enforced = crate::spec::Enforced {
+        allow: args.allow_hosts.clone(),
+        block: args.block_hosts.clone(),
+    };
+    let egress = enforced.egress().map_err(|e| anyhow!(e))?;
     let listener = web::bind(args.listen, args.token.as_deref()).await?;
-    let agent = Agent::new(args.keep_runs as usize);
+    let agent = Agent::new(args.keep_runs as usize, Some(enforced));
+    tracing::info!("submitted runs may connect to: {}", egress.describe());
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port.
     println!("listening on http://{addr}");

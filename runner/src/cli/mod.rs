@@ -199,6 +199,17 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_series: u32,
 
+    /// Let VUs connect only here (repeatable): `host`, `host:port`,
+    /// `*.example.com`, an IP or a CIDR; HTTP, MQTT and NATS alike. A
+    /// denied connection sends nothing and fails as `denied`.
+    #[arg(long = "allow-host", value_name = "RULE")]
+    pub allow_hosts: Vec<String>,
+
+    /// Never let VUs connect here (repeatable; same forms; wins over
+    /// --allow-host), e.g. `169.254.169.254`.
+    #[arg(long = "block-host", value_name = "RULE")]
+    pub block_hosts: Vec<String>,
+
     /// Serve the live API (and dashboard) of this run on ADDR while it
     /// runs (default 127.0.0.1:6565): watch it, stop it, change its VUs or
     /// rate. Put it after the scenario.
@@ -316,6 +327,16 @@ pub struct JoinArgs {
     /// A name for the coordinator's log and table (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+
+    /// Where this worker's VUs may connect (repeatable; as `run
+    /// --allow-host`), whatever the coordinator's run says. Default:
+    /// loopback only.
+    #[arg(long = "allow-host", value_name = "RULE")]
+    pub allow_hosts: Vec<String>,
+
+    /// Where they may never connect (repeatable).
+    #[arg(long = "block-host", value_name = "RULE")]
+    pub block_hosts: Vec<String>,
 }
 
 /// A worker's capacity.
@@ -412,8 +433,11 @@ impl RunArgs {
                 insecure: self.insecure,
                 log_rate: self.log_rate,
                 max_series: self.max_series,
+                allow_hosts: self.allow_hosts.clone(),
+                block_hosts: self.block_hosts.clone(),
             },
             outputs: self.out.clone(),
+            enforced: None,
         }
     }
 }
@@ -438,6 +462,16 @@ pub struct ServeArgs {
     /// forgotten.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub keep_runs: u32,
+
+    /// Where the VUs of submitted runs may connect (repeatable; as `run
+    /// --allow-host`). Default: loopback only, so an uploaded scenario
+    /// cannot aim this machine at any other host.
+    #[arg(long = "allow-host", value_name = "RULE")]
+    pub allow_hosts: Vec<String>,
+
+    /// Where they may never connect (repeatable).
+    #[arg(long = "block-host", value_name = "RULE")]
+    pub block_hosts: Vec<String>,
 }
 
 /// Flags of `runner inspect`.

@@ -25,6 +25,8 @@ pub struct ProbeLimits {
     pub fuel: Option<u64>,
     /// HTTP settings, should `options()` make a request.
     pub http: host_api::http::ClientConfig,
+    /// Where it may connect.
+    pub egress: Arc<host_api::egress::Egress>,
     /// Start an epoch ticker for the call (not when the engine already
     /// has one: two would halve every running VU's CPU budget).
     pub tick: bool,
@@ -45,6 +47,7 @@ pub async fn options(
         env,
         started: Instant::now(),
         http: limits.http.clone(),
+        egress: limits.egress.clone(),
         log_limit: Arc::new(host_api::stdio::LogLimit::new(100)),
     });
     let state = VuState::new(

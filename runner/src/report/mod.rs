@@ -312,6 +312,9 @@ pub struct Summary {
     pub iterations: IterationRow,
     /// Iterations ended early, by kind.
     pub traps: BTreeMap<String, u64>,
+    /// Connections the egress rules refused, by destination (`host:port`).
+    #[serde(default)]
+    pub denied: BTreeMap<String, u64>,
     /// Custom counters.
     pub counters: BTreeMap<String, u64>,
     /// Custom gauges: last, min, max.
@@ -434,6 +437,7 @@ impl Summary {
                     .then(|| Percentiles::of(&it.scheduler_lag, 1000.0)),
             },
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            denied: m.denied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             counters: m.counters.iter().map(|(k, v)| (label(k), *v)).collect(),
             gauges: m
                 .gauges

@@ -259,6 +259,15 @@ impl Summary {
                 let _ = writeln!(s, "    {k:<20} {v}");
             }
         }
+        if !self.denied.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n  connections denied by the egress rules (--allow-host, --block-host)"
+            );
+            for (k, v) in &self.denied {
+                let _ = writeln!(s, "    {k:<40} {v}");
+            }
+        }
         for (k, v) in &self.counters {
             let _ = writeln!(s, "  counter {k}: {v}");
         }

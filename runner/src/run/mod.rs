@@ -89,6 +89,7 @@ pub async fn prepare_as(
 ) -> Result<Prepared, PrepareError> {
     let o = &spec.options;
     o.validate().map_err(PrepareError::Spec)?;
+    let egress = Arc::new(spec.egress().map_err(PrepareError::Spec)?);
     let mut settings = EngineSettings {
         instances: 1,
         memory_limit: o.memory_limit,
@@ -114,6 +115,7 @@ pub async fn prepare_as(
         cpu_limit: o.cpu_limit,
         fuel: o.fuel,
         http: http_config(&spec),
+        egress: egress.clone(),
         tick: true,
     };
     let options = engine::probe::options(
@@ -232,6 +234,7 @@ impl Prepared {
             limits_cpu: self.spec.options.cpu_limit,
             fuel: self.spec.options.fuel,
             http: http_config(&self.spec),
+            egress: Arc::new(self.spec.egress().map_err(|e| anyhow!(e))?),
             env: Arc::new(env(&self.spec)),
             classes: self
                 .plan
@@ -275,11 +278,13 @@ impl Prepared {
             spec.options.max_series as usize,
         ));
         let env = Arc::new(env(&spec));
+        let egress = Arc::new(spec.egress().map_err(|e| anyhow!(e))?);
         let ctx = Arc::new(RunContext {
             recorder: recorder.clone(),
             env: env.clone(),
             started: at.unwrap_or_else(Instant::now),
             http: http_config(&spec),
+            egress: egress.clone(),
             log_limit: Arc::new(host_api::stdio::LogLimit::new(spec.options.log_rate)),
         });
         let started_wall = SystemTime::now();
@@ -310,6 +315,7 @@ impl Prepared {
             limits_cpu: spec.options.cpu_limit,
             fuel: spec.options.fuel,
             http: http_config(&spec),
+            egress,
             env,
             classes: plan.classes.iter().map(|c| c.name.to_string()).collect(),
             tick: false,

@@ -18,6 +18,7 @@ pub struct Swapper {
     pub(crate) limits_cpu: std::time::Duration,
     pub(crate) fuel: Option<u64>,
     pub(crate) http: host_api::http::ClientConfig,
+    pub(crate) egress: Arc<host_api::egress::Egress>,
     pub(crate) env: Arc<HashMap<String, String>>,
     pub(crate) classes: Vec<String>,
     /// Whether checks need an epoch ticker of their own (no run's engine
@@ -45,6 +46,7 @@ impl Swapper {
             cpu_limit: self.limits_cpu,
             fuel: self.fuel,
             http: self.http.clone(),
+            egress: self.egress.clone(),
             tick: self.tick,
         };
         let options = engine::probe::options(

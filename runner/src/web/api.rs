@@ -202,6 +202,8 @@ pub async fn create_run(
         },
         options: config.unwrap_or_default(),
         outputs: Vec::new(),
+        // The agent's own rules are added when it takes the run.
+        enforced: None,
     };
     let record = s
         .agent

@@ -50,9 +50,11 @@ impl Worker {
                 }
                 tracing::info!("run {run}: assigned {}", describe(&share));
                 let lease = Duration::from_millis(lease_ms.clamp(1_000, 600_000));
+                let mut spec = *spec;
+                spec.enforced = Some(self.opts.enforced.clone());
                 let mut slot = Slot {
                     run,
-                    spec: *spec,
+                    spec,
                     share,
                     lease,
                     stage: Stage::Fetching,

@@ -44,6 +44,8 @@ pub struct JoinOptions {
     pub trust: tls::Trust,
     /// The token's secret (empty with a CA: the certificate tells).
     pub secret: String,
+    /// The operator's egress rules, held for every run.
+    pub enforced: crate::spec::Enforced,
     /// Relative capacity (shares are proportional to it).
     pub capacity: f64,
     /// A name for the coordinator's logs and table.
