@@ -224,3 +224,57 @@ fn guest_output_reaches_the_log_with_the_vu_id_and_is_rate_limited() {
         r.stderr
     );
 }
+
+#[test]
+fn values_over_the_host_s_sizes_are_cut_or_refused() {
+    let target = Target::start();
+    let (s, r) = chaos_run(
+        &target,
+        "oversize",
+        &[
+            "-e",
+            "OVERSIZE=1",
+            "--max-body",
+            "1MiB",
+            "--log-rate",
+            "10000",
+        ],
+    );
+    // Requests over the sizes are refused before anything is sent.
+    for c in [
+        "an oversized URL is refused",
+        "too many headers are refused",
+        "a body over --max-body is refused",
+    ] {
+        let row = s["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == c)
+            .unwrap_or_else(|| panic!("no check {c:?}: {}", s["checks"]));
+        assert!(row["pass"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["fail"], 0, "{row}");
+    }
+    // Log lines and messages are cut, and say so.
+    let longest = r.stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 6_000, "a {longest}-byte line reached the log");
+    assert!(
+        r.stderr.contains("more bytes cut"),
+        "{}",
+        &r.stderr[..2000.min(r.stderr.len())]
+    );
+    assert!(r.stderr.contains("more lines cut"));
+    // The 10 KB metric name is kept cut, marked.
+    let counters = s["counters"].as_object().unwrap();
+    let name = counters
+        .keys()
+        .find(|k| k.starts_with("nnn"))
+        .expect("the counter");
+    assert!(
+        name.len() <= 256 && name.ends_with('…'),
+        "{} bytes",
+        name.len()
+    );
+    assert!(count(&s, "iterations", "failed") > 0);
+    assert!(steady_requests(&s) > 0);
+}

@@ -28,7 +28,7 @@ use crate::limits::truncate;
 const MAX_CONNECTIONS_PER_VU: usize = 16;
 
 /// Longest metric name derived from a URL.
-pub(crate) const MAX_NAME: usize = 256;
+pub(crate) const MAX_NAME: usize = crate::limits::sizes::NAME;
 
 /// HTTP client settings shared by all VUs.
 #[derive(Clone)]

@@ -87,7 +87,43 @@ impl Prepared {
     }
 }
 
-fn prepare(req: Request, conns: &mut Connections) -> Result<Prepared, Error> {
+/// Refuses a request over the sizes the host takes: its URL, its
+/// headers, and a body larger than `max_body` (`--max-body`).
+fn check_sizes(req: &Request, max_body: u64) -> Result<(), Error> {
+    use crate::limits::sizes;
+    let bad = |m: String| Err(Error::InvalidRequest(m));
+    if req.url.len() > sizes::URL {
+        return bad(format!(
+            "the URL is {} bytes, over the {} a request may have",
+            req.url.len(),
+            sizes::URL
+        ));
+    }
+    if req.headers.len() > sizes::HEADERS {
+        return bad(format!(
+            "{} headers, over the {} a request may have",
+            req.headers.len(),
+            sizes::HEADERS
+        ));
+    }
+    let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if header_bytes > sizes::HEADER_BYTES {
+        return bad(format!(
+            "the headers take {header_bytes} bytes, over the {} a request may have",
+            sizes::HEADER_BYTES
+        ));
+    }
+    if req.body.len() as u64 > max_body {
+        return bad(format!(
+            "the body is {} bytes, over --max-body ({max_body})",
+            req.body.len()
+        ));
+    }
+    Ok(())
+}
+
+fn prepare(req: Request, conns: &mut Connections, max_body: u64) -> Result<Prepared, Error> {
+    check_sizes(&req, max_body)?;
     let method = method_of(&req.method)?;
     let target = conns.target(&req.url, method, req.version)?;
     let mut headers = Vec::with_capacity(req.headers.len());
@@ -212,7 +248,7 @@ impl Host for VuState {
             .map(Duration::from_nanos)
             .unwrap_or(self.run.http.default_timeout);
         let discard = request.discard_body;
-        let prepared = match prepare(request, &mut self.http) {
+        let prepared = match prepare(request, &mut self.http, self.run.http.max_body) {
             Ok(p) => p,
             Err(e) => {
                 self.run

@@ -133,14 +133,63 @@ impl CpuBudget {
     }
 }
 
-/// `s` cut to at most `max` bytes, on a character boundary.
+/// The largest values the host takes from a guest. Longer names, tags,
+/// log lines and messages are cut, ending in [`sizes::CUT`]; requests over
+/// their limits are refused as invalid.
+pub mod sizes {
+    /// Request, check, metric and connection names, bytes.
+    pub const NAME: usize = 256;
+    /// Tag keys and values, bytes.
+    pub const TAG: usize = 64;
+    /// Tags on one measurement.
+    pub const TAGS: usize = 8;
+    /// One log line, bytes.
+    pub const LOG_LINE: usize = 4096;
+    /// Lines of one `log` call.
+    pub const LOG_LINES: usize = 100;
+    /// A panic or iteration error message, bytes.
+    pub const MESSAGE: usize = 1024;
+    /// A request URL, bytes.
+    pub const URL: usize = 8192;
+    /// Headers of one request.
+    pub const HEADERS: usize = 100;
+    /// All of one request's header names and values, bytes.
+    pub const HEADER_BYTES: usize = 64 << 10;
+    /// What ends a value that was cut.
+    pub const CUT: &str = "…";
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary, ending in
+/// [`sizes::CUT`] when cut.
 pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
-        let mut end = max;
+        let mut end = max.saturating_sub(sizes::CUT.len());
         while !s.is_char_boundary(end) {
             end -= 1;
         }
         s.truncate(end);
+        s.push_str(sizes::CUT);
     }
     s
+}
+
+/// Public for the runner's own guest-made strings (iteration errors).
+pub fn cut(s: String, max: usize) -> String {
+    truncate(s, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_values_end_in_the_marker_and_stay_within_the_limit() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let t = truncate("x".repeat(300), sizes::NAME);
+        assert_eq!(t.len(), sizes::NAME);
+        assert!(t.ends_with(sizes::CUT));
+        // A multi-byte character is never split.
+        let t = truncate("é".repeat(200), 11);
+        assert!(t.len() <= 11 && t.ends_with(sizes::CUT), "{t}");
+    }
 }

@@ -28,7 +28,7 @@ pub fn stamp_latency(payload: &[u8]) -> Option<u64> {
 }
 
 /// Longest metric name kept; longer names are cut.
-pub(crate) const MAX_NAME: usize = 256;
+pub(crate) const MAX_NAME: usize = crate::limits::sizes::NAME;
 
 /// A metric name, cut to [`MAX_NAME`] bytes.
 pub(crate) fn metric_name(s: String) -> String {

@@ -8,7 +8,7 @@ use crate::VuState;
 
 /// Longest metric name accepted; longer names are cut, so a guest cannot
 /// grow the aggregates without bound through one name.
-const MAX_NAME: usize = 256;
+const MAX_NAME: usize = crate::limits::sizes::NAME;
 
 /// The metric key of `n` with `tags`: the name bounded, the tags cleaned.
 fn key(mut n: String, tags: Vec<(String, String)>) -> String {

@@ -15,7 +15,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use crate::bindings::runner::scenario::types::Level;
 
 /// Longest line kept; longer output is split.
-const MAX_LINE: usize = 4096;
+const MAX_LINE: usize = crate::limits::sizes::LOG_LINE;
 
 /// A shared budget of guest log lines per second; lines over it are counted
 /// and reported as suppressed.

@@ -7,7 +7,7 @@ use crate::bindings::runner::scenario::vu::Host;
 use crate::VuState;
 
 /// Longest panic message kept.
-const MAX_PANIC_MESSAGE: usize = 1024;
+const MAX_PANIC_MESSAGE: usize = crate::limits::sizes::MESSAGE;
 
 impl Host for VuState {
     async fn id(&mut self) -> wasmtime::Result<u32> {
@@ -37,8 +37,22 @@ impl Host for VuState {
     }
 
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        for line in message.lines() {
-            self.run.log_limit.emit(self.vu_id, level, line);
+        use crate::limits::sizes;
+        let mut lines = message.lines();
+        for line in lines.by_ref().take(sizes::LOG_LINES) {
+            if line.len() > sizes::LOG_LINE {
+                let cut = crate::limits::truncate(line.to_owned(), sizes::LOG_LINE);
+                let more = line.len() - (cut.len() - sizes::CUT.len());
+                let shown = format!("{cut} ({more} more bytes cut)");
+                self.run.log_limit.emit(self.vu_id, level, &shown);
+            } else {
+                self.run.log_limit.emit(self.vu_id, level, line);
+            }
+        }
+        let rest = lines.count();
+        if rest > 0 {
+            let note = format!("{} ({rest} more lines cut)", sizes::CUT);
+            self.run.log_limit.emit(self.vu_id, level, &note);
         }
         Ok(())
     }
@@ -48,13 +62,7 @@ impl Host for VuState {
     }
 
     async fn panicked(&mut self, mut message: String) -> wasmtime::Result<()> {
-        if message.len() > MAX_PANIC_MESSAGE {
-            let mut end = MAX_PANIC_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
+        message = crate::limits::truncate(message, MAX_PANIC_MESSAGE);
         self.panic_message = Some(message);
         Ok(())
     }

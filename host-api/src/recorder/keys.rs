@@ -24,10 +24,10 @@ pub fn tagged_key(name: &str, tags: &[(String, String)]) -> String {
 }
 
 /// Most tags one measurement keeps.
-const MAX_TAGS: usize = 8;
+const MAX_TAGS: usize = crate::limits::sizes::TAGS;
 
 /// Longest tag key or value kept.
-const MAX_TAG_LEN: usize = 64;
+const MAX_TAG_LEN: usize = crate::limits::sizes::TAG;
 
 /// A guest's tags, bounded in number and length and free of the characters
 /// metric keys use, so a guest cannot forge or bloat keys through them.

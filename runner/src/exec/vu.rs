@@ -261,7 +261,7 @@ impl Vu {
                 recorder.iteration(false, service, from_intended);
                 let abort = Abort {
                     kind: "failed",
-                    message: msg,
+                    message: host_api::limits::cut(msg, host_api::limits::sizes::MESSAGE),
                 };
                 shared.trap_log.log(self.id, iteration, &abort);
             }

@@ -5,7 +5,10 @@
 //! every `THINK_MS` (default 50) ms; `PANIC`, `SPIN` (infinite loop),
 //! `HOG` (allocates without bound), `DEEP` (unbounded recursion) and
 //! `FAIL` (returns an error) and `CHATTY` (prints `LINES` lines, default 3,
-//! to stdout, stderr and the log) VUs, default 0 each. `THRESHOLD` adds a
+//! to stdout, stderr and the log) and `OVERSIZE` (hands the host values
+//! over every size it takes: a 4 MiB log line, 10,000 lines in one call,
+//! a huge URL, too many headers, a body over `--max-body`, a 10 KB
+//! metric name, a 1 MiB error) VUs, default 0 each. `THRESHOLD` adds a
 //! threshold to the scenario's options; `OPTIONS_PANIC` makes `options()`
 //! itself panic.
 
@@ -26,6 +29,32 @@ fn steady() -> guest_sdk::Result {
     check("status is 200", r.status() == 200);
     sleep(Duration::from_millis(think));
     Ok(())
+}
+
+/// Every value over the host's sizes once; each refused request is a
+/// passing check, and the iteration fails with a 1 MiB message.
+fn oversize() -> guest_sdk::Result {
+    let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
+    guest_sdk::log::info(&"x".repeat(4 << 20));
+    guest_sdk::log::info(&"line\n".repeat(10_000));
+    let invalid = |r: Result<http::Response, http::Error>| {
+        matches!(
+            r.as_ref().map_err(http::Error::kind),
+            Err(http::ErrorKind::InvalidRequest(_))
+        )
+    };
+    let url = format!("{base}/?q={}", "a".repeat(20_000));
+    check("an oversized URL is refused", invalid(http::get(url)));
+    let mut many = http::Request::get(format!("{base}/"));
+    for i in 0..200 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    check("too many headers are refused", invalid(many.send()));
+    let big = http::post(format!("{base}/"), vec![0u8; 2 << 20]);
+    check("a body over --max-body is refused", invalid(big));
+    guest_sdk::metrics::counter(&"n".repeat(10_000), 1);
+    sleep(Duration::from_millis(100));
+    Err("e".repeat(1 << 20).into())
 }
 
 #[inline(never)]
@@ -51,7 +80,8 @@ impl Scenario for Chaos {
             .class("hog", count("HOG", 0))
             .class("deep", count("DEEP", 0))
             .class("fail", count("FAIL", 0))
-            .class("chatty", count("CHATTY", 0));
+            .class("chatty", count("CHATTY", 0))
+            .class("oversize", count("OVERSIZE", 0));
         // A scenario-defined threshold, for tests of `--threshold` overrides.
         match vu::env("THRESHOLD") {
             Some(t) => options.threshold(t),
@@ -90,6 +120,7 @@ impl Scenario for Chaos {
                 }
                 Ok(())
             }
+            "oversize" => oversize(),
             "fail" => {
                 sleep(Duration::from_millis(20));
                 Err("chaos: this iteration fails on purpose".into())
