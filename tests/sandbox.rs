@@ -278,3 +278,34 @@ fn values_over_the_host_s_sizes_are_cut_or_refused() {
     assert!(count(&s, "iterations", "failed") > 0);
     assert!(steady_requests(&s) > 0);
 }
+
+#[test]
+fn a_vu_looping_on_host_calls_spends_its_cpu_budget_and_is_named_for_it() {
+    let target = Target::start();
+    let (baseline, _) = chaos_run(&target, "hostloop-baseline", &[]);
+    let before = target.requests();
+    let (s, r) = chaos_run(
+        &target,
+        "hostloop",
+        &["-e", "HOSTLOOP=1", "--cpu-limit", "300ms"],
+    );
+    let served = target.requests() - before;
+    // Ended as a spinning VU is, and named for where it spent its time.
+    assert!(
+        count(&s, "traps", "host-cpu-limit") >= 2,
+        "traps: {}",
+        s["traps"]
+    );
+    assert_eq!(count(&s, "traps", "cpu-limit"), 0, "{}", s["traps"]);
+    assert!(
+        r.stderr.contains("most of it in host calls"),
+        "{}",
+        r.stderr
+    );
+    let (b, c) = (steady_requests(&baseline), steady_requests(&s));
+    assert!(
+        c * 100 >= b * 75,
+        "steady VUs slowed down: {c} requests beside the loop vs {b} alone"
+    );
+    assert_eq!(c, served, "runner and server disagree");
+}

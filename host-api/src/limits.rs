@@ -84,17 +84,30 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// The CPU time an iteration may spend in guest code.
+/// The CPU time an iteration may spend, in guest code and in the host
+/// calls it makes.
 ///
 /// The epoch ticker calls [`CpuBudget::charge`] on each tick that finds the
-/// guest running. Time parked in a host call (a sleep, an HTTP request) is
-/// not charged: host calls mark their return with [`CpuBudget::resumed`],
-/// and one charge never exceeds one tick.
+/// guest running; the time since the last charge includes the host calls
+/// made meanwhile, so a VU that loops on cheap host calls spends its budget
+/// as a spinning one does. Time parked in a host call (a sleep, an HTTP
+/// request) is not charged: host calls mark their return with
+/// [`CpuBudget::resumed`], and one charge never exceeds one tick. The host
+/// calls' own share is measured apart ([`CpuBudget::enter_host`],
+/// [`CpuBudget::leave_host`]), so a VU ended by its budget is reported by
+/// where it spent it.
 #[derive(Clone, Debug)]
 pub struct CpuBudget {
     limit: Duration,
     used: Duration,
     last: Instant,
+    /// Of `used`, the part spent in host calls (at most a tick per call).
+    host: Duration,
+    /// When the current host call began.
+    entered: Option<Instant>,
+    /// Since the VU began: guest and host time.
+    total_guest: Duration,
+    total_host: Duration,
 }
 
 impl CpuBudget {
@@ -104,13 +117,47 @@ impl CpuBudget {
             limit,
             used: Duration::ZERO,
             last: Instant::now(),
+            host: Duration::ZERO,
+            entered: None,
+            total_guest: Duration::ZERO,
+            total_host: Duration::ZERO,
         }
     }
 
     /// Starts a new iteration with the full budget.
     pub fn reset(&mut self) {
+        let host = self.host.min(self.used);
+        self.total_host += host;
+        self.total_guest += self.used - host;
         self.used = Duration::ZERO;
+        self.host = Duration::ZERO;
         self.last = Instant::now();
+    }
+
+    /// The guest calls into the host.
+    pub fn enter_host(&mut self) {
+        self.entered = Some(Instant::now());
+    }
+
+    /// The host call returns: its time since it began (or since it was
+    /// resumed, for one that parked), at most a tick, is the host's.
+    pub fn leave_host(&mut self, tick: Duration) {
+        if let Some(entered) = self.entered.take() {
+            let from = entered.max(self.last);
+            self.host += Instant::now().saturating_duration_since(from).min(tick);
+        }
+    }
+
+    /// Whether most of this iteration's budget went to host calls.
+    pub fn mostly_host(&self) -> bool {
+        self.host * 2 > self.used
+    }
+
+    /// CPU time so far, finished iterations and this one: (in guest code,
+    /// in host calls).
+    pub fn totals(&self) -> (Duration, Duration) {
+        let host = self.host.min(self.used);
+        (self.total_guest + self.used - host, self.total_host + host)
     }
 
     /// Notes that the guest resumes running now, after a host call.

@@ -37,6 +37,13 @@ pub fn classify(e: &wasmtime::Error, state: &VuState) -> Abort {
         .find_map(|c| c.downcast_ref::<Trap>())
         .or_else(|| e.downcast_ref::<Trap>());
     let (kind, message) = match trap {
+        Some(Trap::Interrupt) if state.budget.mostly_host() => (
+            "host-cpu-limit",
+            format!(
+                "used more than {:?} of CPU in one iteration, most of it in host calls",
+                state.budget.limit()
+            ),
+        ),
         Some(Trap::Interrupt) => (
             "cpu-limit",
             format!(

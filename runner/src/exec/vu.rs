@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use host_api::{LoadTest, VuState};
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{CallHook, Store, UpdateDeadline};
 
 use super::{Class, Shared};
 use crate::engine::trap::{classify, Abort};
@@ -52,6 +52,15 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
         } else {
             Ok(UpdateDeadline::Interrupt)
         }
+    });
+    // Measures the host calls' share of the budget.
+    store.call_hook(|mut cx, hook| {
+        match hook {
+            CallHook::CallingHost => cx.data_mut().budget.enter_host(),
+            CallHook::ReturningFromHost => cx.data_mut().budget.leave_host(TICK),
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+        }
+        Ok(())
     });
     if let Some(f) = shared.fuel {
         store.set_fuel(f).map_err(|e| classify(&e, store.data()))?;

@@ -8,7 +8,9 @@
 //! to stdout, stderr and the log) and `OVERSIZE` (hands the host values
 //! over every size it takes: a 4 MiB log line, 10,000 lines in one call,
 //! a huge URL, too many headers, a body over `--max-body`, a 10 KB
-//! metric name, a 1 MiB error) VUs, default 0 each. `THRESHOLD` adds a
+//! metric name, a 1 MiB error) and `HOSTLOOP` (calls a cheap host function
+//! in a tight loop: for `HOSTLOOP_MS` per iteration, or forever if 0, the
+//! default) VUs, default 0 each. `THRESHOLD` adds a
 //! threshold to the scenario's options; `OPTIONS_PANIC` makes `options()`
 //! itself panic.
 
@@ -81,7 +83,8 @@ impl Scenario for Chaos {
             .class("deep", count("DEEP", 0))
             .class("fail", count("FAIL", 0))
             .class("chatty", count("CHATTY", 0))
-            .class("oversize", count("OVERSIZE", 0));
+            .class("oversize", count("OVERSIZE", 0))
+            .class("hostloop", count("HOSTLOOP", 0));
         // A scenario-defined threshold, for tests of `--threshold` overrides.
         match vu::env("THRESHOLD") {
             Some(t) => options.threshold(t),
@@ -121,6 +124,18 @@ impl Scenario for Chaos {
                 Ok(())
             }
             "oversize" => oversize(),
+            "hostloop" => {
+                // vu::now() is a host call that does almost nothing: the
+                // cost is the crossing itself, over and over.
+                let ms = u64::from(count("HOSTLOOP_MS", 0));
+                let start = vu::now();
+                loop {
+                    let spent = vu::now().saturating_sub(start);
+                    if ms > 0 && spent >= Duration::from_millis(ms) {
+                        return Ok(());
+                    }
+                }
+            }
             "fail" => {
                 sleep(Duration::from_millis(20));
                 Err("chaos: this iteration fails on purpose".into())
