@@ -140,6 +140,17 @@ impl VuState {
         self
     }
 
+    /// What the current iteration cost so far (fuel aside).
+    pub fn cost(&self) -> recorder::IterationCost {
+        let (guest, host) = self.budget.this_iteration();
+        recorder::IterationCost {
+            guest_us: u64::try_from(guest.as_micros()).unwrap_or(u64::MAX),
+            host_us: u64::try_from(host.as_micros()).unwrap_or(u64::MAX),
+            memory: self.limiter.held as u64,
+            fuel: 0,
+        }
+    }
+
     /// This VU's id.
     pub fn vu_id(&self) -> u32 {
         self.vu_id

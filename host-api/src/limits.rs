@@ -41,12 +41,14 @@ pub struct Limiter {
     pub tables: usize,
     /// Memories per store.
     pub memories: usize,
+    /// Linear memory the store holds now, bytes (memories only grow).
+    pub held: usize,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -59,6 +61,7 @@ impl ResourceLimiter for Limiter {
                 desired,
             }));
         }
+        self.held += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -93,8 +96,8 @@ impl ResourceLimiter for Limiter {
 /// as a spinning one does. Time parked in a host call (a sleep, an HTTP
 /// request) is not charged: host calls mark their return with
 /// [`CpuBudget::resumed`], and one charge never exceeds one tick. The host
-/// calls' own share is measured apart ([`CpuBudget::enter_host`],
-/// [`CpuBudget::leave_host`]), so a VU ended by its budget is reported by
+/// calls' own share, and the guest's, are measured at each crossing
+/// ([`CpuBudget::cross`]), so a VU ended by its budget is reported by
 /// where it spent it.
 #[derive(Clone, Debug)]
 pub struct CpuBudget {
@@ -105,6 +108,10 @@ pub struct CpuBudget {
     host: Duration,
     /// When the current host call began.
     entered: Option<Instant>,
+    /// This iteration's time in guest code, measured at each crossing.
+    guest: Duration,
+    /// When the guest last began running.
+    guest_since: Option<Instant>,
     /// Since the VU began: guest and host time.
     total_guest: Duration,
     total_host: Duration,
@@ -119,6 +126,8 @@ impl CpuBudget {
             last: Instant::now(),
             host: Duration::ZERO,
             entered: None,
+            guest: Duration::ZERO,
+            guest_since: None,
             total_guest: Duration::ZERO,
             total_host: Duration::ZERO,
         }
@@ -126,25 +135,34 @@ impl CpuBudget {
 
     /// Starts a new iteration with the full budget.
     pub fn reset(&mut self) {
-        let host = self.host.min(self.used);
+        let (guest, host) = self.this_iteration();
         self.total_host += host;
-        self.total_guest += self.used - host;
+        self.total_guest += guest;
         self.used = Duration::ZERO;
         self.host = Duration::ZERO;
+        self.guest = Duration::ZERO;
         self.last = Instant::now();
     }
 
-    /// The guest calls into the host.
-    pub fn enter_host(&mut self) {
-        self.entered = Some(Instant::now());
-    }
-
-    /// The host call returns: its time since it began (or since it was
-    /// resumed, for one that parked), at most a tick, is the host's.
-    pub fn leave_host(&mut self, tick: Duration) {
-        if let Some(entered) = self.entered.take() {
-            let from = entered.max(self.last);
-            self.host += Instant::now().saturating_duration_since(from).min(tick);
+    /// A crossing between guest and host code (from a store's call hook):
+    /// the stretch that ends is measured, one clock read per crossing.
+    pub fn cross(&mut self, into_guest: bool, from_host_call: bool, tick: Duration) {
+        let now = Instant::now();
+        if into_guest {
+            if from_host_call {
+                if let Some(entered) = self.entered.take() {
+                    let from = entered.max(self.last);
+                    self.host += now.saturating_duration_since(from).min(tick);
+                }
+            }
+            self.guest_since = Some(now);
+        } else {
+            if let Some(since) = self.guest_since.take() {
+                self.guest += now.saturating_duration_since(since).min(tick);
+            }
+            if from_host_call {
+                self.entered = Some(now);
+            }
         }
     }
 
@@ -153,11 +171,15 @@ impl CpuBudget {
         self.host * 2 > self.used
     }
 
+    /// This iteration's CPU time so far: (in guest code, in host calls).
+    pub fn this_iteration(&self) -> (Duration, Duration) {
+        (self.guest, self.host)
+    }
+
     /// CPU time so far, finished iterations and this one: (in guest code,
     /// in host calls).
     pub fn totals(&self) -> (Duration, Duration) {
-        let host = self.host.min(self.used);
-        (self.total_guest + self.used - host, self.total_host + host)
+        (self.total_guest + self.guest, self.total_host + self.host)
     }
 
     /// Notes that the guest resumes running now, after a host call.
@@ -169,6 +191,12 @@ impl CpuBudget {
     /// at most `tick`; returns `false` once the budget is spent.
     pub fn charge(&mut self, tick: Duration) -> bool {
         let now = Instant::now();
+        // A guest stretch is measured a tick at a time (it may have been
+        // suspended at a yield in between).
+        if let Some(since) = self.guest_since {
+            self.guest += now.saturating_duration_since(since).min(tick);
+            self.guest_since = Some(now);
+        }
         self.used += now.duration_since(self.last).min(tick);
         self.last = now;
         self.used <= self.limit

@@ -29,6 +29,16 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// A byte size as people read it: `512 B`, `64.0 KiB`, `1.5 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1 << 10 => format!("{b} B"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b => format!("{:.2} GiB", b as f64 / (1 << 30) as f64),
+    }
+}
+
 /// Parses a byte size such as `512KiB`, `32MiB`, `1GiB`, `1000000`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

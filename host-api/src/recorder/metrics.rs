@@ -139,6 +139,62 @@ impl Default for IterationStats {
     }
 }
 
+/// What one VU class's VUs cost: CPU in guest code and in host calls,
+/// memory, fuel, traps, and the VUs that cost the most.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClassUsage {
+    /// Iterations run (any outcome).
+    pub iterations: u64,
+    /// CPU time in guest code, microseconds.
+    pub guest_cpu_us: u64,
+    /// CPU time in host calls, microseconds.
+    pub host_cpu_us: u64,
+    /// The most linear memory one VU held, bytes.
+    pub peak_memory: u64,
+    /// Fuel consumed, when metered.
+    pub fuel: u64,
+    /// Iterations ended early, by kind.
+    pub traps: HashMap<String, u64>,
+    /// The VUs with the most CPU in one iteration: (VU id, microseconds),
+    /// most first.
+    pub top_cpu: Vec<(u32, u64)>,
+    /// The VUs with the most linear memory: (VU id, bytes), most first.
+    pub top_memory: Vec<(u32, u64)>,
+}
+
+/// VUs kept in each of [`ClassUsage`]'s top lists.
+pub const TOP_VUS: usize = 5;
+
+impl ClassUsage {
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &ClassUsage) {
+        self.iterations += o.iterations;
+        self.guest_cpu_us += o.guest_cpu_us;
+        self.host_cpu_us += o.host_cpu_us;
+        self.peak_memory = self.peak_memory.max(o.peak_memory);
+        self.fuel += o.fuel;
+        merge_counts(&mut self.traps, &o.traps);
+        for &(vu, v) in &o.top_cpu {
+            top(&mut self.top_cpu, vu, v);
+        }
+        for &(vu, v) in &o.top_memory {
+            top(&mut self.top_memory, vu, v);
+        }
+    }
+}
+
+/// Keeps `(vu, value)` in `list` if it is among the [`TOP_VUS`] largest
+/// (one entry per VU, its largest value).
+pub fn top(list: &mut Vec<(u32, u64)>, vu: u32, value: u64) {
+    if let Some(e) = list.iter_mut().find(|e| e.0 == vu) {
+        e.1 = e.1.max(value);
+    } else if list.len() < TOP_VUS || list.last().is_some_and(|l| value > l.1) {
+        list.push((vu, value));
+    }
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    list.truncate(TOP_VUS);
+}
+
 /// A mergeable aggregate of everything measured over some span of a run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Metrics {
@@ -168,6 +224,9 @@ pub struct Metrics {
     /// (`host:port`).
     #[serde(default)]
     pub denied: HashMap<String, u64>,
+    /// What each VU class cost.
+    #[serde(default)]
+    pub usage: HashMap<String, ClassUsage>,
 }
 
 impl Metrics {
@@ -207,6 +266,9 @@ impl Metrics {
         merge_hists(&mut self.histograms, &o.histograms);
         merge_counts(&mut self.traps, &o.traps);
         merge_counts(&mut self.denied, &o.denied);
+        for (k, v) in &o.usage {
+            self.usage.entry_ref(k).merge(v);
+        }
         self.iterations.ok += o.iterations.ok;
         self.iterations.failed += o.iterations.failed;
         self.iterations.aborted += o.iterations.aborted;

@@ -21,7 +21,9 @@ pub use hist::Hist;
 pub use keys::{clean_tags, key_label, split_key, tagged_key, TAG_SEPARATOR};
 pub use messaging::{Event, MessagingStats, Protocol};
 use metrics::EntryRef;
-pub use metrics::{CheckStats, GaugeStats, IterationStats, Metrics, RequestStats};
+pub use metrics::{
+    CheckStats, ClassUsage, GaugeStats, IterationStats, Metrics, RequestStats, TOP_VUS,
+};
 
 /// The outcome of one HTTP request, as the recorder needs it.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +43,19 @@ pub enum HttpOutcome<'a> {
     },
     /// No response; the error kind (`timeout`, `connection-refused`, ...).
     Error(&'a str),
+}
+
+/// What one iteration cost (see [`Recorder::usage`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IterationCost {
+    /// CPU in guest code, microseconds.
+    pub guest_us: u64,
+    /// CPU in host calls, microseconds.
+    pub host_us: u64,
+    /// Linear memory the VU holds, bytes.
+    pub memory: u64,
+    /// Fuel consumed (0 unless metered).
+    pub fuel: u64,
 }
 
 /// Distinct denied destinations kept by one shard.
@@ -250,6 +265,23 @@ impl Recorder {
         let mut m = self.shard();
         m.iterations.aborted += 1;
         *m.traps.entry_ref(kind) += 1;
+    }
+
+    /// Records what one iteration of VU `vu` of `class` cost (and how it
+    /// ended, if early).
+    pub fn usage(&self, class: &str, vu: u32, cost: &IterationCost, trap: Option<&str>) {
+        let mut m = self.shard();
+        let u = m.usage.entry_ref(class);
+        u.iterations += 1;
+        u.guest_cpu_us += cost.guest_us;
+        u.host_cpu_us += cost.host_us;
+        u.peak_memory = u.peak_memory.max(cost.memory);
+        u.fuel += cost.fuel;
+        if let Some(kind) = trap {
+            *u.traps.entry_ref(kind) += 1;
+        }
+        metrics::top(&mut u.top_cpu, vu, cost.guest_us + cost.host_us);
+        metrics::top(&mut u.top_memory, vu, cost.memory);
     }
 
     /// Records a connection the egress rules refused, by destination (at

@@ -52,6 +52,7 @@ impl EngineSettings {
             instances: self.core_instances as usize + 1,
             tables: self.tables as usize,
             memories: MEMORIES_PER_VU as usize,
+            held: 0,
         }
     }
 

@@ -54,12 +54,16 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
         }
     });
     // Measures the host calls' share of the budget.
+    // A host call's time runs from its start (or its resumption, for one
+    // that parked) to its return, at most a tick.
     store.call_hook(|mut cx, hook| {
-        match hook {
-            CallHook::CallingHost => cx.data_mut().budget.enter_host(),
-            CallHook::ReturningFromHost => cx.data_mut().budget.leave_host(TICK),
-            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
-        }
+        let (into_guest, host_call) = match hook {
+            CallHook::CallingHost => (false, true),
+            CallHook::ReturningFromHost => (true, true),
+            CallHook::CallingWasm => (true, false),
+            CallHook::ReturningFromWasm => (false, false),
+        };
+        cx.data_mut().budget.cross(into_guest, host_call, TICK);
         Ok(())
     });
     if let Some(f) = shared.fuel {
@@ -255,6 +259,15 @@ impl Vu {
             Ok(Err(e)) => Err(classify(&e, inst.store.data())),
             Err(abort) => Err(abort),
         };
+        let mut cost = inst.store.data().cost();
+        if let Some(f) = shared.fuel {
+            cost.fuel = f.saturating_sub(inst.store.get_fuel().unwrap_or(0));
+        }
+        let trap = match &outcome {
+            Err(a) => Some(a.kind),
+            Ok(_) => None,
+        };
+        recorder.usage(&self.class.name, self.id, &cost, trap);
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let service = micros(started.elapsed());
         let from_intended = intended.map(|t| micros(t.elapsed()));

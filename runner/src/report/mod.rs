@@ -13,6 +13,7 @@ pub mod csv;
 pub mod html;
 mod messaging;
 mod table;
+pub mod usage;
 
 pub use messaging::MessagingRow;
 
@@ -315,6 +316,10 @@ pub struct Summary {
     /// Connections the egress rules refused, by destination (`host:port`).
     #[serde(default)]
     pub denied: BTreeMap<String, u64>,
+    /// What each VU class cost (CPU in guest code and host calls, memory,
+    /// fuel, traps) and its costliest VUs.
+    #[serde(default)]
+    pub classes: BTreeMap<String, usage::UsageRow>,
     /// Custom counters.
     pub counters: BTreeMap<String, u64>,
     /// Custom gauges: last, min, max.
@@ -438,6 +443,11 @@ impl Summary {
             },
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             denied: m.denied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            classes: m
+                .usage
+                .iter()
+                .map(|(k, u)| (k.clone(), usage::UsageRow::of(u)))
+                .collect(),
             counters: m.counters.iter().map(|(k, v)| (label(k), *v)).collect(),
             gauges: m
                 .gauges

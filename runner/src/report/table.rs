@@ -259,6 +259,7 @@ impl Summary {
                 let _ = writeln!(s, "    {k:<20} {v}");
             }
         }
+        s.push_str(&super::usage::section(&self.classes));
         if !self.denied.is_empty() {
             let _ = writeln!(
                 s,
