@@ -30,8 +30,15 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    the bytes it receives per worker per second, the time from `runner
    join` to the target's first request, and the start skew reported.
 
-`--only messaging`, `--only http`, `--only watch` or `--only federation`
-runs one part.
+7. Containment (`--only adversary`): 20 steady VUs of the chaos scenario
+   (GET nginx, 10 ms think) for 10 s, alone and beside one VU that loops
+   on a cheap host call (each iteration 250 ms, under `--cpu-limit`, so it
+   is never ended: the worst case for its neighbours) and beside one that
+   spins in guest code the same way: the neighbours' requests and p99 as
+   ratios to alone (medians of 3).
+
+`--only messaging`, `--only http`, `--only watch`, `--only federation` or
+`--only adversary` runs one part.
 """
 
 import statistics
@@ -447,7 +454,46 @@ def federation(url, tmp):
               f"join → first request {r['first_request_s']:.2f} s; start skew ±{r['skew_ms']:.3f} ms |")
 
 
+def adversary(url, tmp):
+    """Steady VUs alone and beside a host-call loop or a guest spin."""
+    def steady(extra, name):
+        runs = []
+        for i in range(3):
+            out = os.path.join(tmp, f"adv-{name}-{i}.json")
+            measure([RUNNER, "run", os.path.join(SCENARIOS, "chaos.wasm"), "--duration", f"{HTTP_SECONDS}s",
+                     "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "STEADY=20", "-e", "THINK_MS=10",
+                     "--quiet", "--out", f"json={out}"] + extra)
+            s = json.load(open(out))
+            row = s["http"][0]
+            runs.append((row["requests"], row["latency_ms"]["p99"], s.get("classes", {})))
+        n = statistics.median(r[0] for r in runs)
+        p99 = statistics.median(r[1] for r in runs)
+        return n, p99, runs[-1][2]
+    base_n, base_p99, _ = steady([], "alone")
+    print(f"| 20 steady VUs alone, {HTTP_SECONDS}s | {base_n:,.0f} requests, p99 {base_p99:.2f} ms |")
+    for what, extra in (("one host-call loop VU", ["-e", "HOSTLOOP=1", "-e", "HOSTLOOP_MS=250"]),
+                        ("four host-call loop VUs", ["-e", "HOSTLOOP=4", "-e", "HOSTLOOP_MS=250"]),
+                        ("one guest spin VU (ended at --cpu-limit 2s)", ["-e", "SPIN=1"])):
+        n, p99, classes = steady(extra, what.replace(" ", "-"))
+        loop = classes.get("hostloop") or classes.get("spin") or {}
+        print(f"| beside {what} | {n:,.0f} requests ({n / base_n:.2f}× alone), p99 {p99:.2f} ms ({p99 / base_p99:.2f}× alone); "
+              f"the adversary: {loop.get('guest_cpu_ms', 0):,.0f} ms guest + {loop.get('host_cpu_ms', 0):,.0f} ms host CPU |")
+
+
 def main():
+    if ONLY == "adversary":
+        tmp = tempfile.mkdtemp(prefix="runner-bench-")
+        port = free_port()
+        nginx = start_nginx(tmp, port)
+        print("| measurement | value |")
+        print("|---|---|")
+        try:
+            adversary(f"http://127.0.0.1:{port}", tmp)
+        finally:
+            nginx.terminate()
+            nginx.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if ONLY == "federation":
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         print("| measurement | value |")

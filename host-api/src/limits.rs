@@ -112,6 +112,11 @@ pub struct CpuBudget {
     guest: Duration,
     /// When the guest last began running.
     guest_since: Option<Instant>,
+    /// Charges in a row that found the guest busy for the whole tick.
+    streak: u32,
+    /// What the last charge found: the guest ran less than half a tick
+    /// since it resumed (it has been off the CPU, parked).
+    fresh: bool,
     /// Since the VU began: guest and host time.
     total_guest: Duration,
     total_host: Duration,
@@ -128,6 +133,8 @@ impl CpuBudget {
             entered: None,
             guest: Duration::ZERO,
             guest_since: None,
+            streak: 0,
+            fresh: false,
             total_guest: Duration::ZERO,
             total_host: Duration::ZERO,
         }
@@ -141,7 +148,26 @@ impl CpuBudget {
         self.used = Duration::ZERO;
         self.host = Duration::ZERO;
         self.guest = Duration::ZERO;
+        self.streak = 0;
         self.last = Instant::now();
+    }
+
+    /// Forgets the host call under way (the epoch check's own yield, which
+    /// is not the host's CPU time).
+    pub fn not_host(&mut self) {
+        self.entered = None;
+    }
+
+    /// Whether the last charge found the guest just back from a park:
+    /// it needs no yield to let others run.
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// How many ticks in a row the VU has been busy (in guest code or
+    /// host calls, never parked): a VU that hogs the CPU.
+    pub fn busy_streak(&self) -> u32 {
+        self.streak
     }
 
     /// A crossing between guest and host code (from a store's call hook):
@@ -197,6 +223,13 @@ impl CpuBudget {
             self.guest += now.saturating_duration_since(since).min(tick);
             self.guest_since = Some(now);
         }
+        let spent = now.duration_since(self.last);
+        self.fresh = spent < tick / 2;
+        self.streak = if spent >= tick * 9 / 10 {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
         self.used += now.duration_since(self.last).min(tick);
         self.last = now;
         self.used <= self.limit

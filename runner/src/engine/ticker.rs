@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use wasmtime::Engine;
 
 /// How often the epoch ticker advances; the granularity of CPU limits.
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
 pub struct EpochTicker {

@@ -67,6 +67,10 @@ pub struct Shared {
     pub started: tokio::time::Instant,
     /// Per-kind counts of trap log lines, to keep the log readable.
     pub trap_log: vu::TrapLog,
+    /// Turns among VUs that keep the CPU busy (see [`vu::HOG_STREAK`]):
+    /// fewer than the runtime's threads, so one is always left for the
+    /// other VUs.
+    pub hogs: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {

@@ -31,6 +31,27 @@ struct Instance {
     bindings: LoadTest,
     /// The scenario code generation it was made from.
     generation: u64,
+    /// The busy VUs' turn it holds, if any (given back at its next tick
+    /// and at the end of its iteration).
+    turn: Turn,
+}
+
+type Turn = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
+
+fn give_back(turn: &Turn) {
+    drop(turn.lock().unwrap_or_else(|p| p.into_inner()).take());
+}
+
+/// Ticks in a row a VU may keep the CPU busy (50 ms) before it must take
+/// turns with the other busy VUs.
+pub const HOG_STREAK: u32 = (50 / TICK.as_millis()) as u32;
+
+/// How many busy VUs may run at once: all the runtime's threads but one.
+pub fn hog_turns() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
 }
 
 /// Creates a fresh store and instance for a VU.
@@ -46,12 +67,42 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut cx| {
-        if cx.data_mut().budget.charge(TICK) {
-            Ok(UpdateDeadline::Yield(1))
-        } else {
-            Ok(UpdateDeadline::Interrupt)
+    let hogs = shared.hogs.clone();
+    let turn: Turn = Arc::default();
+    let held = turn.clone();
+    store.epoch_deadline_callback(move |mut cx| {
+        let budget = &mut cx.data_mut().budget;
+        give_back(&held);
+        if !budget.charge(TICK) {
+            return Ok(UpdateDeadline::Interrupt);
         }
+        // The epoch check is a host call too; its yield is nobody's CPU.
+        budget.not_host();
+        if budget.fresh() {
+            // Back from a park: it has let the others run already.
+            return Ok(UpdateDeadline::Continue(1));
+        }
+        // tokio's own yield goes behind the tasks already waiting (a plain
+        // wake-up would run this VU again at once, and busy VUs would
+        // starve their neighbours).
+        if budget.busy_streak() < HOG_STREAK {
+            return Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ));
+        }
+        // A VU that keeps the CPU busy runs a tick at a time, on one of
+        // the few turns busy VUs share.
+        let (hogs, held) = (hogs.clone(), held.clone());
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                if let Ok(t) = hogs.acquire_owned().await {
+                    *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+                }
+            }),
+        ))
     });
     // Measures the host calls' share of the budget.
     // A host call's time runs from its start (or its resumption, for one
@@ -76,6 +127,7 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
             store,
             bindings,
             generation: code.generation,
+            turn,
         }),
         Err(e) => Err(classify(&e, store.data())),
     }
@@ -259,6 +311,7 @@ impl Vu {
             Ok(Err(e)) => Err(classify(&e, inst.store.data())),
             Err(abort) => Err(abort),
         };
+        give_back(&inst.turn);
         let mut cost = inst.store.data().cost();
         if let Some(f) = shared.fuel {
             cost.fuel = f.saturating_sub(inst.store.get_fuel().unwrap_or(0));
