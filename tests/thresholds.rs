@@ -149,17 +149,28 @@ fn the_command_line_replaces_the_scenarios_thresholds() {
 #[test]
 fn bad_thresholds_are_usage_errors() {
     let c = component("idle");
-    for bad in [
-        "http_req_duration",
-        "checks rate<x",
-        "http_reqs p(95)<1",
-        "x avg<1 parsecs",
+    // Each is refused with the threshold quoted and what is wrong with it.
+    for (bad, why) in [
+        ("http_req_duration", "expected a metric, then a condition"),
+        ("checks rate<x", "the bound is not a number"),
+        ("http_reqs p(95)<1", "does not apply to http_reqs"),
+        ("x avg<1 parsecs", "expected METRIC CONDITION [abort]"),
     ] {
         let r = run(
             &["run", c.to_str().unwrap(), "--threshold", bad],
             Duration::from_secs(30),
         );
         assert_eq!(r.code, Some(2), "{bad:?}: {}", r.stderr);
-        assert!(r.stderr.contains("threshold"), "{bad:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("threshold {bad:?}: ")) && r.stderr.contains(why),
+            "{bad:?}: {}",
+            r.stderr
+        );
+        let first = r.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(why),
+            "the reason is on the first line: {}",
+            r.stderr
+        );
     }
 }
