@@ -37,11 +37,8 @@ fn fan_in_counts_match_the_brokers_own_counters() {
     assert_eq!(n(&fanin["received"]), 1000);
     assert_eq!(n(&fanin["failed"]), 0, "{fanin}");
     // Each message carried its send timestamp: end-to-end latency exists.
-    assert!(
-        fanin["message_latency_ms"]["p99"].as_f64().is_some(),
-        "{fanin}"
-    );
-    assert!(fanin["publish_ms"]["p50"].as_f64().unwrap_or(0.0) > 0.0);
+    common::assert_latency(&fanin["message_latency_ms"], 10_000.0);
+    common::assert_latency(&fanin["publish_ms"], 10_000.0);
     assert_eq!(n(&row(&s, "broker")["connects"]), 21);
     // The broker's own counts agree.
     let sys = broker.sys(&["publish/messages/received", "publish/messages/sent"]);
@@ -111,10 +108,13 @@ fn a_thousand_connections_are_held_for_the_run_then_closed_cleanly() {
     let log = broker.log();
     let clean = log.matches(" disconnected.").count();
     assert_eq!(clean, 1001, "clean disconnects in the broker log");
-    // (`<unknown>` is the harness's own port probe, which never speaks MQTT.)
+    // (`<unknown>` is the harness's own port probe, which never speaks
+    // MQTT; `observer-` its `$SYS` reader, whose close may or may not be
+    // logged by now.)
     let unclean: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("closed its connection") && !l.contains("<unknown>"))
+        .filter(|l| l.contains("closed its connection"))
+        .filter(|l| !l.contains("<unknown>") && !l.contains("observer-"))
         .collect();
     assert!(unclean.is_empty(), "unclean closes: {unclean:?}");
 }

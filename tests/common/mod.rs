@@ -277,3 +277,25 @@ pub fn messaging_row<'a>(
 pub fn num(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
+
+/// Checks a summary's latency block (`min` … `max`, milliseconds) is a
+/// real measurement: positive, its percentiles in order, the mean within
+/// them, and nothing longer than `upto_ms` (the run's length).
+pub fn assert_latency(p: &serde_json::Value, upto_ms: f64) {
+    let f = |k: &str| {
+        p[k].as_f64()
+            .unwrap_or_else(|| panic!("no {k} in the latency block {p}"))
+    };
+    let order = ["min", "p50", "p90", "p95", "p99", "p99.9", "max"].map(f);
+    assert!(order[0] > 0.0, "a latency of zero: {p}");
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]),
+        "percentiles out of order: {p}"
+    );
+    let mean = f("mean");
+    assert!(
+        order[0] <= mean && mean <= order[6],
+        "the mean is outside min..max: {p}"
+    );
+    assert!(order[6] <= upto_ms, "a latency over {upto_ms} ms: {p}");
+}
