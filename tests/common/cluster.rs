@@ -260,3 +260,18 @@ impl Drop for Netns {
             .output();
     }
 }
+
+/// The hello-http component's path, as the coordinator's argument.
+pub fn hello() -> String {
+    super::component("hello-http")
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_owned()
+}
+
+/// Workers `w1`..`wN` joining `coord`, each with `extra` flags.
+pub fn workers(coord: &Coordinator, n: usize, extra: &[&str]) -> Vec<Proc> {
+    (1..=n)
+        .map(|i| worker(&coord.addr, &coord.token, &format!("w{i}"), extra))
+        .collect()
+}

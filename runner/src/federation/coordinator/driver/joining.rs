@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use host_api::recorder::Hist;
-
 use super::{Driver, Status, Worker};
 use crate::events::{ControlEvent, EventKind};
 use crate::federation::coordinator::session::Session;
@@ -175,32 +173,17 @@ impl Driver {
         let now = Instant::now();
         self.workers.insert(
             id,
-            Worker {
-                m: Member {
+            Worker::new(
+                Member {
                     session: j.session,
                     share: j.share,
                     offset_ns: j.offset_ns,
                     rtt_ns: j.rtt_ns,
                 },
-                status: Status::Live,
-                last_heard: now,
-                gone_since: None,
-                acked: 0,
-                last_seq: None,
-                requests: 0,
-                failed: 0,
-                iterations: 0,
-                lost_at: None,
-                latency: Hist::micros(),
-                leased_until: now + self.lease,
-                back: false,
-                bytes: 0,
-                frames: 0,
-                last_t: self.start.elapsed().as_secs_f64(),
-                missed: 0.0,
-                missed_vu_s: 0.0,
-                granted: 0,
-            },
+                now,
+                now + self.lease,
+                self.start.elapsed().as_secs_f64(),
+            ),
         );
         self.renew_leases();
         let live: Vec<u32> = self

@@ -89,33 +89,7 @@ pub(crate) fn start(s: Setup) -> RunHandle {
     let workers = s
         .members
         .into_iter()
-        .map(|(id, m)| {
-            let granted = m.share.shared_iterations.unwrap_or(0);
-            (
-                id,
-                Worker {
-                    m,
-                    status: Status::Live,
-                    last_heard: now.max(s.start),
-                    gone_since: None,
-                    acked: 0,
-                    last_seq: None,
-                    requests: 0,
-                    failed: 0,
-                    iterations: 0,
-                    lost_at: None,
-                    latency: Hist::micros(),
-                    leased_until: s.start + s.lease,
-                    back: false,
-                    bytes: 0,
-                    frames: 0,
-                    last_t: 0.0,
-                    missed: 0.0,
-                    missed_vu_s: 0.0,
-                    granted,
-                },
-            )
-        })
+        .map(|(id, m)| (id, Worker::new(m, now.max(s.start), s.start + s.lease, 0.0)))
         .collect();
     let driver = Driver {
         scenario: spec.scenario.clone(),
@@ -207,6 +181,33 @@ struct Worker {
 }
 
 impl Worker {
+    /// A live worker taking part from `last_t` seconds into the run, last
+    /// heard `heard`, its lease running until `leased_until`.
+    fn new(m: Member, heard: Instant, leased_until: Instant, last_t: f64) -> Self {
+        let granted = m.share.shared_iterations.unwrap_or(0);
+        Self {
+            m,
+            status: Status::Live,
+            last_heard: heard,
+            gone_since: None,
+            acked: 0,
+            last_seq: None,
+            requests: 0,
+            failed: 0,
+            iterations: 0,
+            lost_at: None,
+            latency: Hist::micros(),
+            leased_until,
+            back: false,
+            bytes: 0,
+            frames: 0,
+            last_t,
+            missed: 0.0,
+            missed_vu_s: 0.0,
+            granted,
+        }
+    }
+
     /// Notes that the worker was heard from; a lost one is back.
     fn heard(&mut self, id: u32) {
         self.last_heard = Instant::now();
