@@ -30,6 +30,7 @@ pub mod log;
 pub mod metrics;
 pub mod mqtt;
 pub mod nats;
+pub mod random;
 pub mod vu;
 
 #[doc(hidden)]

@@ -21,6 +21,7 @@ mod mqtt_client;
 pub mod nats;
 mod nats_url;
 pub mod recorder;
+pub mod seeds;
 pub mod stdio;
 pub mod types;
 pub mod vu;
@@ -73,6 +74,8 @@ pub struct RunContext {
     /// Rate limiter for guest log lines, so 10,000 chatty VUs cannot flood
     /// the runner's output.
     pub log_limit: Arc<stdio::LogLimit>,
+    /// The run's seed: each VU's random streams derive from it and its id.
+    pub seed: u64,
 }
 
 /// Per-VU store data: everything a host call of this VU can touch.
@@ -176,8 +179,14 @@ impl WasiView for VuState {
         // runner's log.
         let vu_id = self.vu_id;
         let limit = &self.run.log_limit;
+        let seed = self.run.seed;
         let ctx = self.wasi.get_or_insert_with(|| {
+            // Every random stream is seeded from the run and the VU id, so
+            // `--seed` replays what each VU does.
             WasiCtx::builder()
+                .secure_random(seeds::rng(seed, vu_id, seeds::Stream::Secure))
+                .insecure_random(seeds::rng(seed, vu_id, seeds::Stream::Insecure))
+                .insecure_random_seed(seeds::insecure_seed(seed, vu_id))
                 .stdout(stdio::LogStream::new(
                     vu_id,
                     stdio::Which::Stdout,

@@ -17,6 +17,8 @@ pub enum StopBy {
     Threshold,
     /// The coordinator of a distributed run.
     Coordinator,
+    /// The runner itself: its memory reached `--max-memory`.
+    Memory,
 }
 
 /// Something that changed a run, as the snapshot stream records it.

@@ -130,6 +130,7 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
                 .unwrap_or_default(),
         ),
         tick: true,
+        seed: 0,
     };
     let env = Arc::new(env.iter().cloned().collect::<HashMap<_, _>>());
     let options =

@@ -177,6 +177,17 @@ pub struct RunOptions {
     /// Destinations VUs may not connect to (same forms); they win over
     /// `allow_hosts`.
     pub block_hosts: Vec<String>,
+    /// The run's seed: every random source a VU can reach (WASI random,
+    /// Poisson arrivals and starts) derives from it and the VU's id, so the
+    /// same seed replays the same requests. Drawn at random when not
+    /// given; the summary records the one used.
+    pub seed: Option<u64>,
+    /// The runner stops starting iterations when its own memory (RSS)
+    /// reaches this many bytes (or a string such as `"8GiB"`). None: 80%
+    /// of the memory of the machine (or container) the run is on.
+    #[serde(with = "units::serde_opt_size")]
+    #[schema(value_type = Option<u64>)]
+    pub max_memory: Option<u64>,
 }
 
 /// Defaults, as the command line's `--help` shows them.
@@ -238,6 +249,8 @@ impl Default for RunOptions {
             max_series: defaults::MAX_SERIES,
             allow_hosts: Vec::new(),
             block_hosts: Vec::new(),
+            seed: None,
+            max_memory: None,
         }
     }
 }

@@ -140,6 +140,26 @@ pub mod serde_size {
     }
 }
 
+/// Serde for an optional size: absent or null, bytes, or `"8GiB"`.
+pub mod serde_opt_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the number of bytes, or null.
+    pub fn serialize<S: Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match n {
+            Some(n) => s.serialize_u64(*n),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads null, `8589934592` or `"8GiB"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::serde_size")] u64);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,8 +112,13 @@ async fn run(args: RunArgs) -> Result<i32> {
     if !args.quiet {
         println!("{}", summary.table(&args.summary_trend_stats.0));
     }
+    if let Some(why) = &summary.meta.memory_stop {
+        eprintln!("error: the run ended early: {why}");
+    }
     if !summary.meta.output_errors.is_empty() {
         eprintln!("error: {}", summary.meta.output_errors.join("; "));
+    }
+    if summary.meta.memory_stop.is_some() || !summary.meta.output_errors.is_empty() {
         return Ok(EXIT_ERROR);
     }
     if !summary.thresholds_passed() {

@@ -210,6 +210,19 @@ pub struct RunArgs {
     #[arg(long = "block-host", value_name = "RULE")]
     pub block_hosts: Vec<String>,
 
+    /// Replay: seed every random source a VU can reach (WASI random,
+    /// Poisson arrivals and starts) from N and the VU's id, so the same
+    /// seed makes the same requests. Without it a seed is drawn, and the
+    /// summary shows it.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Stop starting iterations, and end the run gracefully, when the
+    /// runner's own memory (RSS) reaches this, e.g. `8GiB` (default: 80%
+    /// of the machine's or the container's memory).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_memory: Option<u64>,
+
     /// Serve the live API (and dashboard) of this run on ADDR while it
     /// runs (default 127.0.0.1:6565): watch it, stop it, change its VUs or
     /// rate. Put it after the scenario.
@@ -435,6 +448,8 @@ impl RunArgs {
                 max_series: self.max_series,
                 allow_hosts: self.allow_hosts.clone(),
                 block_hosts: self.block_hosts.clone(),
+                seed: self.seed,
+                max_memory: self.max_memory,
             },
             outputs: self.out.clone(),
             enforced: None,

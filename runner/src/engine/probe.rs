@@ -30,6 +30,8 @@ pub struct ProbeLimits {
     /// Start an epoch ticker for the call (not when the engine already
     /// has one: two would halve every running VU's CPU budget).
     pub tick: bool,
+    /// The run's seed (the options call's random streams derive from it).
+    pub seed: u64,
 }
 
 /// Calls `options()` of `component` (known as `shown`) with `env`; what it
@@ -49,6 +51,7 @@ pub async fn options(
         http: limits.http.clone(),
         egress: limits.egress.clone(),
         log_limit: Arc::new(host_api::stdio::LogLimit::new(100)),
+        seed: limits.seed,
     });
     let state = VuState::new(
         ctx,

@@ -388,7 +388,11 @@ pub fn start(plan: &Plan, shared: &Arc<Shared>) -> Execution {
             started,
             shared.stop.clone(),
         )));
-        let own = planned.start_offsets(u64::from(id) ^ 0x5DEE_CE66);
+        let own = planned.start_offsets(host_api::seeds::derive(
+            shared.ctx.seed,
+            id,
+            host_api::seeds::Stream::Starts,
+        ));
         for index in 0..planned.max_vus() {
             // Staged classes follow their profile from the start; the
             // others spread their starts over the ramp-up (or their own

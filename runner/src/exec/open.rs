@@ -128,7 +128,10 @@ pub async fn run_class(
     let scheduler = Scheduler {
         shared: shared.clone(),
         pool: pool.clone(),
-        counts: Counts::new(arrival, seed(first_id)),
+        counts: Counts::new(
+            arrival,
+            host_api::seeds::derive(shared.ctx.seed, first_id, host_api::seeds::Stream::Arrivals),
+        ),
         class: class.clone(),
         start: start.into_std(),
         end: (start + duration).into_std(),
@@ -158,14 +161,6 @@ impl Drop for AbortOnDrop {
             t.abort();
         }
     }
-}
-
-fn seed(salt: u32) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ u64::from(salt).rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15
 }
 
 /// The arrival loop of one class, on a dedicated thread.

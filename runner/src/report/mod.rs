@@ -49,6 +49,10 @@ pub struct Meta {
     pub stopped_by: Option<crate::events::StopBy>,
     /// The `abort` threshold that stopped the run early, if one did.
     pub aborted_by_threshold: Option<String>,
+    /// Why the runner stopped the run for its own memory (`--max-memory`),
+    /// if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_stop: Option<String>,
     /// Seconds from the start until every VU had its instance (includes
     /// the ramp-up); absent if some VU never started.
     pub startup_s: Option<f64>,
@@ -148,6 +152,7 @@ impl Meta {
             interrupted: false,
             stopped_by: None,
             aborted_by_threshold: None,
+            memory_stop: None,
             startup_s: None,
             log_lines_suppressed: 0,
             events: Vec::new(),

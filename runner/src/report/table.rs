@@ -28,6 +28,9 @@ impl Summary {
             (Some(crate::events::StopBy::Coordinator), _) => {
                 "  ·  stopped by the coordinator".into()
             }
+            (Some(crate::events::StopBy::Memory), _) => {
+                "  ·  stopped at the runner's memory ceiling".into()
+            }
             _ => String::new(),
         };
         let _ = writeln!(
@@ -35,6 +38,9 @@ impl Summary {
             "\n  scenario {}  ·  {load}  ·  {:.1}s{stopped}",
             m.scenario, m.duration_s,
         );
+        if let Some(seed) = m.options.seed {
+            let _ = writeln!(s, "  seed {seed} (replay with --seed {seed})");
+        }
         if let Some(skew) = m.start_skew_ms {
             let _ = writeln!(
                 s,
@@ -300,6 +306,9 @@ impl Summary {
         }
         if let Some(t) = &m.aborted_by_threshold {
             let _ = writeln!(s, "\n  stopped early: threshold {t} was crossed");
+        }
+        if let Some(why) = &m.memory_stop {
+            let _ = writeln!(s, "\n  stopped early: {why}");
         }
         if m.log_lines_suppressed > 0 {
             let _ = writeln!(

@@ -70,6 +70,10 @@ struct Stopping {
     by: Option<StopBy>,
     /// The `abort` threshold that failed, if one did.
     threshold: Option<String>,
+    /// Why the runner stopped the run for its own memory, if it did.
+    memory: Option<String>,
+    /// When it did.
+    memory_at: Option<tokio::time::Instant>,
     /// Stops asked for (by a signal, the API, a threshold): the first is
     /// graceful unless it says otherwise, the next ones abort.
     asked: u32,
@@ -97,6 +101,9 @@ impl Driver {
             to_s: 0.0,
         }];
         let mut listening = true;
+        let ceiling = super::memory::ceiling(self.spec.options.max_memory);
+        let mut memory_check = tokio::time::interval(super::memory::EVERY);
+        memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -129,6 +136,11 @@ impl Driver {
                     self.shared.stop.cancel();
                     stopping.grace_end = Some(tokio::time::Instant::now() + self.plan.grace);
                     self.hub.set_state(RunState::Stopping);
+                }
+                _ = memory_check.tick(), if ceiling.is_some() => {
+                    if let Some(e) = self.check_memory(ceiling.unwrap_or(u64::MAX), &mut stopping) {
+                        pending.push(e);
+                    }
                 }
                 cmd = self.commands.recv(), if listening => match cmd {
                     None => listening = false,
@@ -307,6 +319,34 @@ impl Driver {
         }
     }
 
+    /// Stops the run if the runner's memory has reached `ceiling`: new
+    /// iterations first; if it is still there at a later look once they
+    /// have had time to end, in-flight ones too.
+    fn check_memory(&mut self, ceiling: u64, stopping: &mut Stopping) -> Option<ControlEvent> {
+        let rss = super::memory::rss()?;
+        if rss < ceiling {
+            return None;
+        }
+        if let Some(at) = stopping.memory_at {
+            // Still over a second later: cancel what is in flight (it
+            // holds the memory).
+            if at.elapsed() >= Duration::from_secs(1) && !self.shared.hard_stop.is_cancelled() {
+                return self.begin_stop(stopping, StopBy::Memory, true, None).pop();
+            }
+            return None;
+        }
+        let why = format!(
+            "the runner's memory ({}) reached --max-memory ({}): no new iterations were started from {:.1}s; raise --max-memory or run fewer VUs per runner",
+            units::format_size(rss),
+            units::format_size(ceiling),
+            self.shared.started.elapsed().as_secs_f64()
+        );
+        tracing::warn!("{why}");
+        stopping.memory = Some(why);
+        stopping.memory_at = Some(tokio::time::Instant::now());
+        self.begin_stop(stopping, StopBy::Memory, false, None).pop()
+    }
+
     /// Stops the run: the first stop asked for lets in-flight iterations
     /// finish within the grace period (also when the run's own end came
     /// first), `abort` or a later stop cancels them. Always one event.
@@ -338,6 +378,10 @@ impl Driver {
         }
         let message = match (&threshold, hard, &by) {
             (Some(th), _, _) => format!("threshold crossed: {th}; stopping the run"),
+            (None, false, StopBy::Memory) => format!(
+                "stopping: the runner's memory reached --max-memory; in-flight iterations have {} to finish",
+                units::format_duration(self.plan.grace)
+            ),
             (None, true, _) => "stopping: cancelling in-flight iterations".to_owned(),
             (None, false, StopBy::Signal) => format!(
                 "stopping: in-flight iterations have {} to finish (Ctrl-C again to cancel them)",
@@ -485,6 +529,7 @@ impl Driver {
             ),
             stopped_by: stopping.by.clone(),
             aborted_by_threshold: stopping.threshold.clone(),
+            memory_stop: stopping.memory.clone(),
             startup_s: self.shared.all_ready.get().map(Duration::as_secs_f64),
             log_lines_suppressed: self.shared.ctx.log_limit.suppressed(),
             events: self.hub.events(0),

@@ -7,6 +7,7 @@
 
 pub mod control;
 mod driver;
+pub mod memory;
 pub(crate) mod finish;
 pub mod hub;
 pub mod sink;
@@ -89,6 +90,9 @@ pub async fn prepare_as(
 ) -> Result<Prepared, PrepareError> {
     let o = &spec.options;
     o.validate().map_err(PrepareError::Spec)?;
+    // Any run can be replayed: the seed used is recorded even when drawn.
+    let seed = *spec.options.seed.get_or_insert_with(host_api::seeds::fresh);
+    let o = &spec.options;
     let egress = Arc::new(spec.egress().map_err(PrepareError::Spec)?);
     let mut settings = EngineSettings {
         instances: 1,
@@ -117,6 +121,7 @@ pub async fn prepare_as(
         http: http_config(&spec),
         egress: egress.clone(),
         tick: true,
+        seed,
     };
     let options = engine::probe::options(
         &probe_engine,
@@ -243,6 +248,7 @@ impl Prepared {
                 .map(|c| c.name.to_string())
                 .collect(),
             tick: true,
+            seed: self.spec.options.seed.unwrap_or(0),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }))
     }
@@ -286,6 +292,7 @@ impl Prepared {
             http: http_config(&spec),
             egress: egress.clone(),
             log_limit: Arc::new(host_api::stdio::LogLimit::new(spec.options.log_rate)),
+            seed: spec.options.seed.unwrap_or(0),
         });
         let started_wall = SystemTime::now();
         let shared = Arc::new(Shared {
@@ -320,6 +327,7 @@ impl Prepared {
             env,
             classes: plan.classes.iter().map(|c| c.name.to_string()).collect(),
             tick: false,
+            seed: spec.options.seed.unwrap_or(0),
             one_at_a_time: tokio::sync::Mutex::new(()),
         });
         let hub = Arc::new(Hub::new(Meta::initial(&spec, &plan), thresholds.clone()));

@@ -24,6 +24,8 @@ pub struct Swapper {
     /// Whether checks need an epoch ticker of their own (no run's engine
     /// ticks for them: a coordinator's).
     pub(crate) tick: bool,
+    /// The run's seed.
+    pub(crate) seed: u64,
     /// One check at a time: each probes on the pool's one spare instance.
     pub(crate) one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -48,6 +50,7 @@ impl Swapper {
             http: self.http.clone(),
             egress: self.egress.clone(),
             tick: self.tick,
+            seed: self.seed,
         };
         let options = engine::probe::options(
             &self.engine,

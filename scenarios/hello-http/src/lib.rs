@@ -5,11 +5,13 @@
 //! `NAMES=N` names the requests `page-0` to `page-N-1` in turn (for
 //! benchmarks of many request names); `NAME_BY_VU=1` names each VU's
 //! requests `vu-ID` (for tests that VU ids are unique across workers).
+//! `RANDOM_PATHS=1` requests `BASE_URL/VU/N` with a random N in each
+//! iteration (for tests that `--seed` replays a run).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use guest_sdk::{check, http, sleep, vu};
+use guest_sdk::{check, http, random, sleep, vu};
 
 struct Config {
     url: String,
@@ -17,6 +19,7 @@ struct Config {
     version: Option<u8>,
     names: u64,
     by_vu: bool,
+    random_paths: bool,
 }
 
 /// Read once per VU instance: the environment does not change in a run.
@@ -28,12 +31,19 @@ fn config() -> &'static Config {
         version: vu::env("HTTP_VERSION").and_then(|v| v.parse().ok()),
         names: vu::env("NAMES").and_then(|v| v.parse().ok()).unwrap_or(0),
         by_vu: vu::env("NAME_BY_VU").is_some(),
+        random_paths: vu::env("RANDOM_PATHS").is_some(),
     })
 }
 
 fn iteration() -> guest_sdk::Result {
     let c = config();
-    let mut req = http::Request::get(c.url.as_str()).discard_body();
+    let mut req = if c.random_paths {
+        let n = random::range(0, 1_000_000);
+        http::Request::get(format!("{}{}/{n}", c.url, vu::id())).name("random")
+    } else {
+        http::Request::get(c.url.as_str())
+    }
+    .discard_body();
     if c.by_vu {
         req = req.name(format!("vu-{}", vu::id()));
     } else if c.names > 0 {

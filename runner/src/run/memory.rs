@@ -1,0 +1,60 @@
+//! The runner's own memory ceiling (`--max-memory`): a run whose process
+//! nears it stops starting iterations and ends gracefully, saying why,
+//! rather than being killed by the kernel with its results unwritten.
+
+use std::time::Duration;
+
+/// How often the runner's memory is read: often enough that thousands of
+/// VUs growing together cannot overshoot far between two looks.
+pub const EVERY: Duration = Duration::from_millis(100);
+
+/// Share of the machine's memory used when `--max-memory` is not given.
+const DEFAULT_SHARE: f64 = 0.8;
+
+/// The ceiling in force: `given`, or a share of the machine's (or the
+/// container's) memory; None when neither is known.
+pub fn ceiling(given: Option<u64>) -> Option<u64> {
+    given.or_else(|| machine().map(|m| (m as f64 * DEFAULT_SHARE) as u64))
+}
+
+/// This process's resident memory, bytes.
+pub fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+}
+
+/// Memory the run may count on: the machine's, or its cgroup's limit if
+/// lower.
+fn machine() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let total = total_kib * 1024;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_and_the_machine() {
+        let rss = rss().expect("rss");
+        assert!(rss > 1 << 20, "{rss}");
+        let default = ceiling(None).expect("machine memory");
+        assert!(default > rss);
+        assert_eq!(ceiling(Some(5)), Some(5));
+    }
+}
