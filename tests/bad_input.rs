@@ -155,6 +155,34 @@ fn more_vus_than_the_kernel_allows_is_refused_with_the_setting_to_change() {
 fn limits_too_small_for_the_scenario_name_the_flag_to_raise() {
     let c = component("idle");
     let c = c.to_str().unwrap();
+    // The pool is sized from the component: exactly the core instances
+    // inspect counts are enough, one fewer is refused up front.
+    let inspect = run(&["inspect", c, "--json"], Duration::from_secs(30));
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("JSON");
+    let needed = v["core_instances"].as_u64().expect("core_instances");
+    assert!((2..=8).contains(&needed), "{v}");
+    let exact = needed.to_string();
+    let ok = run(
+        &[
+            "run",
+            c,
+            "--instance-limit",
+            &exact,
+            "--vus",
+            "3",
+            "--duration",
+            "1s",
+            "--quiet",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    let fewer = (needed - 1).to_string();
+    fails_with(
+        &["run", c, "--instance-limit", &fewer],
+        1,
+        &format!("raise --instance-limit (now {fewer}) to at least {needed}"),
+    );
     fails_with(
         &["run", c, "--memory-limit", "64KiB"],
         1,
@@ -163,7 +191,8 @@ fn limits_too_small_for_the_scenario_name_the_flag_to_raise() {
     fails_with(
         &["run", c, "--instance-limit", "1"],
         1,
-        "raise --instance-limit",
+        // Counted from the component, so the hint names the number needed.
+        "core instances per VU; raise --instance-limit (now 1) to at least",
     );
     fails_with(
         &["run", c, "--table-elements", "4"],

@@ -26,6 +26,10 @@ pub struct Report {
     pub exports: Vec<String>,
     /// Whether it imports WASI (built with std for wasm32-wasip1/p2).
     pub uses_wasi: bool,
+    /// Core instances one VU of it creates (what the pool is sized for).
+    pub core_instances: u32,
+    /// Tables one VU of it creates.
+    pub tables: u32,
     /// The options it declares.
     pub options: OptionsView,
 }
@@ -141,6 +145,8 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         imports,
         exports,
         uses_wasi,
+        core_instances: scenario.core_instances,
+        tables: scenario.tables,
         options: options.into(),
     })
 }
@@ -166,6 +172,11 @@ impl Report {
             } else {
                 "no"
             }
+        );
+        let _ = writeln!(
+            s,
+            "per VU    {} core instances, {} table(s)",
+            self.core_instances, self.tables
         );
         let o = &self.options;
         if let Some(d) = o.duration_s {

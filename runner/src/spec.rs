@@ -141,10 +141,12 @@ pub struct RunOptions {
     #[serde(with = "units::serde_size")]
     #[schema(value_type = u64)]
     pub memory_limit: u64,
-    /// Core wasm instances per VU.
+    /// Core wasm instances per VU, at most (the pool is sized for what the
+    /// component needs).
     #[schema(minimum = 1, maximum = 1000)]
     pub instance_limit: u32,
-    /// Tables per VU.
+    /// Tables per VU, at most (the pool is sized for what the component
+    /// needs).
     #[schema(minimum = 1, maximum = 1000)]
     pub table_limit: u32,
     /// Elements per table.
@@ -186,7 +188,7 @@ pub struct RunOptions {
     /// reaches this many bytes (or a string such as `"8GiB"`). None: 80%
     /// of the memory of the machine (or container) the run is on.
     #[serde(with = "units::serde_opt_size")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 33554432)]
     pub max_memory: Option<u64>,
 }
 
@@ -203,9 +205,9 @@ pub mod defaults {
     /// `--memory-limit`.
     pub const MEMORY_LIMIT: u64 = 32 << 20;
     /// `--instance-limit`.
-    pub const INSTANCE_LIMIT: u32 = 8;
+    pub const INSTANCE_LIMIT: u32 = 100;
     /// `--table-limit`.
-    pub const TABLE_LIMIT: u32 = 4;
+    pub const TABLE_LIMIT: u32 = 32;
     /// `--table-elements`.
     pub const TABLE_ELEMENTS: u32 = 20_000;
     /// `--http-timeout`.
@@ -329,6 +331,11 @@ impl RunOptions {
             if v == 0 || v > max {
                 return Err(format!("{name} must be 1 to {max}"));
             }
+        }
+        if self.max_memory.is_some_and(|m| m < 32 << 20) {
+            return Err(
+                "max_memory must be at least 32MiB (the runner itself needs about that)".into(),
+            );
         }
         if self.env.keys().any(String::is_empty) {
             return Err("env has an empty key".into());

@@ -135,12 +135,14 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_size, default_value = "32MiB")]
     pub memory_limit: u64,
 
-    /// Core WebAssembly instances a VU's component may create.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Core WebAssembly instances a VU's component may create: a ceiling;
+    /// the pool is sized for what the component needs.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub instance_limit: u32,
 
-    /// Tables a VU's component may create.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Tables a VU's component may create: a ceiling; the pool is sized
+    /// for what the component needs.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub table_limit: u32,
 
     /// Elements a table may grow to.

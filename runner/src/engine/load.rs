@@ -18,6 +18,11 @@ pub struct Scenario {
     pub sha256: String,
     /// Whether it imports a networking interface (and may hold sockets).
     pub uses_network: bool,
+    /// Core instances one instantiation creates (the module, a WASI
+    /// adapter, shims; an interpreter's several).
+    pub core_instances: u32,
+    /// Tables one instantiation creates.
+    pub tables: u32,
 }
 
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
@@ -46,7 +51,16 @@ pub fn load(
             root_message(&e.into())
         )
     })?;
+    let core_instances = core_instances(bytes);
+    if core_instances > settings.core_instances {
+        bail!(
+            "{shown} creates {core_instances} core instances per VU; raise --instance-limit (now {}) to at least {core_instances}",
+            settings.core_instances
+        );
+    }
+    let mut tables = 1;
     if let Some(r) = component.resources_required() {
+        tables = r.num_tables.max(1);
         if r.num_memories > MEMORIES_PER_VU {
             bail!(
                 "{shown} needs {} memories per instance; the runner allows {MEMORIES_PER_VU}",
@@ -73,7 +87,26 @@ pub fn load(
         size: bytes.len() as u64,
         sha256: sha256_hex(bytes),
         uses_network,
+        core_instances,
+        tables,
     })
+}
+
+/// The core instances a component's instantiation creates, counted from
+/// its instantiations (nested components included), so the pool is sized
+/// for what this component needs rather than for a guess.
+fn core_instances(bytes: &[u8]) -> u32 {
+    let mut n = 0u32;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Ok(wasmparser::Payload::InstanceSection(reader)) = payload {
+            for instance in reader.into_iter().flatten() {
+                if matches!(instance, wasmparser::Instance::Instantiate { .. }) {
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+    }
+    n.max(1)
 }
 
 /// SHA-256 of `bytes`, lower-case hex: how runs name their components.

@@ -7,9 +7,9 @@
 
 pub mod control;
 mod driver;
-pub mod memory;
 pub(crate) mod finish;
 pub mod hub;
+pub mod memory;
 pub mod sink;
 pub mod snapshot;
 pub mod swap;
@@ -111,6 +111,9 @@ pub async fn prepare_as(
             .map_err(|e| PrepareError::System(format!("compiling the scenario failed: {e}")))?
             .map_err(|e| PrepareError::Scenario(message(&e)))?
     };
+    // The flags are ceilings: the pool holds what this component needs.
+    settings.core_instances = scenario.core_instances;
+    settings.tables = scenario.tables;
     spec.scenario.sha256 = scenario.sha256.clone();
     spec.scenario.bytes = scenario.size;
     let o = &spec.options;
