@@ -309,3 +309,87 @@ fn a_vu_looping_on_host_calls_spends_its_cpu_budget_and_is_named_for_it() {
     );
     assert_eq!(c, served, "runner and server disagree");
 }
+
+/// Requests of the HTTP row named `name`.
+fn row_requests(s: &serde_json::Value, name: &str) -> u64 {
+    s["http"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+        .and_then(|r| r["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn vus_that_hoard_handles_or_connections_are_contained() {
+    // On every loopback address, so one VU can open thousands of
+    // connections to distinct origins (127.0.X.Y).
+    let target = Target::start_on("0.0.0.0:0");
+    let steady = format!("GET {}/", target.url);
+    let (baseline, _) = chaos_run(&target, "hoard-baseline", &[]);
+    let before = target.requests();
+    let (attack, r) = chaos_run(&target, "hoard", &["-e", "HANDLES=1", "-e", "CONNS=1"]);
+    let served = target.requests() - before;
+
+    // The hoarder ends at its handle limit, by kind, again and again.
+    assert!(
+        count(&attack, "traps", "resource-limit") >= 2,
+        "traps: {}",
+        attack["traps"]
+    );
+    assert!(
+        r.stderr
+            .contains("holds 1024 HTTP responses without dropping them"),
+        "{}",
+        r.stderr
+    );
+    // The connection churner made thousands of connections, all served.
+    let conns = row_requests(&attack, "conns");
+    assert!(conns >= 2_000, "{conns}");
+    assert!(row_requests(&attack, "handles") >= 2 * 1024);
+    assert_eq!(
+        total_requests(&attack),
+        served,
+        "runner and server disagree"
+    );
+    for row in attack["http"].as_array().expect("rows") {
+        assert_eq!(row["failed"], 0, "{row}");
+    }
+
+    // The neighbours kept at least 90% of their requests; the run ended on
+    // time; the runner's own memory stayed small.
+    let (b, c) = (
+        row_requests(&baseline, &steady),
+        row_requests(&attack, &steady),
+    );
+    assert!(b > 200, "baseline too small to compare: {b}");
+    assert!(
+        c * 100 >= b * 90,
+        "steady VUs slowed down: {c} requests beside hoarders vs {b} alone"
+    );
+    assert!(r.elapsed < Duration::from_secs(15), "{:?}", r.elapsed);
+    let rss = attack["meta"]["runner_peak_rss"]
+        .as_u64()
+        .expect("peak RSS");
+    assert!(rss < 400 << 20, "the runner grew to {} MiB", rss >> 20);
+}
+
+#[test]
+fn giant_option_lists_are_refused_in_one_line() {
+    let c = component("chaos");
+    let r = run(
+        &[
+            "run",
+            c.to_str().unwrap(),
+            "-e",
+            "OPTIONS_HUGE=5000",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: cannot start the run: the scenario's options declare 5011 VU classes; at most 1000 are allowed"
+    );
+}

@@ -277,9 +277,10 @@ impl Host for VuState {
                 };
                 recorder.http(&prepared.key(), sent, fresh, outcome);
                 if self.live_responses >= MAX_LIVE_RESPONSES {
-                    wasmtime::bail!(
+                    return Err(crate::limits::HandlesExceeded(format!(
                         "the VU holds {MAX_LIVE_RESPONSES} HTTP responses without dropping them"
-                    );
+                    ))
+                    .into());
                 }
                 let data = ResponseData {
                     status: ex.status,

@@ -90,6 +90,8 @@ pub struct VuState {
     http: client::Connections,
     live_responses: usize,
     mqtt_connections: usize,
+    nats_connections: usize,
+    subscriptions: usize,
     lag: Option<Duration>,
     /// Memory, table and instance caps of this VU.
     pub limiter: Limiter,
@@ -115,11 +117,17 @@ impl VuState {
             class,
             env,
             iteration: 0,
-            table: ResourceTable::new(),
+            table: {
+                let mut t = ResourceTable::new();
+                t.set_max_capacity(limits::sizes::HANDLES);
+                t
+            },
             wasi: None,
             http: client::Connections::default(),
             live_responses: 0,
             mqtt_connections: 0,
+            nats_connections: 0,
+            subscriptions: 0,
             lag: None,
             limiter,
             budget: CpuBudget::new(cpu),

@@ -28,6 +28,20 @@ impl std::fmt::Display for MemoryCapExceeded {
 
 impl std::error::Error for MemoryCapExceeded {}
 
+/// The error a VU traps with when it holds more resource handles than
+/// [`sizes::HANDLES`] (or HTTP responses than it may keep); the runner
+/// reports it as `resource-limit`.
+#[derive(Debug)]
+pub struct HandlesExceeded(pub String);
+
+impl std::fmt::Display for HandlesExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HandlesExceeded {}
+
 /// Caps on what one VU's instance may allocate.
 #[derive(Clone, Copy, Debug)]
 pub struct Limiter {
@@ -257,6 +271,14 @@ pub mod sizes {
     pub const LOG_LINES: usize = 100;
     /// A panic or iteration error message, bytes.
     pub const MESSAGE: usize = 1024;
+    /// Resource handles (responses, connections, subscriptions, WASI
+    /// streams) one VU may hold at once; past it the VU ends as
+    /// `resource-limit`.
+    pub const HANDLES: usize = 10_000;
+    /// NATS connections one VU may hold at once.
+    pub const NATS_CONNECTIONS: usize = 256;
+    /// NATS subscriptions one VU may hold at once.
+    pub const SUBSCRIPTIONS: usize = 1_024;
     /// A request URL, bytes.
     pub const URL: usize = 8192;
     /// Headers of one request.

@@ -18,6 +18,7 @@ use wasmtime::component::Resource;
 use crate::bindings::runner::scenario::nats::{
     ConnectOptions, Error, Headers, Host, HostConnection, HostSubscription, Message,
 };
+use crate::limits::sizes;
 use crate::messaging::{metric_name, micros, off_fiber, published, stamp_latency, Event, Protocol};
 use crate::nats_url::{check_url, UrlAuth};
 use crate::recorder::Recorder;
@@ -209,6 +210,14 @@ impl Host for VuState {
             }
         };
         let name: Arc<str> = metric_name(o.name.unwrap_or(default_name)).into();
+        if self.nats_connections >= sizes::NATS_CONNECTIONS {
+            let e = Error::InvalidArgument(format!(
+                "this VU already holds {} NATS connections; drop one first",
+                sizes::NATS_CONNECTIONS
+            ));
+            record(&recorder, &name, Event::Error(error_kind(&e)));
+            return Ok(Err(e));
+        }
         let timeout = o.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_nanos);
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(timeout)
@@ -298,6 +307,7 @@ impl Host for VuState {
                     jetstream: None,
                     timeout,
                 };
+                self.nats_connections += 1;
                 Ok(Ok(self.table.push(c)?))
             }
             Err(e) => {
@@ -366,6 +376,14 @@ impl HostConnection for VuState {
     ) -> wasmtime::Result<Result<Resource<Subscription>, Error>> {
         let c = self.table.get(&this)?;
         let name = metric_name(name.unwrap_or_else(|| subject.clone()));
+        if self.subscriptions >= sizes::SUBSCRIPTIONS {
+            let e = Error::InvalidArgument(format!(
+                "this VU already holds {} NATS subscriptions; drop one first",
+                sizes::SUBSCRIPTIONS
+            ));
+            record(&self.run.recorder, &name, Event::Error(error_kind(&e)));
+            return Ok(Err(e));
+        }
         let result = async {
             check_token("subject", &subject)?;
             let sub = match queue_group {
@@ -397,6 +415,7 @@ impl HostConnection for VuState {
             task: task.abort_handle(),
         };
         self.resumed();
+        self.subscriptions += 1;
         Ok(Ok(self.table.push(s)?))
     }
 
@@ -499,6 +518,7 @@ impl HostConnection for VuState {
 
     async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
+        self.nats_connections = self.nats_connections.saturating_sub(1);
         Ok(())
     }
 }
@@ -530,6 +550,7 @@ impl HostSubscription for VuState {
 
     async fn drop(&mut self, this: Resource<Subscription>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
+        self.subscriptions = self.subscriptions.saturating_sub(1);
         Ok(())
     }
 }

@@ -332,6 +332,15 @@ impl RunOptions {
                 return Err(format!("{name} must be 1 to {max}"));
             }
         }
+        for (name, n) in [
+            ("stages", self.stages.len()),
+            ("thresholds", self.thresholds.len()),
+            ("env", self.env.len()),
+        ] {
+            if n > 1_000 {
+                return Err(format!("{name} has {n} entries; at most 1000"));
+            }
+        }
         if self.max_memory.is_some_and(|m| m < 32 << 20) {
             return Err(
                 "max_memory must be at least 32MiB (the runner itself needs about that)".into(),

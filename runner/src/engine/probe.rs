@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use host_api::{Recorder, RunContext, ScenarioOptions, VuState};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
@@ -105,5 +105,4 @@ pub async fn options(
         }
         Ok(Ok(o)) => Ok(o),
     }
-    .context("cannot start the run")
 }

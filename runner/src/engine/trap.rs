@@ -26,6 +26,30 @@ pub fn classify(e: &wasmtime::Error, state: &VuState) -> Abort {
             message: msg.clone(),
         };
     }
+    let full = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    });
+    if full {
+        return Abort {
+            kind: "resource-limit",
+            message: format!(
+                "the VU holds {} resource handles (responses, connections, subscriptions, streams) without dropping them",
+                host_api::limits::sizes::HANDLES
+            ),
+        };
+    }
+    if let Some(m) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<host_api::limits::HandlesExceeded>())
+    {
+        return Abort {
+            kind: "resource-limit",
+            message: m.to_string(),
+        };
+    }
     if let Some(m) = e.downcast_ref::<MemoryCapExceeded>() {
         return Abort {
             kind: "memory-limit",

@@ -22,6 +22,15 @@ pub const MAX_VUS: u32 = 1_000_000;
 /// Checks what the scenario declares as the command line's values are
 /// checked: names, counts, rates, stage targets and durations in range (a
 /// guest's numbers are as untrusted as a user's).
+/// Most VU classes a scenario may declare.
+pub const MAX_CLASSES: usize = 1_000;
+/// Most stages per class.
+pub const MAX_STAGES: usize = 1_000;
+/// Most thresholds a scenario may declare.
+pub const MAX_THRESHOLDS: usize = 1_000;
+/// Most env values per class.
+pub const MAX_ENV: usize = 1_000;
+
 fn check_scenario(options: &ScenarioOptions) -> Result<()> {
     use crate::spec::MAX_RATE;
     use crate::units::MAX_DURATION;
@@ -29,10 +38,39 @@ fn check_scenario(options: &ScenarioOptions) -> Result<()> {
     if options.duration.is_some_and(long) {
         bail!("the scenario's options set a duration longer than a year");
     }
+    // Lists a scenario could make as long as its memory allows: each is
+    // far past any real use, and past it the plan's cost would grow
+    // without bound.
+    let too_many = |what: &str, n: usize, most: usize| {
+        anyhow::anyhow!("the scenario's options declare {n} {what}; at most {most} are allowed")
+    };
+    if options.classes.len() > MAX_CLASSES {
+        return Err(too_many("VU classes", options.classes.len(), MAX_CLASSES));
+    }
+    if options.thresholds.len() > MAX_THRESHOLDS {
+        return Err(too_many(
+            "thresholds",
+            options.thresholds.len(),
+            MAX_THRESHOLDS,
+        ));
+    }
     for c in &options.classes {
         let name = &c.name;
         if name.is_empty() {
             bail!("the scenario declares a VU class with an empty name");
+        }
+        if name.len() > host_api::limits::sizes::NAME {
+            bail!(
+                "the scenario declares a VU class name of {} bytes; at most {}",
+                name.len(),
+                host_api::limits::sizes::NAME
+            );
+        }
+        if c.stages.len() > MAX_STAGES {
+            return Err(too_many("stages in one class", c.stages.len(), MAX_STAGES));
+        }
+        if c.env.len() > MAX_ENV {
+            return Err(too_many("env values in one class", c.env.len(), MAX_ENV));
         }
         if c.vus > MAX_VUS || c.max_vus.is_some_and(|m| m > MAX_VUS) {
             bail!("the scenario's class {name:?} asks for more than {MAX_VUS} VUs");

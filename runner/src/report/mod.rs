@@ -53,6 +53,9 @@ pub struct Meta {
     /// if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_stop: Option<String>,
+    /// The most memory (RSS) the runner process had during the run, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_peak_rss: Option<u64>,
     /// Seconds from the start until every VU had its instance (includes
     /// the ramp-up); absent if some VU never started.
     pub startup_s: Option<f64>,
@@ -153,6 +156,7 @@ impl Meta {
             stopped_by: None,
             aborted_by_threshold: None,
             memory_stop: None,
+            runner_peak_rss: None,
             startup_s: None,
             log_lines_suppressed: 0,
             events: Vec::new(),

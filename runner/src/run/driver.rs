@@ -530,6 +530,7 @@ impl Driver {
             stopped_by: stopping.by.clone(),
             aborted_by_threshold: stopping.threshold.clone(),
             memory_stop: stopping.memory.clone(),
+            runner_peak_rss: super::memory::peak_rss(),
             startup_s: self.shared.all_ready.get().map(Duration::as_secs_f64),
             log_lines_suppressed: self.shared.ctx.log_limit.suppressed(),
             events: self.hub.events(0),

@@ -10,7 +10,11 @@
 //! a huge URL, too many headers, a body over `--max-body`, a 10 KB
 //! metric name, a 1 MiB error) and `HOSTLOOP` (calls a cheap host function
 //! in a tight loop: for `HOSTLOOP_MS` per iteration, or forever if 0, the
-//! default) VUs, default 0 each. `THRESHOLD` adds a
+//! default), `HANDLES` (keeps every HTTP response it gets, never dropping
+//! one) and `CONNS` (requests 2,000 distinct origins per iteration,
+//! `127.0.X.Y` at `BASE_URL`'s port: a target listening on all loopback
+//! addresses) VUs, default 0 each. `OPTIONS_HUGE=N` declares N classes
+//! and N thresholds. `THRESHOLD` adds a
 //! threshold to the scenario's options; `OPTIONS_PANIC` makes `options()`
 //! itself panic.
 
@@ -84,7 +88,14 @@ impl Scenario for Chaos {
             .class("fail", count("FAIL", 0))
             .class("chatty", count("CHATTY", 0))
             .class("oversize", count("OVERSIZE", 0))
-            .class("hostloop", count("HOSTLOOP", 0));
+            .class("hostloop", count("HOSTLOOP", 0))
+            .class("handles", count("HANDLES", 0))
+            .class("conns", count("CONNS", 0));
+        let huge = count("OPTIONS_HUGE", 0);
+        let options = (0..huge).fold(options, |o, i| {
+            o.class(format!("extra-{i}"), 0)
+                .threshold(format!("checks rate>0.{i}"))
+        });
         // A scenario-defined threshold, for tests of `--threshold` overrides.
         match vu::env("THRESHOLD") {
             Some(t) => options.threshold(t),
@@ -110,6 +121,36 @@ impl Scenario for Chaos {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "handles" => {
+                let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
+                let mut kept = Vec::new();
+                for _ in 0..5_000 {
+                    kept.push(
+                        http::Request::get(format!("{base}/handles"))
+                            .name("handles")
+                            .send()?,
+                    );
+                }
+                std::hint::black_box(&kept);
+                Ok(())
+            }
+            "conns" => {
+                let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
+                let port = base
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("8080")
+                    .trim_end_matches('/');
+                for i in 0..2_000u32 {
+                    let url = format!("http://127.0.{}.{}:{port}/", i / 250, 1 + i % 250);
+                    let r = http::Request::get(url)
+                        .name("conns")
+                        .discard_body()
+                        .send()?;
+                    check("conns: status is 200", r.status() == 200);
+                }
+                Ok(())
             }
             "deep" => {
                 std::hint::black_box(deep(0));
