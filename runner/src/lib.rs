@@ -23,6 +23,7 @@ pub mod oslimits;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod scaffold;
 pub mod sinks;
 pub mod spec;
 pub mod target;

@@ -28,6 +28,7 @@ pub async fn execute(command: Command) -> Result<i32> {
         Command::Serve(args) => serve(args).await,
         Command::Join(args) => join(args).await,
         Command::Keygen(args) => keygen(args),
+        Command::New(args) => new(&args),
         Command::Inspect(args) => {
             let report = crate::inspect::inspect(&args.scenario, &args.env).await?;
             if args.json {
@@ -366,4 +367,20 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         Ok(r) => r.map(|()| 0),
         Err(e) => Err(anyhow!("the API server failed: {e}")),
     }
+}
+
+/// `runner new`: writes the project and says how to build and run it.
+fn new(args: &super::NewArgs) -> Result<i32> {
+    let made = crate::scaffold::create(&args.path, args.lang)?;
+    let dir = made.dir.display();
+    println!("created {dir}\n");
+    println!(
+        "build it:\n    cd {dir}\n    . ./wasm-env.sh && {}\n",
+        made.build
+    );
+    println!(
+        "run it:\n    runner run {} --vus 10 --duration 30s -e BASE_URL=http://127.0.0.1:8080",
+        made.component
+    );
+    Ok(0)
 }

@@ -2,7 +2,10 @@
 //! turned into a [`RunSpec`] before anything runs ([`commands`] carries
 //! each subcommand out).
 
+mod cluster;
 pub mod commands;
+
+pub use cluster::{Capacity, JoinArgs, KeygenArgs};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +49,20 @@ pub enum Command {
     /// Make a coordinator certificate, key and join token (for deployments
     /// where the token must be known before the coordinator starts).
     Keygen(KeygenArgs),
+    /// Write a new scenario project, with this runner's guest SDK and WIT
+    /// world in it, ready to build and run.
+    New(NewArgs),
+}
+
+/// Flags of `runner new`.
+#[derive(Debug, Args, Clone)]
+pub struct NewArgs {
+    /// The project's directory; its last part names the scenario.
+    pub path: PathBuf,
+
+    /// The language to write the scenario in.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: crate::scaffold::Lang,
 }
 
 /// Flags of `runner run`.
@@ -301,115 +318,6 @@ pub struct RunArgs {
         help_heading = "Distributed runs"
     )]
     pub ca: Option<PathBuf>,
-}
-
-/// Flags of `runner join`.
-#[derive(Debug, Args, Clone)]
-pub struct JoinArgs {
-    /// The coordinator, `HOST:PORT`.
-    #[arg(long)]
-    pub coordinator: String,
-
-    /// The token the coordinator printed (`FINGERPRINT:SECRET`).
-    #[arg(
-        long,
-        env = "RUNNER_JOIN_TOKEN",
-        hide_env_values = true,
-        value_parser = parse_join_token,
-        required_unless_present = "ca",
-        conflicts_with = "ca"
-    )]
-    pub token: Option<crate::federation::token::Token>,
-
-    /// Instead of a token: the CA (PEM) that signed the coordinator's
-    /// certificate and this worker's (--cert, --key).
-    #[arg(long, requires_all = ["cert", "key"])]
-    pub ca: Option<PathBuf>,
-
-    /// This worker's certificate (PEM), signed by --ca.
-    #[arg(long, requires = "ca")]
-    pub cert: Option<PathBuf>,
-
-    /// Its private key (PEM).
-    #[arg(long, requires = "ca")]
-    pub key: Option<PathBuf>,
-
-    /// This worker's capacity: `auto` (its CPU cores) or a number; the
-    /// load is shared in proportion.
-    #[arg(long, default_value = "auto", value_parser = parse_capacity)]
-    pub capacity: Capacity,
-
-    /// A name for the coordinator's log and table (default: the host name).
-    #[arg(long)]
-    pub name: Option<String>,
-
-    /// Where this worker's VUs may connect (repeatable; as `run
-    /// --allow-host`), whatever the coordinator's run says. Default:
-    /// loopback only.
-    #[arg(long = "allow-host", value_name = "RULE")]
-    pub allow_hosts: Vec<String>,
-
-    /// Where they may never connect (repeatable).
-    #[arg(long = "block-host", value_name = "RULE")]
-    pub block_hosts: Vec<String>,
-}
-
-/// A worker's capacity.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Capacity {
-    /// Its CPU cores.
-    Auto,
-    /// A given weight.
-    Given(f64),
-}
-
-fn parse_capacity(s: &str) -> Result<Capacity, String> {
-    if s == "auto" {
-        return Ok(Capacity::Auto);
-    }
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(Capacity::Given(v)),
-        _ => Err(format!(
-            "{s:?} is not a capacity: `auto` or a number above 0"
-        )),
-    }
-}
-
-fn parse_join_token(s: &str) -> Result<crate::federation::token::Token, String> {
-    s.parse()
-}
-
-/// Flags of `runner keygen`.
-#[derive(Debug, Args, Clone)]
-pub struct KeygenArgs {
-    /// Directory to write `coordinator.crt`, `coordinator.key` and `token`
-    /// into (created if missing).
-    #[arg(long)]
-    pub dir: PathBuf,
-
-    /// The secret to put in the token (default: a new random one).
-    #[arg(
-        long,
-        env = "RUNNER_SECRET",
-        hide_env_values = true,
-        conflicts_with = "ca"
-    )]
-    pub secret: Option<String>,
-
-    /// Make a CA instead of a token: `ca.crt`, `ca.key`, a coordinator
-    /// certificate it signed and a worker certificate it signed.
-    #[arg(long)]
-    pub ca: bool,
-
-    /// With --ca: a host name or IP address the coordinator is reached at
-    /// (repeatable; `localhost`, `127.0.0.1` and `::1` are always in).
-    #[arg(long = "host", requires = "ca", value_name = "NAME")]
-    pub hosts: Vec<String>,
-
-    /// With --ca: how many worker certificates to make (`worker.crt` for
-    /// one, `worker-1.crt`... for more).
-    #[arg(long, default_value_t = 1, requires = "ca", value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub workers: u32,
 }
 
 impl RunArgs {

@@ -1,5 +1,5 @@
-//! A scenario template: copy this folder, rename the package, and edit
-//! `iteration`. Build with `cargo component build --release`; run with
+//! A new scenario (what `runner new` writes): edit `iteration`. Build with
+//! `cargo component build --release`; run with
 //! `runner run target/wasm32-wasip1/release/<name>.wasm --vus 10 -d 30s`.
 
 use std::time::Duration;
