@@ -71,19 +71,20 @@ impl Default for MessagingStats {
 impl MessagingStats {
     /// Adds `o` into `self`.
     pub fn merge(&mut self, o: &MessagingStats) {
-        self.connects += o.connects;
+        self.connects = self.connects.saturating_add(o.connects);
         self.connect_time.merge(&o.connect_time);
-        self.published += o.published;
+        self.published = self.published.saturating_add(o.published);
         self.publish_time.merge(&o.publish_time);
-        self.bytes_sent += o.bytes_sent;
-        self.received += o.received;
-        self.bytes_received += o.bytes_received;
+        self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
+        self.received = self.received.saturating_add(o.received);
+        self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
         self.message_latency.merge(&o.message_latency);
-        self.requests += o.requests;
+        self.requests = self.requests.saturating_add(o.requests);
         self.request_time.merge(&o.request_time);
-        self.unread += o.unread;
+        self.unread = self.unread.saturating_add(o.unread);
         for (k, v) in &o.errors {
-            *self.errors.entry(k.clone()).or_default() += v;
+            let n = self.errors.entry(k.clone()).or_default();
+            *n = n.saturating_add(*v);
         }
     }
 

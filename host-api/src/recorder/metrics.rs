@@ -69,15 +69,15 @@ impl RequestStats {
 
     /// Adds `o` into `self`.
     pub fn merge(&mut self, o: &RequestStats) {
-        self.responses += o.responses;
+        self.responses = self.responses.saturating_add(o.responses);
         merge_counts(&mut self.statuses, &o.statuses);
         merge_counts(&mut self.errors, &o.errors);
         self.latency.merge(&o.latency);
         self.wait.merge(&o.wait);
         self.corrected.merge(&o.corrected);
-        self.bytes_sent += o.bytes_sent;
-        self.bytes_received += o.bytes_received;
-        self.connections += o.connections;
+        self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
+        self.connections = self.connections.saturating_add(o.connections);
     }
 }
 
@@ -168,11 +168,11 @@ pub const TOP_VUS: usize = 5;
 impl ClassUsage {
     /// Adds `o` into `self`.
     pub fn merge(&mut self, o: &ClassUsage) {
-        self.iterations += o.iterations;
-        self.guest_cpu_us += o.guest_cpu_us;
-        self.host_cpu_us += o.host_cpu_us;
+        self.iterations = self.iterations.saturating_add(o.iterations);
+        self.guest_cpu_us = self.guest_cpu_us.saturating_add(o.guest_cpu_us);
+        self.host_cpu_us = self.host_cpu_us.saturating_add(o.host_cpu_us);
         self.peak_memory = self.peak_memory.max(o.peak_memory);
-        self.fuel += o.fuel;
+        self.fuel = self.fuel.saturating_add(o.fuel);
         merge_counts(&mut self.traps, &o.traps);
         for &(vu, v) in &o.top_cpu {
             top(&mut self.top_cpu, vu, v);
@@ -243,8 +243,8 @@ impl Metrics {
         }
         for (k, v) in &o.checks {
             let c = self.checks.entry(k.clone()).or_default();
-            c.pass += v.pass;
-            c.fail += v.fail;
+            c.pass = c.pass.saturating_add(v.pass);
+            c.fail = c.fail.saturating_add(v.fail);
         }
         merge_counts(&mut self.counters, &o.counters);
         for (k, v) in &o.gauges {
@@ -269,12 +269,12 @@ impl Metrics {
         for (k, v) in &o.usage {
             self.usage.entry_ref(k).merge(v);
         }
-        self.iterations.ok += o.iterations.ok;
-        self.iterations.failed += o.iterations.failed;
-        self.iterations.aborted += o.iterations.aborted;
+        self.iterations.ok = self.iterations.ok.saturating_add(o.iterations.ok);
+        self.iterations.failed = self.iterations.failed.saturating_add(o.iterations.failed);
+        self.iterations.aborted = self.iterations.aborted.saturating_add(o.iterations.aborted);
         self.iterations.duration.merge(&o.iterations.duration);
         self.iterations.latency.merge(&o.iterations.latency);
-        self.iterations.dropped += o.iterations.dropped;
+        self.iterations.dropped = self.iterations.dropped.saturating_add(o.iterations.dropped);
         self.iterations
             .scheduler_lag
             .merge(&o.iterations.scheduler_lag);
@@ -327,7 +327,8 @@ impl<V: Default> EntryRef<V> for HashMap<String, V> {
 
 fn merge_counts<K: Clone + Eq + std::hash::Hash>(a: &mut HashMap<K, u64>, b: &HashMap<K, u64>) {
     for (k, v) in b {
-        *a.entry(k.clone()).or_default() += v;
+        let n = a.entry(k.clone()).or_default();
+        *n = n.saturating_add(*v);
     }
 }
 

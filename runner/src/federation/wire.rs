@@ -83,15 +83,57 @@ async fn read_within<T: DeserializeOwned>(
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(WireError::Io(e.to_string())),
     }
-    let n = u32::from_be_bytes(len) as usize;
-    if n > max {
-        return Err(WireError::TooLarge(n));
-    }
+    let n = body_len(len, max)?;
     let mut body = vec![0u8; n];
     r.read_exact(&mut body)
         .await
         .map_err(|e| WireError::Io(e.to_string()))?;
-    serde_json::from_slice(&body)
-        .map(|t| Some((t, n + 4)))
-        .map_err(|e| WireError::Malformed(e.to_string()))
+    decode_body(&body).map(|t| Some((t, n + 4)))
+}
+
+// The pure half of reading, apart from the stream so that it can be
+// fuzzed (tests/fuzz.rs): what a peer's bytes decode to.
+
+/// The body length a frame's 4-byte prefix announces, refused over `max`
+/// bytes before anything is allocated for it.
+pub fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, WireError> {
+    let n = u32::from_be_bytes(prefix) as usize;
+    if n > max {
+        return Err(WireError::TooLarge(n));
+    }
+    Ok(n)
+}
+
+/// Decodes a frame's body (the JSON after its length prefix).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Decodes the frame at the start of `bytes` as [`read_limited`] and
+/// [`read_sized`] read it from a stream that carried these bytes:
+/// `Ok(None)` when there are none, the message and the frame's size
+/// (prefix included) otherwise; a frame cut short is an
+/// [`WireError::Io`] error, as on a stream that ends inside it. Bytes
+/// after the frame are left alone.
+pub fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<Option<(T, usize)>, WireError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let Some((prefix, rest)) = bytes.split_first_chunk::<4>() else {
+        return Err(WireError::Io(format!(
+            "the stream ended {} bytes into a frame's length",
+            bytes.len()
+        )));
+    };
+    let n = body_len(*prefix, max)?;
+    let body = rest.get(..n).ok_or_else(|| {
+        WireError::Io(format!(
+            "the stream ended {} bytes into a frame of {n}",
+            rest.len()
+        ))
+    })?;
+    decode_body(body).map(|t| Some((t, n + 4)))
 }

@@ -62,7 +62,10 @@ pub enum Model {
 impl Snapshot {
     /// VUs running at the end of the interval, all classes.
     pub fn active_vus(&self) -> u64 {
-        self.classes.iter().map(|c| c.active).sum()
+        self.classes
+            .iter()
+            .map(|c| c.active)
+            .fold(0, u64::saturating_add)
     }
 
     /// Adds `other`, the same interval measured elsewhere (another worker):
@@ -74,8 +77,8 @@ impl Snapshot {
         for c in &other.classes {
             match self.classes.iter_mut().find(|k| k.name == c.name) {
                 Some(k) => {
-                    k.active += c.active;
-                    k.max_vus += c.max_vus;
+                    k.active = k.active.saturating_add(c.active);
+                    k.max_vus = k.max_vus.saturating_add(c.max_vus);
                     k.target_vus = sum(k.target_vus, c.target_vus);
                     k.rate = sum(k.rate, c.rate);
                 }

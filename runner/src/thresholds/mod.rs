@@ -259,6 +259,9 @@ impl Threshold {
             "m" => 60_000.0,
             other => return Err(err(&format!("unknown unit {other:?} (ms, s, us, m)"))),
         };
+        if !(value * scale).is_finite() {
+            return Err(err("the bound must be a finite number"));
+        }
         Ok(Threshold {
             source: text.trim().to_owned(),
             metric,
