@@ -12,4 +12,11 @@ for dir in scenarios/*/; do
     [ "$name" = target ] && continue
     cp "scenarios/target/wasm32-wasip1/release/${name//-/_}.wasm" "target/scenarios/$name.wasm"
 done
+# Python scenarios, with the Python guest SDK, by componentize-py (from
+# the project's virtualenv, set up by scripts/setup.sh).
+for py in scenarios/python/*.py; do
+    name=$(basename "$py" .py)
+    target/pyenv/bin/componentize-py -d wit -w load-test componentize \
+        -p guest-sdk/python -p scenarios/python "$name" -o "target/scenarios/$name-py.wasm" >/dev/null
+done
 ls target/scenarios

@@ -49,8 +49,9 @@ install_tool wasm-tools wasm-tools 1.263.0
 
 # Python tools the tests use, in a virtualenv of the project's own
 # (target/pyenv), pinned: schemathesis checks the OpenAPI document against
-# the running server; kubernetes-validate the deployment manifests.
-PY_TOOLS=(schemathesis==4.32.5 kubernetes-validate==1.37.0)
+# the running server; kubernetes-validate the deployment manifests;
+# componentize-py builds the Python scenarios.
+PY_TOOLS=(schemathesis==4.32.5 kubernetes-validate==1.37.0 componentize-py==0.25.1)
 if ! target/pyenv/bin/python -c 'import sys' 2>/dev/null; then
     say "creating target/pyenv"
     python3 -m venv target/pyenv

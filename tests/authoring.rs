@@ -84,3 +84,139 @@ fn a_new_rust_project_builds_outside_the_repository_and_runs() {
         bad.stderr
     );
 }
+
+/// componentize-py, from the project's virtualenv (scripts/setup.sh).
+fn componentize_py() -> std::path::PathBuf {
+    let p = root().join("target/pyenv/bin/componentize-py");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn a_new_python_project_builds_outside_the_repository_and_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("py-flow");
+    let made = run(
+        &["new", dir.to_str().unwrap(), "--lang", "python"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let command = made
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("componentize-py "))
+        .expect("the build command")
+        .to_owned();
+    // The printed command, with the virtualenv's componentize-py.
+    let bin = componentize_py();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(&dir)
+        .env("PATH", path)
+        .output()
+        .expect("run componentize-py");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No extra flags: the runner sizes the pool from the component.
+    let target = Target::start();
+    let json = tmp.path().join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let out = format!("json={}", json.display());
+    let r = run(
+        &[
+            "run",
+            dir.join("app.wasm").to_str().unwrap(),
+            "--vus",
+            "3",
+            "--iterations",
+            "4",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=0",
+            "--quiet",
+            "--out",
+            &out,
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let s = summary(&json);
+    assert_eq!(total_requests(&s), 12);
+    assert_eq!(target.requests(), 12, "the target's own count");
+    assert_eq!(s["checks"][0]["pass"], 12, "{}", s["checks"]);
+}
+
+/// Runs the Python chaos example for 4 s with `env` (`KEY=VALUE`).
+fn python_chaos(target: &Target, name: &str, env: &[&str]) -> (serde_json::Value, common::Run) {
+    let json = common::scratch(name).join("r.json");
+    let out = format!("json={}", json.display());
+    let base = format!("BASE_URL={}", target.url);
+    let c = common::component("chaos-py");
+    let mut args = vec![
+        "run",
+        c.to_str().unwrap(),
+        "--duration",
+        "4s",
+        "--ramp-up",
+        "0s",
+        "--cpu-limit",
+        "300ms",
+        "--quiet",
+        "--out",
+        &out,
+        "-e",
+        &base,
+    ];
+    for e in env {
+        args.extend_from_slice(&["-e", e]);
+    }
+    let r = run(&args, Duration::from_secs(120));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    (summary(&json), r)
+}
+
+#[test]
+fn python_vus_that_spin_raise_or_eat_memory_end_only_their_own_iteration() {
+    let target = Target::start();
+    let (alone, _) = python_chaos(&target, "py-alone", &[]);
+    let before = target.requests();
+    let (chaos, r) = python_chaos(&target, "py-chaos", &["SPIN=1", "FAIL=1", "HOG=1"]);
+    let served = target.requests() - before;
+    let traps = &chaos["traps"];
+    assert!(traps["cpu-limit"].as_u64().unwrap_or(0) >= 1, "{traps}");
+    assert!(traps["memory-limit"].as_u64().unwrap_or(0) >= 1, "{traps}");
+    // An exception fails its iteration, with its traceback in the log.
+    assert!(chaos["iterations"]["failed"].as_u64().unwrap_or(0) >= 1);
+    assert!(
+        r.stderr.contains("Traceback (most recent call last)")
+            && r.stderr.contains("ValueError: chaos: failing on purpose"),
+        "{}",
+        r.stderr
+    );
+    // The steady VUs went on, every request counted by both sides.
+    let (a, c) = (total_requests(&alone), total_requests(&chaos));
+    assert_eq!(c, served, "runner and server disagree");
+    assert!(a > 100, "too few to compare: {a}");
+    assert!(
+        c * 100 >= a * 75,
+        "{c} requests beside misbehaving VUs vs {a} alone"
+    );
+    assert_eq!(chaos["checks"][0]["fail"], 0);
+    assert!(r.elapsed < Duration::from_secs(30), "{:?}", r.elapsed);
+}

@@ -105,6 +105,8 @@ impl From<ScenarioOptions> for OptionsView {
 
 /// Inspects the component at `path`; `env` is passed to its `options()`.
 pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read scenario {shown}"))?;
     let settings = EngineSettings {
         instances: 1,
         memory_limit: 256 << 20,
@@ -112,10 +114,9 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         core_instances: 64,
         tables: 64,
         table_elements: 1_000_000,
+        cow: engine::wants_cow(&bytes),
     };
     let engine = engine::build(&settings, false)?;
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read scenario {shown}"))?;
     let scenario = engine::load(&engine, &shown, &bytes, &settings)?;
     let ty = scenario.component.component_type();
     let mut imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_owned()).collect();

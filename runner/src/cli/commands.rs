@@ -374,10 +374,11 @@ fn new(args: &super::NewArgs) -> Result<i32> {
     let made = crate::scaffold::create(&args.path, args.lang)?;
     let dir = made.dir.display();
     println!("created {dir}\n");
-    println!(
-        "build it:\n    cd {dir}\n    . ./wasm-env.sh && {}\n",
-        made.build
-    );
+    let build = match args.lang {
+        crate::scaffold::Lang::Rust => format!(". ./wasm-env.sh && {}", made.build),
+        crate::scaffold::Lang::Python => made.build.clone(),
+    };
+    println!("build it:\n    cd {dir}\n    {build}\n");
     println!(
         "run it:\n    runner run {} --vus 10 --duration 30s -e BASE_URL=http://127.0.0.1:8080",
         made.component

@@ -155,3 +155,17 @@ pub fn root_message(e: &anyhow::Error) -> String {
     parts.dedup();
     parts.join(": ").replace('\n', " ")
 }
+
+/// Bytes of data segments in a component's core modules: what its
+/// memories start with.
+pub(crate) fn initial_data_bytes(bytes: &[u8]) -> u64 {
+    let mut n = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Ok(wasmparser::Payload::DataSection(reader)) = payload {
+            for data in reader.into_iter().flatten() {
+                n = n.saturating_add(data.data.len() as u64);
+            }
+        }
+    }
+    n
+}

@@ -41,7 +41,21 @@ pub struct EngineSettings {
     pub tables: u32,
     /// Elements per table.
     pub table_elements: u32,
+    /// Map initial memories copy-on-write from one image (see
+    /// [`wants_cow`]).
+    pub cow: bool,
 }
+
+/// Whether a component's initial memories are big enough to share: an
+/// interpreter's heap snapshot (megabytes, mostly never written) is then
+/// mapped copy-on-write, so VUs share its untouched pages; a small Rust
+/// guest is cheaper copied.
+pub fn wants_cow(bytes: &[u8]) -> bool {
+    load::initial_data_bytes(bytes) > COW_FROM
+}
+
+/// Initial data, bytes, from which memories are mapped copy-on-write.
+const COW_FROM: u64 = 1 << 20;
 
 impl EngineSettings {
     /// The per-store limiter matching these settings.
@@ -60,7 +74,7 @@ impl EngineSettings {
     pub fn map_count_needed(&self) -> u64 {
         // Measured: ~2 per async stack slot (guard page) and ~2 per live
         // instance's memory and tables; plus a margin for the runtime.
-        u64::from(self.instances) * 5 + 4_096
+        u64::from(self.instances) * if self.cow { 7 } else { 5 } + 4_096
     }
 
     /// Virtual address space the pools reserve, bytes.
@@ -104,14 +118,44 @@ pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
         .memory_reservation_for_growth(0)
         // Copy-on-write init costs two more mappings per VU and buys
         // nothing for small guests.
-        .memory_init_cow(false)
+        .memory_init_cow(settings.cow)
         // Traps are classified by code; capturing backtraces would make a
         // VU that traps in a loop expensive for everyone else.
         .wasm_backtrace_max_frames(None);
     if pooling {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
+    // Compiled code is kept on disk by the component's hash: an
+    // interpreter (CPython, a JS engine) takes seconds to compile, then
+    // loads in a fraction of one the next time.
+    cfg.cache(compile_cache());
     Engine::new(&cfg)
         .map_err(anyhow::Error::from)
         .context("cannot set up the WebAssembly engine")
+}
+
+/// The on-disk cache of compiled components: `$RUNNER_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/runner`, else `~/.cache/runner`; none if it cannot be
+/// made (the run then compiles, as without a cache).
+fn compile_cache() -> Option<wasmtime::Cache> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    let dir = env("RUNNER_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("runner")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache/runner")))?
+        .join("compiled");
+    std::fs::create_dir_all(&dir).ok()?;
+    let dir = std::fs::canonicalize(&dir).ok()?;
+    let mut config = wasmtime::CacheConfig::new();
+    config.with_directory(dir);
+    match wasmtime::Cache::new(config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::debug!("no compile cache: {e}");
+            None
+        }
+    }
 }

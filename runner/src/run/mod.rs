@@ -101,6 +101,7 @@ pub async fn prepare_as(
         core_instances: o.instance_limit,
         tables: o.table_limit,
         table_elements: o.table_elements,
+        cow: engine::wants_cow(&bytes),
     };
     let probe_engine =
         engine::build(&settings, false).map_err(|e| PrepareError::System(message(&e)))?;

@@ -3,6 +3,7 @@
 //! it, so the project builds offline from the registry cache and never
 //! drifts from the host that runs it.
 
+mod python;
 mod rust;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use anyhow::{bail, Context, Result};
 pub enum Lang {
     /// Rust, built with `cargo component build --release`.
     Rust,
+    /// Python, built with componentize-py.
+    Python,
 }
 
 /// One file of a project: its path in the project, and its text.
@@ -67,6 +70,7 @@ pub fn create(dir: &Path, lang: Lang) -> Result<Created> {
     }
     let (files, build, component) = match lang {
         Lang::Rust => rust::project(&name),
+        Lang::Python => python::project(&name),
     };
     for f in &files {
         let path = dir.join(&f.path);
@@ -131,5 +135,21 @@ mod tests {
         assert!(read("sdk/guest-sdk/Cargo.toml").contains("wit-bindgen = \"0."));
         assert!(read("src/lib.rs").contains("guest_sdk::main!(iteration)"));
         assert_eq!(made.component, "target/wasm32-wasip1/release/shop.wasm");
+    }
+
+    #[test]
+    fn a_python_project_carries_the_sdk_and_the_wit_of_this_runner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = create(&dir.path().join("shop"), Lang::Python).expect("created");
+        let read = |p: &str| std::fs::read_to_string(made.dir.join(p)).expect(p);
+        assert_eq!(
+            read("sdk/wit/http.wit"),
+            include_str!("../../../wit/http.wit")
+        );
+        assert!(read("sdk/runner/__init__.py").contains("class Scenario("));
+        assert!(read("app.py").contains("def default():"));
+        assert!(read("requirements.txt").starts_with("componentize-py=="));
+        assert_eq!(made.build, python::BUILD);
+        assert_eq!(made.component, "app.wasm");
     }
 }
