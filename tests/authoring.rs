@@ -132,6 +132,15 @@ fn a_new_python_project_builds_outside_the_repository_and_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let shown = run(
+        &["inspect", dir.join("app.wasm").to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(
+        shown.stdout.contains("language  Python 3.") && shown.stdout.contains("(componentize-py)"),
+        "{}",
+        shown.stdout
+    );
     // No extra flags: the runner sizes the pool from the component.
     let target = Target::start();
     let json = tmp.path().join("r.json");
@@ -219,4 +228,43 @@ fn python_vus_that_spin_raise_or_eat_memory_end_only_their_own_iteration() {
     );
     assert_eq!(chaos["checks"][0]["fail"], 0);
     assert!(r.elapsed < Duration::from_secs(30), "{:?}", r.elapsed);
+}
+
+#[test]
+fn python_mqtt_and_nats_counts_match_the_brokers_own() {
+    let broker = common::brokers::Mosquitto::start("py-messaging");
+    let server = common::brokers::Nats::start("py-messaging");
+    let mqtt_url = format!("MQTT_URL={}", broker.url());
+    let nats_url = format!("NATS_URL={}", server.url());
+    let (r, s) = common::run_example(
+        "messaging-py",
+        "py-messaging",
+        &[
+            "-e",
+            &mqtt_url,
+            "-e",
+            &nats_url,
+            "--vus",
+            "2",
+            "--iterations",
+            "3",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(s["iterations"]["ok"], 6, "{}", r.stderr);
+    for c in s["checks"].as_array().expect("checks") {
+        assert_eq!(c["fail"], 0, "{c}");
+        assert_eq!(c["pass"], 6, "{c}");
+    }
+    let row = |section: &str, name: &str| common::messaging_row(&s, section, name).clone();
+    // 2 VUs × 3 iterations × 5 messages, each way, on both protocols.
+    assert_eq!(row("mqtt", "py-topic")["published"], 30);
+    assert_eq!(row("mqtt", "py-topic")["received"], 30);
+    assert_eq!(row("nats", "py-subject")["published"], 30);
+    assert_eq!(row("nats", "py-subject")["received"], 30);
+    let sys = broker.sys(&["publish/messages/received", "publish/messages/sent"]);
+    assert_eq!(sys["publish/messages/received"], 30, "{sys:?}");
+    assert_eq!(sys["publish/messages/sent"], 30, "{sys:?}");
+    assert_eq!(server.varz("in_msgs"), 30);
+    assert_eq!(server.varz("out_msgs"), 30);
 }

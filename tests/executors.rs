@@ -488,6 +488,13 @@ fn inspect_shows_imports_and_declared_options() {
         .any(|i| i == "runner:scenario/http@0.1.0"));
     assert_eq!(v["exports"][0], "runner:scenario/scenario@0.1.0");
     assert!(v["bytes"].as_u64().unwrap() > 1000);
+    assert!(
+        v["language"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("Rust")),
+        "{}",
+        v["language"]
+    );
     let classes = v["options"]["classes"].as_array().unwrap();
     let names: Vec<&str> = classes
         .iter()

@@ -26,6 +26,8 @@ pub struct Report {
     pub exports: Vec<String>,
     /// Whether it imports WASI (built with std for wasm32-wasip1/p2).
     pub uses_wasi: bool,
+    /// The language and toolchain it was built with, when that shows.
+    pub language: Option<String>,
     /// Core instances one VU of it creates (what the pool is sized for).
     pub core_instances: u32,
     /// Tables one VU of it creates.
@@ -146,6 +148,7 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         imports,
         exports,
         uses_wasi,
+        language: engine::guest_language(&bytes),
         core_instances: scenario.core_instances,
         tables: scenario.tables,
         options: options.into(),
@@ -174,6 +177,9 @@ impl Report {
                 "no"
             }
         );
+        if let Some(l) = &self.language {
+            let _ = writeln!(s, "language  {l}");
+        }
         let _ = writeln!(
             s,
             "per VU    {} core instances, {} table(s)",

@@ -169,3 +169,54 @@ pub(crate) fn initial_data_bytes(bytes: &[u8]) -> u64 {
     }
     n
 }
+
+/// The language and toolchain a component was built with, when its
+/// metadata or module names tell: `Python 3.14 (componentize-py)`,
+/// `JavaScript (componentize-js)`, `Rust (wasip1 adapter)`...
+pub fn guest_language(bytes: &[u8]) -> Option<String> {
+    let mut languages: Vec<String> = Vec::new();
+    let mut processed: Vec<String> = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::CustomSection(c)) = payload else {
+            continue;
+        };
+        let wasmparser::KnownCustom::Producers(reader) = c.as_known() else {
+            continue;
+        };
+        for field in reader.into_iter().flatten() {
+            let into = match field.name {
+                "language" => &mut languages,
+                "processed-by" => &mut processed,
+                _ => continue,
+            };
+            for v in field.values.into_iter().flatten() {
+                if !into.iter().any(|n| n == v.name) {
+                    into.push(v.name.to_owned());
+                }
+            }
+        }
+    }
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    const PYTHON: &[u8] = b"libpython3.";
+    if let Some(at) = bytes.windows(PYTHON.len()).position(|w| w == PYTHON) {
+        let minor: String = bytes[at + PYTHON.len()..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .map(|&b| char::from(b))
+            .collect();
+        return Some(format!("Python 3.{minor} (componentize-py)"));
+    }
+    if has(b"StarlingMonkey")
+        || has(b"starlingmonkey")
+        || processed.iter().any(|p| p.contains("ComponentizeJS"))
+    {
+        return Some("JavaScript (componentize-js)".to_owned());
+    }
+    let language = languages.first()?.clone();
+    let adapter = has(b"wit-component:adapter:wasi_snapshot_preview1");
+    Some(if adapter {
+        format!("{language} (wasip1 adapter)")
+    } else {
+        language
+    })
+}
