@@ -115,8 +115,10 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("x"), "").expect("write");
-        let e = create(dir.path(), Lang::Rust).expect_err("not empty");
+        let taken = dir.path().join("shop");
+        std::fs::create_dir(&taken).expect("mkdir");
+        std::fs::write(taken.join("x"), "").expect("write");
+        let e = create(&taken, Lang::Rust).expect_err("not empty");
         assert!(e.to_string().contains("is not empty"), "{e}");
     }
 
