@@ -37,8 +37,14 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    spins in guest code the same way: the neighbours' requests and p99 as
    ratios to alone (medians of 3).
 
-`--only messaging`, `--only http`, `--only watch`, `--only federation` or
-`--only adversary` runs one part.
+8. Guests in other languages (`--only guests`): resident memory per VU of
+   the Python demo (hello-py, componentize-py) beside the Rust one
+   (hello-http), each VU looping "GET, then sleep 1 s", at 50 and 200 VUs
+   (the marginal KiB per VU between the two), with the time to start them
+   and to compile the component with and without the on-disk cache.
+
+`--only messaging`, `--only http`, `--only watch`, `--only federation`,
+`--only adversary` or `--only guests` runs one part.
 """
 
 import statistics
@@ -480,18 +486,57 @@ def adversary(url, tmp):
               f"the adversary: {loop.get('guest_cpu_ms', 0):,.0f} ms guest + {loop.get('host_cpu_ms', 0):,.0f} ms host CPU |")
 
 
+def with_nginx(tmp, part):
+    """Runs `part(url, tmp)` against a fresh local nginx."""
+    port = free_port()
+    nginx = start_nginx(tmp, port)
+    try:
+        part(f"http://127.0.0.1:{port}", tmp)
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+
+def guest_rss(scenario, vus, url, tmp):
+    """RSS (KiB) of `vus` VUs of `scenario` looping GET + sleep 1 s, once
+    all started; and the seconds they took to start."""
+    out = os.path.join(tmp, f"{scenario}-{vus}.json")
+    p = subprocess.Popen(
+        [RUNNER, "run", os.path.join(SCENARIOS, f"{scenario}.wasm"), "--vus", str(vus),
+         "--duration", "8s", "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "THINK_MS=1000",
+         "--quiet", "--out", f"json={out}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(7.0)
+    rss = rss_kib(p.pid)
+    _, err = p.communicate(timeout=300)
+    if p.returncode != 0:
+        sys.exit(f"bench: runner failed: {err.decode()}")
+    return rss, json.load(open(out))["meta"]["startup_s"]
+
+
+def guests(url, tmp):
+    cache = os.path.join(tmp, "cache")
+    for scenario in ("hello-http", "hello-py"):
+        env = dict(os.environ, RUNNER_CACHE_DIR=cache)
+        times = []
+        for _ in range(2):
+            t0 = time.time()
+            subprocess.run([RUNNER, "inspect", os.path.join(SCENARIOS, f"{scenario}.wasm")],
+                           env=env, stdout=subprocess.DEVNULL, check=True)
+            times.append(time.time() - t0)
+        print(f"| {scenario}: load (compile) cold / cached | {times[0]:.2f} s / {times[1]:.2f} s |")
+        small, _ = guest_rss(scenario, 50, url, tmp)
+        big, secs = guest_rss(scenario, 200, url, tmp)
+        print(f"| {scenario}: 200 VUs GET + sleep 1 s | RSS {big / 1024:.0f} MiB, "
+              f"{(big - small) / 150:,.0f} KiB per VU (200 − 50), started in {secs:.2f} s |")
+
+
 def main():
-    if ONLY == "adversary":
+    if ONLY in ("adversary", "watch", "guests"):
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
-        port = free_port()
-        nginx = start_nginx(tmp, port)
         print("| measurement | value |")
         print("|---|---|")
-        try:
-            adversary(f"http://127.0.0.1:{port}", tmp)
-        finally:
-            nginx.terminate()
-            nginx.wait()
+        with_nginx(tmp, {"adversary": adversary, "watch": watch, "guests": guests}[ONLY])
         shutil.rmtree(tmp, ignore_errors=True)
         return
     if ONLY == "federation":
@@ -499,19 +544,6 @@ def main():
         print("| measurement | value |")
         print("|---|---|")
         federation(None, tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    if ONLY == "watch":
-        tmp = tempfile.mkdtemp(prefix="runner-bench-")
-        port = free_port()
-        nginx = start_nginx(tmp, port)
-        print("| measurement | value |")
-        print("|---|---|")
-        try:
-            watch(f"http://127.0.0.1:{port}", tmp)
-        finally:
-            nginx.terminate()
-            nginx.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         return
     if ONLY == "messaging":
