@@ -42,6 +42,10 @@ impl std::fmt::Display for HandlesExceeded {
 
 impl std::error::Error for HandlesExceeded {}
 
+/// A gap between iterations at least this long (a think time, pacing)
+/// ends a VU's busy streak.
+const TICK_GAP: Duration = Duration::from_millis(1);
+
 /// Caps on what one VU's instance may allocate.
 #[derive(Clone, Copy, Debug)]
 pub struct Limiter {
@@ -131,6 +135,8 @@ pub struct CpuBudget {
     /// What the last charge found: the guest ran less than half a tick
     /// since it resumed (it has been off the CPU, parked).
     fresh: bool,
+    /// When the guest last returned to the runner (an iteration ended).
+    returned: Option<Instant>,
     /// Since the VU began: guest and host time.
     total_guest: Duration,
     total_host: Duration,
@@ -149,6 +155,7 @@ impl CpuBudget {
             guest_since: None,
             streak: 0,
             fresh: false,
+            returned: None,
             total_guest: Duration::ZERO,
             total_host: Duration::ZERO,
         }
@@ -162,8 +169,18 @@ impl CpuBudget {
         self.used = Duration::ZERO;
         self.host = Duration::ZERO;
         self.guest = Duration::ZERO;
-        self.streak = 0;
-        self.last = Instant::now();
+        // A VU that goes from one iteration straight into the next is still
+        // busy: its streak goes on, or a loop of short iterations would
+        // escape taking turns for the first ticks of each. A pause (think
+        // time, pacing) ends it.
+        let now = Instant::now();
+        let gap = self
+            .returned
+            .map_or(TICK_GAP, |t| now.saturating_duration_since(t));
+        if gap >= TICK_GAP {
+            self.streak = 0;
+        }
+        self.last = now;
     }
 
     /// Forgets the host call under way (the epoch check's own yield, which
@@ -202,6 +219,8 @@ impl CpuBudget {
             }
             if from_host_call {
                 self.entered = Some(now);
+            } else {
+                self.returned = Some(now);
             }
         }
     }
@@ -225,6 +244,8 @@ impl CpuBudget {
     /// Notes that the guest resumes running now, after a host call.
     pub fn resumed(&mut self) {
         self.last = Instant::now();
+        // It was parked: whatever it does next, it has let the others run.
+        self.streak = 0;
     }
 
     /// Charges the time since the guest last resumed or was last charged,
