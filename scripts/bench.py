@@ -43,8 +43,15 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    (the marginal KiB per VU between the two), with the time to start them
    and to compile the component with and without the on-disk cache.
 
+9. Connected VUs (`--only connected`, also in the default run): RSS of
+   hello-http VUs looping "GET, then sleep 1 s" at 1,000 and 5,000 VUs,
+   and the marginal KiB per connected VU.
+
+The HTTP part runs oha beside wrk when it is installed
+(`scripts/bench-setup.sh` installs both).
+
 `--only messaging`, `--only http`, `--only watch`, `--only federation`,
-`--only adversary` or `--only guests` runs one part.
+`--only adversary`, `--only guests` or `--only connected` runs one part.
 """
 
 import statistics
@@ -114,7 +121,8 @@ worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 40000;
+events {{ worker_connections 20000; }}
 http {{
     access_log off;
     keepalive_requests 1000000;
@@ -486,6 +494,31 @@ def adversary(url, tmp):
               f"the adversary: {loop.get('guest_cpu_ms', 0):,.0f} ms guest + {loop.get('host_cpu_ms', 0):,.0f} ms host CPU |")
 
 
+def oha_run(url):
+    """oha -c50 for HTTP_SECONDS against url: (req/s, CPU µs per request),
+    or None when oha is not installed (scripts/bench-setup.sh installs it)."""
+    if not shutil.which("oha"):
+        return None
+    wall, cpu, out = measure(["oha", "-z", f"{HTTP_SECONDS}s", "-c", "50", "--no-tui",
+                              "--output-format", "json", url + "/"])
+    summary = json.loads(out)
+    n = sum(summary.get("statusCodeDistribution", {}).values())
+    if n == 0:
+        sys.exit("bench: oha made no requests")
+    return n / summary["summary"]["total"], cpu * 1e6 / n
+
+
+def connected(url, tmp):
+    """Memory of VUs that have connected: hello-http looping "GET, then
+    sleep 1 s", at 1,000 and 5,000 VUs."""
+    raise_nofile()
+    r = {}
+    for vus in (1000, 5000):
+        r[vus], secs = guest_rss("hello-http", vus, url, tmp)
+        print(f"| {vus:,} VUs GET + sleep 1 s | RSS {r[vus] / 1024:.0f} MiB, started in {secs:.2f} s |")
+    print(f"| marginal RSS per connected VU (5k − 1k) / 4k | {(r[5000] - r[1000]) / 4000:.1f} KiB |")
+
+
 def with_nginx(tmp, part):
     """Runs `part(url, tmp)` against a fresh local nginx."""
     port = free_port()
@@ -532,11 +565,12 @@ def guests(url, tmp):
 
 
 def main():
-    if ONLY in ("adversary", "watch", "guests"):
+    if ONLY in ("adversary", "watch", "guests", "connected"):
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         print("| measurement | value |")
         print("|---|---|")
-        with_nginx(tmp, {"adversary": adversary, "watch": watch, "guests": guests}[ONLY])
+        parts = {"adversary": adversary, "watch": watch, "guests": guests, "connected": connected}
+        with_nginx(tmp, parts[ONLY])
         shutil.rmtree(tmp, ignore_errors=True)
         return
     if ONLY == "federation":
@@ -593,6 +627,12 @@ def main():
         print(f"| wrk -t1 -c50, {HTTP_SECONDS}s, GET nginx | {wrk[0]:,.0f} req/s, {wrk[1]:.1f} µs CPU/request |")
         print(f"| runner 50 VUs hello-http THINK_MS=0, {HTTP_SECONDS}s | {ours[0]:,.0f} req/s, {ours[1]:.1f} µs CPU/request ({failed} failed) |")
         print(f"| runner / wrk | {ours[0] / wrk[0]:.2f}× the rate, {ours[1] / wrk[1]:.2f}× the CPU per request |")
+        oha = oha_run(url)
+        if oha:
+            print(f"| oha -c50, {HTTP_SECONDS}s, GET nginx | {oha[0]:,.0f} req/s, {oha[1]:.1f} µs CPU/request |")
+            print(f"| runner / oha | {ours[0] / oha[0]:.2f}× the rate, {ours[1] / oha[1]:.2f}× the CPU per request |")
+        else:
+            print("| oha | not installed: run scripts/bench-setup.sh |")
         rate = 5000
         summary = os.path.join(tmp, "open.json")
         measure([RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"), "--rate", str(rate),
@@ -604,6 +644,7 @@ def main():
               f"{it['ok'] + it['failed']:,} iterations, {it['dropped']} dropped, scheduler lag p99 {it['scheduler_lag_ms']['p99'] * 1000:.0f} µs, "
               f"iteration latency from scheduled start p99 {it['latency_ms']['p99']:.2f} ms |")
         watch(url, tmp)
+        connected(url, tmp)
     finally:
         nginx.terminate()
         nginx.wait()
