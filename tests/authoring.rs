@@ -3,21 +3,20 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{root, run, summary, total_requests, Target};
 
-/// Builds the project in `dir` with the command `runner new` printed,
-/// through the repository's choice of wasm toolchain.
-fn build(dir: &std::path::Path, command: &str) {
-    // Shared by every run of this test, so dependencies build once.
-    let target_dir = root().join("target/new-projects");
+/// Runs a project's build `command` in `dir` (with `env` set), as its
+/// author would; fails the test with the build's output if it fails.
+fn build(dir: &Path, command: &str, env: &[(&str, String)]) {
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!(". ./wasm-env.sh && {command}"))
+        .arg(command)
         .current_dir(dir)
-        .env("CARGO_TARGET_DIR", &target_dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("run the build");
     assert!(
@@ -26,6 +25,41 @@ fn build(dir: &std::path::Path, command: &str) {
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `wasm` with `vus` VUs of `iterations` iterations each against a
+/// fresh target, no think time; the runner's request count, the target's
+/// own and the passing checks must all be `vus × iterations`.
+fn run_counted(wasm: &Path, tmp: &Path, vus: u64, iterations: u64) {
+    let target = Target::start();
+    let json = tmp.join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let out = format!("json={}", json.display());
+    let (v, i) = (vus.to_string(), iterations.to_string());
+    let r = run(
+        &[
+            "run",
+            wasm.to_str().unwrap(),
+            "--vus",
+            &v,
+            "--iterations",
+            &i,
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=0",
+            "--quiet",
+            "--out",
+            &out,
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let s = summary(&json);
+    let n = vus * iterations;
+    assert_eq!(total_requests(&s), n);
+    assert_eq!(target.requests(), n, "the target's own count");
+    assert_eq!(s["checks"][0]["pass"], n, "{}", s["checks"]);
 }
 
 #[test]
@@ -38,35 +72,16 @@ fn a_new_rust_project_builds_outside_the_repository_and_runs() {
     );
     assert_eq!(made.code, Some(0), "{}", made.stderr);
     assert!(made.stdout.contains("cargo component build --release"));
-    build(&dir, "cargo component build --release");
-    let wasm = root().join("target/new-projects/wasm32-wasip1/release/checkout_flow.wasm");
-    assert!(wasm.exists(), "{} was not built", wasm.display());
-
-    let target = Target::start();
-    let json = tmp.path().join("r.json");
-    let base = format!("BASE_URL={}", target.url);
-    let out = format!("json={}", json.display());
-    let r = run(
-        &[
-            "run",
-            wasm.to_str().unwrap(),
-            "--vus",
-            "3",
-            "--iterations",
-            "2",
-            "-e",
-            &base,
-            "--quiet",
-            "--out",
-            &out,
-        ],
-        Duration::from_secs(60),
+    // Shared by every run of this test, so dependencies build once.
+    let target_dir = root().join("target/new-projects");
+    build(
+        &dir,
+        ". ./wasm-env.sh && cargo component build --release",
+        &[("CARGO_TARGET_DIR", target_dir.display().to_string())],
     );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let s = summary(&json);
-    assert_eq!(total_requests(&s), 6);
-    assert_eq!(target.requests(), 6, "the target's own count");
-    assert_eq!(s["checks"][0]["pass"], 6, "{}", s["checks"]);
+    let wasm = target_dir.join("wasm32-wasip1/release/checkout_flow.wasm");
+    assert!(wasm.exists(), "{} was not built", wasm.display());
+    run_counted(&wasm, tmp.path(), 3, 2);
 
     // A second project in the same place is refused in one line.
     let again = run(&["new", dir.to_str().unwrap()], Duration::from_secs(30));
@@ -119,18 +134,7 @@ fn a_new_python_project_builds_outside_the_repository_and_runs() {
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&command)
-        .current_dir(&dir)
-        .env("PATH", path)
-        .output()
-        .expect("run componentize-py");
-    assert!(
-        out.status.success(),
-        "{command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build(&dir, &command, &[("PATH", path)]);
 
     let shown = run(
         &["inspect", dir.join("app.wasm").to_str().unwrap()],
@@ -142,33 +146,7 @@ fn a_new_python_project_builds_outside_the_repository_and_runs() {
         shown.stdout
     );
     // No extra flags: the runner sizes the pool from the component.
-    let target = Target::start();
-    let json = tmp.path().join("r.json");
-    let base = format!("BASE_URL={}", target.url);
-    let out = format!("json={}", json.display());
-    let r = run(
-        &[
-            "run",
-            dir.join("app.wasm").to_str().unwrap(),
-            "--vus",
-            "3",
-            "--iterations",
-            "4",
-            "-e",
-            &base,
-            "-e",
-            "THINK_MS=0",
-            "--quiet",
-            "--out",
-            &out,
-        ],
-        Duration::from_secs(90),
-    );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let s = summary(&json);
-    assert_eq!(total_requests(&s), 12);
-    assert_eq!(target.requests(), 12, "the target's own count");
-    assert_eq!(s["checks"][0]["pass"], 12, "{}", s["checks"]);
+    run_counted(&dir.join("app.wasm"), tmp.path(), 3, 4);
 }
 
 /// Runs the Python chaos example for 4 s with `env` (`KEY=VALUE`).
