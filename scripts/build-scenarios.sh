@@ -19,4 +19,10 @@ for py in scenarios/python/*.py; do
     target/pyenv/bin/componentize-py -d wit -w load-test componentize \
         -p guest-sdk/python -p scenarios/python "$name" -o "target/scenarios/$name-py.wasm" >/dev/null
 done
+# JavaScript scenarios, with the JavaScript guest SDK, by its build script
+# (rolldown and componentize-qjs from target/jsenv, set up by setup.sh).
+for js in scenarios/js/*.js; do
+    name=$(basename "$js" .js)
+    RUNNER_JS_TOOLS=target/jsenv node guest-sdk/js/build.mjs "$js" -o "target/scenarios/$name-js.wasm" >/dev/null
+done
 ls target/scenarios

@@ -149,12 +149,91 @@ fn a_new_python_project_builds_outside_the_repository_and_runs() {
     run_counted(&dir.join("app.wasm"), tmp.path(), 3, 4);
 }
 
-/// Runs the Python chaos example for 4 s with `env` (`KEY=VALUE`).
-fn python_chaos(target: &Target, name: &str, env: &[&str]) -> (serde_json::Value, common::Run) {
-    let json = common::scratch(name).join("r.json");
+#[test]
+fn a_new_js_project_builds_outside_the_repository_and_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("js-flow");
+    let made = run(
+        &["new", dir.to_str().unwrap(), "--lang", "js"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let command = made
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("npm install"))
+        .expect("the build command")
+        .to_owned();
+    // As printed; npm's cache (filled by scripts/setup.sh) serves the tools.
+    build(
+        &dir,
+        &command,
+        &[("npm_config_prefer_offline", "true".into())],
+    );
+    let shown = run(
+        &["inspect", dir.join("app.wasm").to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(
+        shown.stdout.contains("language  JavaScript (QuickJS"),
+        "{}",
+        shown.stdout
+    );
+    run_counted(&dir.join("app.wasm"), tmp.path(), 3, 4);
+}
+
+#[test]
+fn a_k6_script_runs_with_its_scenarios_executors_and_thresholds() {
+    let target = Target::start();
+    let (r, s) = common::run_against("shop-js", &target.url, "shop-js", &[]);
+    // Thresholds from the script's options held: exit 0.
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let requests = |name: &str| {
+        s["http"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == name))
+            .map(|x| common::num(&x["requests"]))
+            .unwrap_or_else(|| panic!("no HTTP row {name}: {}", s["http"]))
+    };
+    // per-vu-iterations: 2 VUs × 3, with the scenario's own env value.
+    assert_eq!(requests("batch-nightly"), 6);
+    // constant-arrival-rate: 20/s for the 3 s of the script's duration.
+    assert_eq!(requests("api"), 60);
+    // ramping-vus: each iteration one home and one product page, each
+    // product page counted by the script's own Counter.
+    let products = requests("product");
+    assert!(products > 20, "{products}");
+    assert_eq!(requests("home"), products);
+    assert_eq!(
+        s["counters"]["products_viewed {group=product, product=p-1}"],
+        products
+    );
+    assert_eq!(
+        total_requests(&s),
+        target.requests(),
+        "the target's own count"
+    );
+    let thresholds = s["thresholds"].as_array().expect("thresholds");
+    assert_eq!(thresholds.len(), 3, "{thresholds:?}");
+    for c in s["checks"].as_array().expect("checks") {
+        assert_eq!(c["fail"], 0, "{c}");
+    }
+    // The Trend's milliseconds: the product page answers after 5 ms.
+    let product_time = &s["timings"]["page_time {group=product, page=product}"];
+    assert!(
+        product_time["min"].as_f64().unwrap_or(0.0) >= 5.0,
+        "{product_time}"
+    );
+}
+
+/// Runs a chaos example (`chaos-py`, `chaos-js`) for 4 s with `env`
+/// (`KEY=VALUE`).
+fn chaos(target: &Target, example: &str, env: &[&str]) -> (serde_json::Value, common::Run) {
+    let json = common::scratch(&format!("{example}-{}", env.len())).join("r.json");
     let out = format!("json={}", json.display());
     let base = format!("BASE_URL={}", target.url);
-    let c = common::component("chaos-py");
+    let c = common::component(example);
     let mut args = vec![
         "run",
         c.to_str().unwrap(),
@@ -178,25 +257,23 @@ fn python_chaos(target: &Target, name: &str, env: &[&str]) -> (serde_json::Value
     (summary(&json), r)
 }
 
-#[test]
-fn python_vus_that_spin_raise_or_eat_memory_end_only_their_own_iteration() {
+/// The chaos example `example` beside its steady VUs: a spinning VU ends
+/// at the CPU limit, a memory hog at the memory limit, an exception fails
+/// its iteration with `error_lines` in the log; the steady VUs go on, every
+/// request counted by both sides.
+fn misbehaving_vus_end_only_their_own_iteration(example: &str, error_lines: &[&str]) {
     let target = Target::start();
-    let (alone, _) = python_chaos(&target, "py-alone", &[]);
+    let (alone, _) = chaos(&target, example, &[]);
     let before = target.requests();
-    let (chaos, r) = python_chaos(&target, "py-chaos", &["SPIN=1", "FAIL=1", "HOG=1"]);
+    let (chaos, r) = chaos(&target, example, &["SPIN=1", "FAIL=1", "HOG=1"]);
     let served = target.requests() - before;
     let traps = &chaos["traps"];
     assert!(traps["cpu-limit"].as_u64().unwrap_or(0) >= 1, "{traps}");
     assert!(traps["memory-limit"].as_u64().unwrap_or(0) >= 1, "{traps}");
-    // An exception fails its iteration, with its traceback in the log.
     assert!(chaos["iterations"]["failed"].as_u64().unwrap_or(0) >= 1);
-    assert!(
-        r.stderr.contains("Traceback (most recent call last)")
-            && r.stderr.contains("ValueError: chaos: failing on purpose"),
-        "{}",
-        r.stderr
-    );
-    // The steady VUs went on, every request counted by both sides.
+    for line in error_lines {
+        assert!(r.stderr.contains(line), "no {line:?} in {}", r.stderr);
+    }
     let (a, c) = (total_requests(&alone), total_requests(&chaos));
     assert_eq!(c, served, "runner and server disagree");
     assert!(a > 100, "too few to compare: {a}");
@@ -209,14 +286,35 @@ fn python_vus_that_spin_raise_or_eat_memory_end_only_their_own_iteration() {
 }
 
 #[test]
-fn python_mqtt_and_nats_counts_match_the_brokers_own() {
-    let broker = common::brokers::Mosquitto::start("py-messaging");
-    let server = common::brokers::Nats::start("py-messaging");
+fn python_vus_that_spin_raise_or_eat_memory_end_only_their_own_iteration() {
+    misbehaving_vus_end_only_their_own_iteration(
+        "chaos-py",
+        &[
+            "Traceback (most recent call last)",
+            "ValueError: chaos: failing on purpose",
+        ],
+    );
+}
+
+#[test]
+fn js_vus_that_spin_throw_or_eat_memory_end_only_their_own_iteration() {
+    misbehaving_vus_end_only_their_own_iteration(
+        "chaos-js",
+        &["TypeError: chaos: failing on purpose", "at fail ("],
+    );
+}
+
+/// The messaging example `example` (2 VUs × 3 iterations × 5 messages
+/// each way, names prefixed `prefix`) against real brokers: the runner's
+/// counts and the brokers' own agree.
+fn messaging_counts_match_the_brokers_own(example: &str, prefix: &str) {
+    let broker = common::brokers::Mosquitto::start(example);
+    let server = common::brokers::Nats::start(example);
     let mqtt_url = format!("MQTT_URL={}", broker.url());
     let nats_url = format!("NATS_URL={}", server.url());
     let (r, s) = common::run_example(
-        "messaging-py",
-        "py-messaging",
+        example,
+        example,
         &[
             "-e",
             &mqtt_url,
@@ -234,15 +332,27 @@ fn python_mqtt_and_nats_counts_match_the_brokers_own() {
         assert_eq!(c["fail"], 0, "{c}");
         assert_eq!(c["pass"], 6, "{c}");
     }
-    let row = |section: &str, name: &str| common::messaging_row(&s, section, name).clone();
+    let row = |section: &str, name: &str| {
+        common::messaging_row(&s, section, &format!("{prefix}-{name}")).clone()
+    };
     // 2 VUs × 3 iterations × 5 messages, each way, on both protocols.
-    assert_eq!(row("mqtt", "py-topic")["published"], 30);
-    assert_eq!(row("mqtt", "py-topic")["received"], 30);
-    assert_eq!(row("nats", "py-subject")["published"], 30);
-    assert_eq!(row("nats", "py-subject")["received"], 30);
+    assert_eq!(row("mqtt", "topic")["published"], 30);
+    assert_eq!(row("mqtt", "topic")["received"], 30);
+    assert_eq!(row("nats", "subject")["published"], 30);
+    assert_eq!(row("nats", "subject")["received"], 30);
     let sys = broker.sys(&["publish/messages/received", "publish/messages/sent"]);
     assert_eq!(sys["publish/messages/received"], 30, "{sys:?}");
     assert_eq!(sys["publish/messages/sent"], 30, "{sys:?}");
     assert_eq!(server.varz("in_msgs"), 30);
     assert_eq!(server.varz("out_msgs"), 30);
+}
+
+#[test]
+fn python_mqtt_and_nats_counts_match_the_brokers_own() {
+    messaging_counts_match_the_brokers_own("messaging-py", "py");
+}
+
+#[test]
+fn js_mqtt_and_nats_counts_match_the_brokers_own() {
+    messaging_counts_match_the_brokers_own("messaging-js", "js");
 }

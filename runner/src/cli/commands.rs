@@ -376,7 +376,7 @@ fn new(args: &super::NewArgs) -> Result<i32> {
     println!("created {dir}\n");
     let build = match args.lang {
         crate::scaffold::Lang::Rust => format!(". ./wasm-env.sh && {}", made.build),
-        crate::scaffold::Lang::Python => made.build.clone(),
+        crate::scaffold::Lang::Python | crate::scaffold::Lang::Js => made.build.clone(),
     };
     println!("build it:\n    cd {dir}\n    {build}\n");
     println!(

@@ -98,12 +98,25 @@ pub fn load(
 fn core_instances(bytes: &[u8]) -> u32 {
     let mut n = 0u32;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        if let Ok(wasmparser::Payload::InstanceSection(reader)) = payload {
-            for instance in reader.into_iter().flatten() {
-                if matches!(instance, wasmparser::Instance::Instantiate { .. }) {
-                    n = n.saturating_add(1);
+        match payload {
+            Ok(wasmparser::Payload::InstanceSection(reader)) => {
+                for instance in reader.into_iter().flatten() {
+                    if matches!(instance, wasmparser::Instance::Instantiate { .. }) {
+                        n = n.saturating_add(1);
+                    }
                 }
             }
+            // Calls between nested components go through adapter modules
+            // that wasmtime generates and instantiates itself: allow one
+            // per nested instantiation (an upper bound in practice).
+            Ok(wasmparser::Payload::ComponentInstanceSection(reader)) => {
+                for instance in reader.into_iter().flatten() {
+                    if matches!(instance, wasmparser::ComponentInstance::Instantiate { .. }) {
+                        n = n.saturating_add(1);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     n.max(1)
@@ -205,6 +218,9 @@ pub fn guest_language(bytes: &[u8]) -> Option<String> {
             .map(|&b| char::from(b))
             .collect();
         return Some(format!("Python 3.{minor} (componentize-py)"));
+    }
+    if has(b"componentize_qjs") || has(b"componentize-qjs") {
+        return Some("JavaScript (QuickJS, componentize-qjs)".to_owned());
     }
     if has(b"StarlingMonkey")
         || has(b"starlingmonkey")

@@ -3,6 +3,7 @@
 //! it, so the project builds offline from the registry cache and never
 //! drifts from the host that runs it.
 
+mod js;
 mod python;
 mod rust;
 
@@ -17,12 +18,23 @@ pub enum Lang {
     Rust,
     /// Python, built with componentize-py.
     Python,
+    /// JavaScript (k6-shaped), built with componentize-qjs.
+    Js,
 }
 
 /// One file of a project: its path in the project, and its text.
 pub(crate) struct File {
     pub path: String,
     pub text: String,
+}
+
+impl File {
+    fn new(path: &str, text: String) -> File {
+        File {
+            path: path.to_owned(),
+            text,
+        }
+    }
 }
 
 /// The WIT world, as this runner's host implements it.
@@ -71,6 +83,7 @@ pub fn create(dir: &Path, lang: Lang) -> Result<Created> {
     let (files, build, component) = match lang {
         Lang::Rust => rust::project(&name),
         Lang::Python => python::project(&name),
+        Lang::Js => js::project(&name),
     };
     for f in &files {
         let path = dir.join(&f.path);
@@ -153,5 +166,23 @@ mod tests {
         assert!(read("requirements.txt").starts_with("componentize-py=="));
         assert_eq!(made.build, python::BUILD);
         assert_eq!(made.component, "app.wasm");
+    }
+
+    #[test]
+    fn a_js_project_carries_the_sdk_and_the_wit_of_this_runner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = create(&dir.path().join("shop"), Lang::Js).expect("created");
+        let read = |p: &str| std::fs::read_to_string(made.dir.join(p)).expect(p);
+        assert_eq!(
+            read("sdk/wit/nats.wit"),
+            include_str!("../../../wit/nats.wit")
+        );
+        assert!(read("sdk/build.mjs").contains("componentize"));
+        assert!(read("app.js").contains("export default function"));
+        let package: serde_json::Value =
+            serde_json::from_str(&read("package.json")).expect("package.json is JSON");
+        assert_eq!(package["name"], "shop");
+        assert_eq!(package["devDependencies"]["componentize-qjs"], "0.4.5");
+        assert_eq!(made.build, js::BUILD);
     }
 }

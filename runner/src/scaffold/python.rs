@@ -61,27 +61,20 @@ pub(crate) const BUILD: &str =
 /// makes.
 pub(super) fn project(name: &str) -> (Vec<File>, String, String) {
     let mut files = vec![
-        file("app.py", TEMPLATE.to_owned()),
-        file("requirements.txt", format!("{COMPONENTIZE_PY}\n")),
-        file(".gitignore", "/app.wasm\n__pycache__/\n".to_owned()),
-        file("README.md", readme(name)),
+        File::new("app.py", TEMPLATE.to_owned()),
+        File::new("requirements.txt", format!("{COMPONENTIZE_PY}\n")),
+        File::new(".gitignore", "/app.wasm\n__pycache__/\n".to_owned()),
+        File::new("README.md", readme(name)),
     ];
     files.extend(
         SDK.iter()
-            .map(|(p, t)| file(&format!("sdk/runner/{p}"), (*t).to_owned())),
+            .map(|(p, t)| File::new(&format!("sdk/runner/{p}"), (*t).to_owned())),
     );
     files.extend(
         WIT.iter()
-            .map(|(p, t)| file(&format!("sdk/wit/{p}"), (*t).to_owned())),
+            .map(|(p, t)| File::new(&format!("sdk/wit/{p}"), (*t).to_owned())),
     );
     (files, BUILD.to_owned(), "app.wasm".to_owned())
-}
-
-fn file(path: &str, text: String) -> File {
-    File {
-        path: path.to_owned(),
-        text,
-    }
 }
 
 fn readme(name: &str) -> String {

@@ -36,20 +36,20 @@ const WASM_ENV: &str = include_str!("../../../scripts/wasm-env.sh");
 /// makes.
 pub(super) fn project(name: &str) -> (Vec<File>, String, String) {
     let mut files = vec![
-        file("Cargo.toml", manifest(name)),
-        file("src/lib.rs", TEMPLATE.to_owned()),
-        file("sdk/guest-sdk/Cargo.toml", sdk_manifest()),
-        file("wasm-env.sh", WASM_ENV.to_owned()),
-        file(".gitignore", "/target/\n".to_owned()),
-        file("README.md", readme(name)),
+        File::new("Cargo.toml", manifest(name)),
+        File::new("src/lib.rs", TEMPLATE.to_owned()),
+        File::new("sdk/guest-sdk/Cargo.toml", sdk_manifest()),
+        File::new("wasm-env.sh", WASM_ENV.to_owned()),
+        File::new(".gitignore", "/target/\n".to_owned()),
+        File::new("README.md", readme(name)),
     ];
     files.extend(
         SDK.iter()
-            .map(|(p, t)| file(&format!("sdk/guest-sdk/src/{p}"), (*t).to_owned())),
+            .map(|(p, t)| File::new(&format!("sdk/guest-sdk/src/{p}"), (*t).to_owned())),
     );
     files.extend(
         WIT.iter()
-            .map(|(p, t)| file(&format!("sdk/wit/{p}"), (*t).to_owned())),
+            .map(|(p, t)| File::new(&format!("sdk/wit/{p}"), (*t).to_owned())),
     );
     (
         files,
@@ -59,13 +59,6 @@ pub(super) fn project(name: &str) -> (Vec<File>, String, String) {
             name.replace('-', "_")
         ),
     )
-}
-
-fn file(path: &str, text: String) -> File {
-    File {
-        path: path.to_owned(),
-        text,
-    }
 }
 
 fn manifest(name: &str) -> String {
