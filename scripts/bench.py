@@ -37,11 +37,12 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    spins in guest code the same way: the neighbours' requests and p99 as
    ratios to alone (medians of 3).
 
-8. Guests in other languages (`--only guests`): resident memory per VU of
-   the Python demo (hello-py, componentize-py) beside the Rust one
-   (hello-http), each VU looping "GET, then sleep 1 s", at 50 and 200 VUs
-   (the marginal KiB per VU between the two), with the time to start them
-   and to compile the component with and without the on-disk cache.
+8. Guests in other languages (`--only guests`): memory (PSS) per VU of
+   the Python demo (hello-py, componentize-py) and the JavaScript one
+   (hello-js, componentize-qjs) beside the Rust one (hello-http), each VU
+   looping "GET, then sleep 1 s", at 50 and 200 VUs (the marginal KiB per
+   VU between the two), with the time to start them and to compile the
+   component with and without the on-disk cache; then 5,000 Python VUs.
 
 9. Connected VUs (`--only connected`, also in the default run): RSS of
    hello-http VUs looping "GET, then sleep 1 s" at 1,000 and 5,000 VUs,
@@ -515,8 +516,8 @@ def connected(url, tmp):
     r = {}
     for vus in (1000, 5000):
         r[vus], secs = guest_rss("hello-http", vus, url, tmp)
-        print(f"| {vus:,} VUs GET + sleep 1 s | RSS {r[vus] / 1024:.0f} MiB, started in {secs:.2f} s |")
-    print(f"| marginal RSS per connected VU (5k − 1k) / 4k | {(r[5000] - r[1000]) / 4000:.1f} KiB |")
+        print(f"| {vus:,} VUs GET + sleep 1 s | PSS {r[vus] / 1024:.0f} MiB, started in {secs:.2f} s |")
+    print(f"| marginal PSS per connected VU (5k − 1k) / 4k | {(r[5000] - r[1000]) / 4000:.1f} KiB |")
 
 
 def with_nginx(tmp, part):
@@ -530,18 +531,30 @@ def with_nginx(tmp, part):
         nginx.wait()
 
 
-def guest_rss(scenario, vus, url, tmp):
-    """RSS (KiB) of `vus` VUs of `scenario` looping GET + sleep 1 s, once
-    all started; and the seconds they took to start."""
+def pss_kib(pid):
+    """Proportional set size (KiB): resident memory with each shared page
+    divided among its mappings. VUs all map their component's copy-on-write
+    memory image, which VmRSS counts once per VU although it exists once
+    (6 MiB × VUs for componentize-py); PSS counts what the machine holds."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def guest_rss(scenario, vus, url, tmp, seconds=8, settle=7.0):
+    """Memory (KiB, PSS) of `vus` VUs of `scenario` looping GET + sleep 1 s,
+    once all started; and the seconds they took to start."""
     out = os.path.join(tmp, f"{scenario}-{vus}.json")
     p = subprocess.Popen(
         [RUNNER, "run", os.path.join(SCENARIOS, f"{scenario}.wasm"), "--vus", str(vus),
-         "--duration", "8s", "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "THINK_MS=1000",
+         "--duration", f"{seconds}s", "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "THINK_MS=1000",
          "--quiet", "--out", f"json={out}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(7.0)
-    rss = rss_kib(p.pid)
-    _, err = p.communicate(timeout=300)
+    time.sleep(settle)
+    rss = pss_kib(p.pid)
+    _, err = p.communicate(timeout=600)
     if p.returncode != 0:
         sys.exit(f"bench: runner failed: {err.decode()}")
     return rss, json.load(open(out))["meta"]["startup_s"]
@@ -549,7 +562,7 @@ def guest_rss(scenario, vus, url, tmp):
 
 def guests(url, tmp):
     cache = os.path.join(tmp, "cache")
-    for scenario in ("hello-http", "hello-py"):
+    for scenario in ("hello-http", "hello-py", "hello-js"):
         env = dict(os.environ, RUNNER_CACHE_DIR=cache)
         times = []
         for _ in range(2):
@@ -560,8 +573,12 @@ def guests(url, tmp):
         print(f"| {scenario}: load (compile) cold / cached | {times[0]:.2f} s / {times[1]:.2f} s |")
         small, _ = guest_rss(scenario, 50, url, tmp)
         big, secs = guest_rss(scenario, 200, url, tmp)
-        print(f"| {scenario}: 200 VUs GET + sleep 1 s | RSS {big / 1024:.0f} MiB, "
+        print(f"| {scenario}: 200 VUs GET + sleep 1 s | PSS {big / 1024:.0f} MiB, "
               f"{(big - small) / 150:,.0f} KiB per VU (200 − 50), started in {secs:.2f} s |")
+    raise_nofile()
+    pss, secs = guest_rss("hello-py", 5000, url, tmp, seconds=40, settle=35.0)
+    print(f"| hello-py: 5,000 VUs GET + sleep 1 s | PSS {pss / 1024 / 1024:.1f} GiB "
+          f"({pss / 5000 / 1024:.2f} MiB per VU), started in {secs:.1f} s |")
 
 
 def main():

@@ -356,3 +356,34 @@ fn python_mqtt_and_nats_counts_match_the_brokers_own() {
 fn js_mqtt_and_nats_counts_match_the_brokers_own() {
     messaging_counts_match_the_brokers_own("messaging-js", "js");
 }
+
+#[test]
+fn python_vus_share_their_interpreter_image_and_the_ceiling_knows_it() {
+    // 150 CPython VUs each map the same 8 MiB copy-on-write image: counted
+    // per mapping that is 1.2 GiB, over the ceiling below; counted as held
+    // (each VU's own pages, the image once) it is a third of it.
+    let target = Target::start();
+    let (r, s) = common::run_against(
+        "hello-py",
+        &target.url,
+        "py-shared",
+        &[
+            "--vus",
+            "150",
+            "--duration",
+            "3s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            "THINK_MS=200",
+            "--max-memory",
+            "700MiB",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_ne!(s["meta"]["stopped_by"], "memory", "{}", r.stderr);
+    let peak = s["meta"]["runner_peak_rss"].as_u64().expect("peak");
+    assert!(peak < 700 << 20, "{peak}");
+    assert!(total_requests(&s) >= 150, "every VU made requests");
+    assert_eq!(total_requests(&s), target.requests());
+}

@@ -21,6 +21,7 @@ function registered with ``@vu_class("browse")``, or the module's function
 named ``browse``.
 """
 
+import gc
 import sys
 import traceback
 
@@ -95,3 +96,9 @@ class Scenario(wit_world.exports.Scenario):
         except Exception as e:  # noqa: BLE001 - any error fails the iteration
             text = "".join(traceback.format_exception(e)).rstrip()
             raise componentize_py_types.Err(text)
+
+# Everything made so far (the interpreter's start-up, this package) was
+# made at build time, in the snapshot every VU shares copy-on-write. A
+# cyclic collection would write to every one of those objects and so copy
+# their pages into each VU: keep them out of it.
+gc.freeze()

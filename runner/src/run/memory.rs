@@ -2,6 +2,7 @@
 //! nears it stops starting iterations and ends gracefully, saying why,
 //! rather than being killed by the kernel with its results unwritten.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How often the runner's memory is read: often enough that thousands of
@@ -17,27 +18,36 @@ pub fn ceiling(given: Option<u64>) -> Option<u64> {
     given.or_else(|| machine().map(|m| (m as f64 * DEFAULT_SHARE) as u64))
 }
 
-/// This process's resident memory, bytes.
+/// The largest [`rss`] read so far.
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// The memory this process holds, bytes: its private pages and its
+/// file-backed ones (the binary, libraries). Not the copy-on-write memory
+/// images the VUs share: every VU maps them, so the kernel's resident size
+/// counts them once per VU (6 MiB × VUs for a Python scenario) while they
+/// exist once; the pages a VU writes are private and counted.
 pub fn rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    let bytes = (kib("RssAnon:")? + kib("RssFile:")?) * 1024;
+    PEAK.fetch_max(bytes, Ordering::Relaxed);
+    Some(bytes)
 }
 
-/// The most resident memory this process has had, bytes.
+/// The most memory this process has held, as [`rss`] counts it, over
+/// every reading so far and one now.
 pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    rss()?;
+    Some(PEAK.load(Ordering::Relaxed))
 }
 
 /// Memory the run may count on: the machine's, or its cgroup's limit if
@@ -70,5 +80,6 @@ mod tests {
         let default = ceiling(None).expect("machine memory");
         assert!(default > rss);
         assert_eq!(ceiling(Some(5)), Some(5));
+        assert!(peak_rss().expect("peak") >= rss);
     }
 }
