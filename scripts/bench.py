@@ -42,7 +42,8 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    (hello-js, componentize-qjs) beside the Rust one (hello-http), each VU
    looping "GET, then sleep 1 s", at 50 and 200 VUs (the marginal KiB per
    VU between the two), with the time to start them and to compile the
-   component with and without the on-disk cache; then 5,000 Python VUs.
+   component with and without the on-disk cache; idle Python and JS VUs
+   (idle-py, idle-js: sleep 1 s); then 5,000 Python VUs.
 
 9. Connected VUs (`--only connected`, also in the default run): RSS of
    hello-http VUs looping "GET, then sleep 1 s" at 1,000 and 5,000 VUs,
@@ -574,6 +575,11 @@ def guests(url, tmp):
         small, _ = guest_rss(scenario, 50, url, tmp)
         big, secs = guest_rss(scenario, 200, url, tmp)
         print(f"| {scenario}: 200 VUs GET + sleep 1 s | PSS {big / 1024:.0f} MiB, "
+              f"{(big - small) / 150:,.0f} KiB per VU (200 − 50), started in {secs:.2f} s |")
+    for scenario in ("idle-py", "idle-js"):
+        small, _ = guest_rss(scenario, 50, url, tmp)
+        big, secs = guest_rss(scenario, 200, url, tmp)
+        print(f"| {scenario}: 200 idle VUs (sleep 1 s) | PSS {big / 1024:.0f} MiB, "
               f"{(big - small) / 150:,.0f} KiB per VU (200 − 50), started in {secs:.2f} s |")
     raise_nofile()
     pss, secs = guest_rss("hello-py", 5000, url, tmp, seconds=40, settle=35.0)
