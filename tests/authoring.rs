@@ -362,6 +362,11 @@ fn python_vus_share_their_interpreter_image_and_the_ceiling_knows_it() {
     // 150 CPython VUs each map the same 8 MiB copy-on-write image: counted
     // per mapping that is 1.2 GiB, over the ceiling below; counted as held
     // (each VU's own pages, the image once) it is a third of it.
+    // Compiled once beforehand (the compile cache), so the run's memory is
+    // its VUs', not Cranelift's.
+    let c = common::component("hello-py");
+    let shown = run(&["inspect", c.to_str().unwrap()], Duration::from_secs(120));
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
     let target = Target::start();
     let (r, s) = common::run_against(
         "hello-py",
@@ -386,4 +391,26 @@ fn python_vus_share_their_interpreter_image_and_the_ceiling_knows_it() {
     assert!(peak < 700 << 20, "{peak}");
     assert!(total_requests(&s) >= 150, "every VU made requests");
     assert_eq!(total_requests(&s), target.requests());
+    // The limit in force, sized from the component, is recorded.
+    assert_eq!(s["meta"]["options"]["memory_limit"], 32 << 20);
+    // A limit below the interpreter's start is refused in one line.
+    let small = run(
+        &[
+            "run",
+            c.to_str().unwrap(),
+            "--memory-limit",
+            "4MiB",
+            "--iterations",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(small.code, Some(1));
+    assert!(
+        small.stderr.contains(
+            "starts with 13.1 MiB of linear memory per VU; raise --memory-limit (now 4.0 MiB)"
+        ),
+        "{}",
+        small.stderr
+    );
 }

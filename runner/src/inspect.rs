@@ -32,6 +32,10 @@ pub struct Report {
     pub core_instances: u32,
     /// Tables one VU of it creates.
     pub tables: u32,
+    /// Linear memory one VU starts with, bytes.
+    pub initial_memory: u64,
+    /// The memory limit a VU gets without `--memory-limit`, bytes.
+    pub memory_limit: u64,
     /// The options it declares.
     pub options: OptionsView,
 }
@@ -151,6 +155,8 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         language: engine::guest_language(&bytes),
         core_instances: scenario.core_instances,
         tables: scenario.tables,
+        initial_memory: engine::initial_memory_bytes(&bytes),
+        memory_limit: engine::memory_limit_for(&bytes, crate::spec::defaults::MEMORY_LIMIT),
         options: options.into(),
     })
 }
@@ -182,8 +188,11 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "per VU    {} core instances, {} table(s)",
-            self.core_instances, self.tables
+            "per VU    {} core instances, {} table(s), {} of memory to start (limit {} unless --memory-limit)",
+            self.core_instances,
+            self.tables,
+            crate::units::format_size(self.initial_memory),
+            crate::units::format_size(self.memory_limit)
         );
         let o = &self.options;
         if let Some(d) = o.duration_s {

@@ -137,10 +137,12 @@ pub struct RunOptions {
     /// Fuel units per iteration, if metered.
     #[schema(minimum = 1)]
     pub fuel: Option<u64>,
-    /// Linear memory per VU, bytes (or a string such as `"32MiB"`).
-    #[serde(with = "units::serde_size")]
-    #[schema(value_type = u64)]
-    pub memory_limit: u64,
+    /// Linear memory per VU, bytes (or a string such as `"32MiB"`). When
+    /// absent, sized from the component: twice its initial memory, at
+    /// least 32 MiB; a run's JSON records the value used.
+    #[serde(default, with = "units::serde_opt_size")]
+    #[schema(value_type = Option<u64>)]
+    pub memory_limit: Option<u64>,
     /// Core wasm instances per VU, at most (the pool is sized for what the
     /// component needs).
     #[schema(minimum = 1, maximum = 1000)]
@@ -202,7 +204,7 @@ pub mod defaults {
     pub const GRACE: Duration = Duration::from_secs(30);
     /// `--cpu-limit`.
     pub const CPU_LIMIT: Duration = Duration::from_secs(2);
-    /// `--memory-limit`.
+    /// `--memory-limit`, at least (it is sized from the component).
     pub const MEMORY_LIMIT: u64 = 32 << 20;
     /// `--instance-limit`.
     pub const INSTANCE_LIMIT: u32 = 100;
@@ -239,7 +241,7 @@ impl Default for RunOptions {
             thresholds: Vec::new(),
             cpu_limit: defaults::CPU_LIMIT,
             fuel: None,
-            memory_limit: defaults::MEMORY_LIMIT,
+            memory_limit: None,
             instance_limit: defaults::INSTANCE_LIMIT,
             table_limit: defaults::TABLE_LIMIT,
             table_elements: defaults::TABLE_ELEMENTS,
@@ -495,7 +497,7 @@ mod tests {
         assert_eq!(o.vus, Some(3));
         assert_eq!(o.duration, Some(Duration::from_secs(5)));
         assert_eq!(o.stages[1].target, 0.0);
-        assert_eq!(o.memory_limit, 64 << 20);
+        assert_eq!(o.memory_limit, Some(64 << 20));
         assert_eq!(o.arrival, Arrival::Poisson);
         assert_eq!(o.cpu_limit, defaults::CPU_LIMIT);
         o.validate().expect("valid");

@@ -148,9 +148,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_positive_u64)]
     pub fuel: Option<u64>,
 
-    /// Linear memory a VU may use, e.g. `32MiB`.
-    #[arg(long, value_parser = parse_size, default_value = "32MiB")]
-    pub memory_limit: u64,
+    /// Linear memory a VU may use, e.g. `64MiB`. Default: twice the
+    /// component's initial memory, at least 32MiB.
+    #[arg(long, value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
 
     /// Core WebAssembly instances a VU's component may create: a ceiling;
     /// the pool is sized for what the component needs.

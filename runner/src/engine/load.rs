@@ -183,6 +183,29 @@ pub(crate) fn initial_data_bytes(bytes: &[u8]) -> u64 {
     n
 }
 
+/// The largest initial linear memory among a component's core modules,
+/// bytes: what each VU starts with.
+pub fn initial_memory_bytes(bytes: &[u8]) -> u64 {
+    let mut largest = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Ok(wasmparser::Payload::MemorySection(reader)) = payload {
+            for memory in reader.into_iter().flatten() {
+                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                largest = largest.max(memory.initial.saturating_mul(page));
+            }
+        }
+    }
+    largest
+}
+
+/// The memory limit a VU gets when none is given: twice the component's
+/// initial memory (room for an interpreter's heap to grow), at least
+/// `floor`, in whole MiB.
+pub fn memory_limit_for(bytes: &[u8], floor: u64) -> u64 {
+    let want = initial_memory_bytes(bytes).saturating_mul(2);
+    want.div_ceil(1 << 20).saturating_mul(1 << 20).max(floor)
+}
+
 /// The language and toolchain a component was built with, when its
 /// metadata or module names tell: `Python 3.14 (componentize-py)`,
 /// `JavaScript (componentize-js)`, `Rust (wasip1 adapter)`...
@@ -235,4 +258,42 @@ pub fn guest_language(bytes: &[u8]) -> Option<String> {
     } else {
         language
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with one memory of `pages` 64 KiB pages.
+    fn module_with_memory(pages: u32) -> Vec<u8> {
+        let mut leb = Vec::new();
+        let mut n = pages;
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                leb.push(byte);
+                break;
+            }
+            leb.push(byte | 0x80);
+        }
+        let mut section = vec![1u8, 0x00]; // one memory, no maximum
+        section.extend_from_slice(&leb);
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.push(5); // the memory section
+        m.push(section.len() as u8);
+        m.extend_from_slice(&section);
+        m
+    }
+
+    #[test]
+    fn the_memory_limit_is_sized_from_the_initial_memory() {
+        let floor = 32 << 20;
+        assert_eq!(initial_memory_bytes(&module_with_memory(1)), 64 << 10);
+        assert_eq!(memory_limit_for(&module_with_memory(1), floor), floor);
+        // 25 MiB to start: a limit of twice that.
+        let big = module_with_memory(400);
+        assert_eq!(initial_memory_bytes(&big), 25 << 20);
+        assert_eq!(memory_limit_for(&big, floor), 50 << 20);
+    }
 }

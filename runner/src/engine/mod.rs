@@ -8,7 +8,10 @@ pub mod probe;
 mod ticker;
 pub mod trap;
 
-pub use load::{guest_language, link, load, root_message, sha256_hex, transfer, Scenario};
+pub use load::{
+    guest_language, initial_memory_bytes, link, load, memory_limit_for, root_message, sha256_hex,
+    transfer, Scenario,
+};
 pub use ticker::{EpochTicker, TICK};
 
 use anyhow::{Context, Result};

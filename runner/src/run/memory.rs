@@ -18,6 +18,18 @@ pub fn ceiling(given: Option<u64>) -> Option<u64> {
     given.or_else(|| machine().map(|m| (m as f64 * DEFAULT_SHARE) as u64))
 }
 
+/// Gives the heap memory freed so far back to the system. Compiling a big
+/// component (CPython: hundreds of MiB for Cranelift) leaves the allocator
+/// holding pages it no longer uses, which would otherwise count against
+/// `--max-memory` for the whole run.
+pub fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The largest [`rss`] read so far.
 static PEAK: AtomicU64 = AtomicU64::new(0);
 

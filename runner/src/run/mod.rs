@@ -92,11 +92,24 @@ pub async fn prepare_as(
     o.validate().map_err(PrepareError::Spec)?;
     // Any run can be replayed: the seed used is recorded even when drawn.
     let seed = *spec.options.seed.get_or_insert_with(host_api::seeds::fresh);
+    // The limit in force is recorded too: given, or sized from the component.
+    let memory_limit = *spec.options.memory_limit.get_or_insert_with(|| {
+        engine::memory_limit_for(&bytes, crate::spec::defaults::MEMORY_LIMIT)
+    });
+    let initial = engine::initial_memory_bytes(&bytes);
+    if initial > memory_limit {
+        return Err(PrepareError::Scenario(format!(
+            "{} starts with {} of linear memory per VU; raise --memory-limit (now {}) to at least that",
+            spec.scenario.name,
+            crate::units::format_size(initial),
+            crate::units::format_size(memory_limit)
+        )));
+    }
     let o = &spec.options;
     let egress = Arc::new(spec.egress().map_err(PrepareError::Spec)?);
     let mut settings = EngineSettings {
         instances: 1,
-        memory_limit: o.memory_limit,
+        memory_limit,
         fuel: o.fuel.is_some(),
         core_instances: o.instance_limit,
         tables: o.table_limit,
@@ -112,6 +125,7 @@ pub async fn prepare_as(
             .map_err(|e| PrepareError::System(format!("compiling the scenario failed: {e}")))?
             .map_err(|e| PrepareError::Scenario(message(&e)))?
     };
+    memory::release_freed();
     // The flags are ceilings: the pool holds what this component needs.
     settings.core_instances = scenario.core_instances;
     settings.tables = scenario.tables;
