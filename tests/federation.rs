@@ -362,3 +362,62 @@ fn a_worker_that_joins_mid_run_takes_its_share_of_the_rate() {
         "the joiner worked: {ws:?}"
     );
 }
+
+#[test]
+fn a_worker_at_its_memory_ceiling_is_named_in_the_run_s_one_line_reason() {
+    let target = Target::start();
+    let out = scratch("fed-memory").join("r.json");
+    let base = format!("BASE_URL={}", target.url);
+    let json = format!("json={}", out.display());
+    // 2,000 VUs on each of two workers need a few hundred MiB each; the
+    // ceiling every worker gets (the run's spec) is far below that.
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "2",
+            "--vus",
+            "4000",
+            "-d",
+            "30s",
+            "--ramp-up",
+            "3s",
+            "--max-memory",
+            "120MiB",
+            "-e",
+            &base,
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let ws = workers(&coord, 2, &["--capacity", "1"]);
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    let log = coord.proc.log();
+    let worker_logs: Vec<String> = ws.iter().map(|w| w.log()).collect();
+    assert_eq!(code, Some(1), "{log}\n{}", worker_logs.join("\n"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("error: the run ended early"))
+        .unwrap_or_else(|| panic!("no one-line reason:\n{log}"));
+    assert!(
+        line.contains("worker ") && line.contains("--max-memory (120.0 MiB)"),
+        "{line}"
+    );
+    // The results are written, the stopped workers named in them.
+    let s = summary(&out);
+    let stopped: Vec<_> = s["meta"]["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter(|w| {
+            w["stopped"]
+                .as_str()
+                .is_some_and(|m| m.contains("--max-memory"))
+        })
+        .collect();
+    assert!(!stopped.is_empty(), "{}", s["meta"]["workers"]);
+    assert!(total_requests(&s) > 0);
+    assert_eq!(total_requests(&s), target.requests());
+}

@@ -115,6 +115,9 @@ pub struct WorkerRow {
     pub status: String,
     /// When it was declared lost, seconds into the run.
     pub lost_at_s: Option<f64>,
+    /// Why it ended its part early (it reached its memory ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Its HTTP latency, all request names (HdrHistogram V2, base64): the
     /// summary's merge of all workers' is exactly the merge of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -379,7 +379,11 @@ impl Driver {
         let message = match (&threshold, hard, &by) {
             (Some(th), _, _) => format!("threshold crossed: {th}; stopping the run"),
             (None, false, StopBy::Memory) => format!(
-                "stopping: the runner's memory reached --max-memory; in-flight iterations have {} to finish",
+                "stopping: {}; in-flight iterations have {} to finish",
+                stopping
+                    .memory
+                    .as_deref()
+                    .unwrap_or("the runner's memory reached --max-memory"),
                 units::format_duration(self.plan.grace)
             ),
             (None, true, _) => "stopping: cancelling in-flight iterations".to_owned(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::lock;
+use crate::events::{EventKind, StopBy};
 use crate::federation::protocol::SnapshotFrame;
 use crate::federation::wire;
 use crate::run::{Sink, Snapshot};
@@ -87,8 +88,22 @@ impl Sink for Link {
         let frame = SnapshotFrame {
             run: self.run,
             snapshot: Snapshot {
-                // The coordinator keeps its own record of load changes.
-                events: Vec::new(),
+                // The coordinator keeps its own record of load changes; a
+                // stop at this worker's memory ceiling is the worker's own.
+                events: s
+                    .events
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::Stop {
+                                by: StopBy::Memory,
+                                ..
+                            }
+                        )
+                    })
+                    .cloned()
+                    .collect(),
                 ..s.clone()
             },
         };

@@ -175,6 +175,8 @@ struct Worker {
     missed: f64,
     /// Closed model: VU-seconds of its share nobody ran.
     missed_vu_s: f64,
+    /// Why it ended its part early (its memory ceiling), if it did.
+    stopped: Option<String>,
     /// Of `--shared-iterations`, how many it was given (its share, and
     /// what it took over from lost workers).
     granted: u64,
@@ -204,6 +206,7 @@ impl Worker {
             last_t,
             missed: 0.0,
             missed_vu_s: 0.0,
+            stopped: None,
             granted,
         }
     }
@@ -385,6 +388,24 @@ impl Driver {
                 w.frames += 1;
                 w.last_t = w.last_t.max(s.t);
                 let last = s.last;
+                // A worker that reached its memory ceiling stopped its part.
+                let memory_stop = s.events.iter().find(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Stop {
+                            by: StopBy::Memory,
+                            ..
+                        }
+                    )
+                });
+                if let (Some(e), None) = (memory_stop, &w.stopped) {
+                    let why = e.message.trim_start_matches("stopping: ").to_owned();
+                    tracing::warn!(
+                        "worker {worker} ({}) ended its part early: {why}",
+                        w.m.session.name
+                    );
+                    w.stopped = Some(why);
+                }
                 if s.seq > w.acked {
                     w.acked = s.seq;
                     let m = &s.metrics;

@@ -93,8 +93,15 @@ impl Driver {
                 snapshot_bytes: w.bytes / w.frames.max(1),
                 missed_iterations: w.missed.round() as u64,
                 missed_vu_seconds: (w.missed_vu_s * 10.0).round() / 10.0,
+                stopped: w.stopped.clone(),
             })
             .collect();
+        // A worker that stopped at its memory ceiling ran less than its
+        // share: the run says so, and fails, as a single runner would.
+        meta.memory_stop = self.workers.iter().find_map(|(id, w)| {
+            let why = w.stopped.as_ref()?;
+            Some(format!("worker {id} ({}): {why}", w.m.session.name))
+        });
         meta.start_skew_ms = self
             .workers
             .values()
