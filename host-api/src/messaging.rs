@@ -57,20 +57,22 @@ pub(crate) fn published<T, E>(
     }
 }
 
-/// Runs `fut` as a task of its own and waits for it. Connection
-/// handshakes go this way: polled on a VU's fiber, a client's deep connect
-/// futures left ~20 KiB of that fiber stack resident for the rest of the
-/// VU's life (4 → 24 KiB; 12 this way). The caller boxes the future where
-/// it makes it: moved unboxed, a large future costs more stack than it
-/// saves. `Err` says why the task did not finish.
-pub(crate) fn off_fiber<F>(
-    fut: std::pin::Pin<Box<F>>,
+/// Runs the future `make` makes as a task of its own and waits for it.
+/// Connection handshakes go this way: polled on a VU's fiber, a client's
+/// deep connect futures left ~20 KiB of that fiber stack resident for the
+/// rest of the VU's life. The future is made and boxed inside the task, on
+/// a worker thread's stack: tens of KiB, merely moving or boxing it on the
+/// fiber makes a stack frame that large there, every page of it touched
+/// by the stack probes. `Err` says why the task did not finish.
+pub(crate) fn off_fiber<M, F>(
+    make: M,
 ) -> impl std::future::Future<Output = Result<F::Output, String>>
 where
+    M: FnOnce() -> F + Send + 'static,
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let task = tokio::spawn(fut);
+    let task = tokio::spawn(async move { Box::pin(make()).await });
     async move {
         task.await
             .map_err(|e| format!("the connect task failed: {e}"))

@@ -140,7 +140,8 @@ impl Host for VuState {
         }
         let started = Instant::now();
         let destination = format!("{}:{}", settings.host, settings.port);
-        let result = off_fiber(Box::pin(Session::connect(settings, recorder.clone())))
+        let connect_recorder = recorder.clone();
+        let result = off_fiber(move || Session::connect(settings, connect_recorder))
             .await
             .unwrap_or_else(|e| Err(Error::Io(e)));
         self.resumed();

@@ -278,7 +278,7 @@ impl Host for VuState {
         let started = Instant::now();
         let url = o.url;
         let denied_at = recorder.clone();
-        let handshake = Box::pin(async move {
+        let handshake = move || async move {
             if let Err(d) = allowed(&egress, &url, timeout).await {
                 denied_at.denied(&d.0);
                 return Err(Error::Denied(d.1));
@@ -288,7 +288,7 @@ impl Host for VuState {
                 Ok(Err(e)) => Err(connect_error(&e)),
                 Ok(Ok(client)) => Ok(client),
             }
-        });
+        };
         let result = off_fiber(handshake)
             .await
             .unwrap_or_else(|e| Err(Error::Io(e)));
