@@ -20,7 +20,7 @@ for py in scenarios/python/*.py; do
         -p guest-sdk/python -p scenarios/python "$name" -o "target/scenarios/$name-py.wasm" >/dev/null
 done
 # JavaScript scenarios, with the JavaScript guest SDK, by its build script
-# (rolldown and componentize-qjs from target/jsenv, set up by setup.sh).
+# (esbuild and componentize-qjs from target/jsenv, set up by setup.sh).
 for js in scenarios/js/*.js; do
     name=$(basename "$js" .js)
     RUNNER_JS_TOOLS=target/jsenv node guest-sdk/js/build.mjs "$js" -o "target/scenarios/$name-js.wasm" >/dev/null

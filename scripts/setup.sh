@@ -12,8 +12,14 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # System packages: a C compiler (ring), the benchmark peers (nginx, wrk),
 # the brokers (mosquitto, nats-server), a browser for the dashboard tests
-# (chromium, chromium-driver); Node.js and npm for the JavaScript scenarios.
-APT_PACKAGES=(build-essential pkg-config ca-certificates python3 python3-venv nodejs npm nginx-light wrk mosquitto nats-server chromium chromium-driver)
+# (chromium, chromium-driver).
+APT_PACKAGES=(build-essential pkg-config ca-certificates python3 python3-venv nginx-light wrk mosquitto nats-server chromium chromium-driver)
+# Node.js and npm for the JavaScript scenarios (18 or later), unless a
+# Node.js with its own npm is there already (Debian's npm package would
+# conflict with it).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    APT_PACKAGES+=(nodejs npm)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -58,15 +64,20 @@ if ! target/pyenv/bin/python -c 'import sys' 2>/dev/null; then
 fi
 for tool in "${PY_TOOLS[@]}"; do
     if ! target/pyenv/bin/pip show "${tool%%==*}" 2>/dev/null | grep -q "^Version: ${tool##*==}$"; then
-        say "installing ${JS_TOOLS[*]}"
+        say "installing $tool"
         target/pyenv/bin/pip install --quiet --disable-pip-version-check "$tool"
     fi
 done
 
 # JavaScript build tools, pinned (the versions `runner new --lang js`
-# writes into a project's package.json), in target/jsenv: rolldown bundles
+# writes into a project's package.json), in target/jsenv: esbuild bundles
 # a script with the SDK, componentize-qjs makes it a component.
-JS_TOOLS=(componentize-qjs@0.4.5 rolldown@1.3.2)
+JS_TOOLS=(componentize-qjs@0.4.5 esbuild@0.28.2)
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 18 ]; then
+    echo "setup: Node.js ${node_major} is too old for the JavaScript scenarios; install Node.js 18 or later" >&2
+    exit 1
+fi
 for tool in "${JS_TOOLS[@]}"; do
     if ! grep -qs "\"version\": \"${tool##*@}\"" "target/jsenv/node_modules/${tool%@*}/package.json"; then
         say "installing ${JS_TOOLS[*]}"

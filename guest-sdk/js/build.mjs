@@ -5,9 +5,9 @@
 //
 // It bundles the script with this SDK (imports of 'runner' and
 // 'runner/...' resolve here; the runner's WIT interfaces stay imports)
-// using rolldown, then makes the component with componentize-qjs (QuickJS,
+// using esbuild, then makes the component with componentize-qjs (QuickJS,
 // pre-initialised by wizer), both from node_modules: `npm install` in the
-// project, or the directory named by RUNNER_JS_TOOLS.
+// project, or the directory named by RUNNER_JS_TOOLS. Node.js 18 or later.
 
 import { mkdtempSync, rmSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -21,6 +21,20 @@ const MODULES = ['http', 'metrics', 'mqtt', 'nats'];
 function usage(message) {
   console.error(`error: ${message}\nusage: node ${join('sdk', 'build.mjs')} SCRIPT.js [-o OUT.wasm] [--wit DIR]`);
   process.exit(2);
+}
+
+// One line per bundling error: where, and what; an import that cannot
+// be resolved says what a scenario may import (and what k6's become).
+function describeBuildError(e) {
+  const errors = e?.errors ?? [];
+  if (!errors.length) return String(e?.message ?? e);
+  return errors.map((x) => {
+    const at = x.location ? `${x.location.file}:${x.location.line}:${x.location.column + 1}: ` : '';
+    const id = /^Could not resolve "([^"]+)"/.exec(x.text)?.[1];
+    if (id === undefined) return at + x.text;
+    const k6 = id.startsWith('k6') ? ` (for '${id}', import '${id.replace(/^k6/, 'runner')}')` : '';
+    return `${at}cannot import '${id}'${k6}: a scenario imports 'runner', 'runner/http', 'runner/metrics', 'runner/mqtt', 'runner/nats', its own files and installed packages`;
+  }).join('\n');
 }
 
 function parseArgs(argv) {
@@ -62,29 +76,30 @@ if (!existsSync(script) || !statSync(script).isFile()) usage(`${args.script} doe
 
 const work = mkdtempSync(join(tmpdir(), 'runner-js-'));
 try {
-  const { rolldown } = await tool('rolldown');
+  const esbuild = await tool('esbuild');
   const bundleOf = async (options, format) => {
-    const bundle = await rolldown({ platform: 'neutral', logLevel: 'warn', ...options });
-    const { output } = await bundle.generate({ format, exports: 'named' });
-    await bundle.close();
-    return output[0].code;
+    try {
+      const r = await esbuild.build({
+        bundle: true,
+        write: false,
+        platform: 'neutral',
+        mainFields: ['module', 'main'],
+        logLevel: 'silent',
+        format,
+        ...options,
+      });
+      return r.outputFiles[0].text;
+    } catch (e) {
+      throw new Error(describeBuildError(e));
+    }
   };
   // The script itself, as a function run at the first call into the
   // component rather than at build time (when wizer snapshots the SDK):
   // its top level may read __ENV, which only exists in a running VU.
   const imported = ['runner', ...MODULES.map((m) => `runner/${m}`)];
   const body = await bundleOf({
-    input: script,
-    external: [...imported, /^runner:scenario\//],
-    resolve: { mainFields: ['module', 'main'] },
-    onLog(level, log, handler) {
-      if (log.code === 'UNRESOLVED_IMPORT') {
-        const id = /'([^']+)'/.exec(log.message)?.[1] ?? log.message;
-        const k6 = id.startsWith('k6') ? ` (for '${id}', import '${id.replace(/^k6/, 'runner')}')` : '';
-        throw new Error(`cannot import '${id}'${k6}: a scenario imports 'runner', 'runner/http', 'runner/metrics', 'runner/mqtt', 'runner/nats', its own files and installed packages`);
-      }
-      handler(level, log);
-    },
+    entryPoints: [script],
+    external: [...imported, 'runner:scenario/*'],
   }, 'cjs');
   const entry = join(work, 'entry.js');
   writeFileSync(entry, [
@@ -110,9 +125,14 @@ try {
     ...Object.fromEntries(MODULES.map((m) => [`runner/${m}`, join(SDK, `${m}.js`)])),
   };
   const code = await bundleOf({
-    input: entry,
-    external: [/^runner:scenario\//],
-    plugins: [{ name: 'runner-sdk', resolveId: (id) => sdkModules[id] ?? null }],
+    entryPoints: [entry],
+    external: ['runner:scenario/*'],
+    plugins: [{
+      name: 'runner-sdk',
+      setup(build) {
+        build.onResolve({ filter: /^runner(\/[a-z]+)?$/ }, (a) => (sdkModules[a.path] ? { path: sdkModules[a.path] } : undefined));
+      },
+    }],
   }, 'esm');
   const { componentize } = await tool('componentize-qjs');
   const { component } = await componentize({
@@ -124,8 +144,7 @@ try {
   writeFileSync(args.out, component);
   console.log(`built ${args.out} (${Math.round(component.length / 1024)} KiB)`);
 } catch (e) {
-  const message = String(e?.message ?? e).replace(/^Build failed with \d+ errors?:\s*/, '').replace(/^Error: /, '')
-    .split('\n').filter((l) => !/^\s+at /.test(l)).join('\n').trimEnd();
+  const message = String(e?.message ?? e);
   console.error(`error: cannot build ${args.script}: ${message}`);
   process.exitCode = 1;
 } finally {

@@ -27,7 +27,7 @@ const SDK: &[(&str, &str)] = &[
 const TEMPLATE: &str = include_str!("../../../scenarios/js/hello.js");
 
 /// The build tools, pinned to the releases the SDK is built and tested with.
-pub(crate) const TOOLS: &[(&str, &str)] = &[("componentize-qjs", "0.4.5"), ("rolldown", "1.3.2")];
+pub(crate) const TOOLS: &[(&str, &str)] = &[("componentize-qjs", "0.4.5"), ("esbuild", "0.28.2")];
 
 /// The build command, run in the project.
 pub(crate) const BUILD: &str = "npm install && npm run build";
@@ -80,7 +80,7 @@ fn readme(name: &str) -> String {
 
 A load-test scenario for `runner` in JavaScript, written by `runner new`.
 
-Build it (Node.js 20 or later; `npm install` fetches the build tools once):
+Build it (Node.js 18 or later; `npm install` fetches the build tools once):
 
     {BUILD}
 
