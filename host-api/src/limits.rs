@@ -260,11 +260,14 @@ impl CpuBudget {
         }
         let spent = now.duration_since(self.last);
         self.fresh = spent < tick / 2;
-        self.streak = if spent >= tick * 9 / 10 {
-            self.streak.saturating_add(1)
-        } else {
-            0
-        };
+        // A busy tick lengthens the streak; a short one does not end it:
+        // the ticker's own jitter makes some ticks short, and ending the
+        // streak there let a busy VU run outside the turns for another
+        // 50 ms. A park ends it (`resumed`), as does a pause between
+        // iterations.
+        if spent >= tick * 9 / 10 {
+            self.streak = self.streak.saturating_add(1);
+        }
         self.used += now.duration_since(self.last).min(tick);
         self.last = now;
         self.used <= self.limit
@@ -342,5 +345,23 @@ mod tests {
         // A multi-byte character is never split.
         let t = truncate("é".repeat(200), 11);
         assert!(t.len() <= 11 && t.ends_with(sizes::CUT), "{t}");
+    }
+
+    #[test]
+    fn a_busy_streak_survives_a_short_tick_and_ends_at_a_park() {
+        let tick = Duration::from_millis(2);
+        let mut b = CpuBudget::new(Duration::from_secs(60));
+        for _ in 0..3 {
+            std::thread::sleep(tick);
+            assert!(b.charge(tick));
+        }
+        assert_eq!(b.busy_streak(), 3);
+        // A tick that came early (the ticker's jitter) neither adds to the
+        // streak nor ends it.
+        assert!(b.charge(tick));
+        assert_eq!(b.busy_streak(), 3);
+        // A park does end it.
+        b.resumed();
+        assert_eq!(b.busy_streak(), 0);
     }
 }
