@@ -111,22 +111,27 @@ fn componentize_py() -> std::path::PathBuf {
     p
 }
 
+/// Runs `runner new DIR --lang LANG`; returns the printed build command,
+/// the line that starts with `starts`.
+fn new_project(dir: &Path, lang: &str, starts: &str) -> String {
+    let made = run(
+        &["new", dir.to_str().unwrap(), "--lang", lang],
+        Duration::from_secs(30),
+    );
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    made.stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(starts))
+        .expect("the build command")
+        .to_owned()
+}
+
 #[test]
 fn a_new_python_project_builds_outside_the_repository_and_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("py-flow");
-    let made = run(
-        &["new", dir.to_str().unwrap(), "--lang", "python"],
-        Duration::from_secs(30),
-    );
-    assert_eq!(made.code, Some(0), "{}", made.stderr);
-    let command = made
-        .stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("componentize-py "))
-        .expect("the build command")
-        .to_owned();
+    let command = new_project(&dir, "python", "componentize-py ");
     // The printed command, with the virtualenv's componentize-py.
     let bin = componentize_py();
     let path = format!(
@@ -153,18 +158,7 @@ fn a_new_python_project_builds_outside_the_repository_and_runs() {
 fn a_new_js_project_builds_outside_the_repository_and_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("js-flow");
-    let made = run(
-        &["new", dir.to_str().unwrap(), "--lang", "js"],
-        Duration::from_secs(30),
-    );
-    assert_eq!(made.code, Some(0), "{}", made.stderr);
-    let command = made
-        .stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("npm install"))
-        .expect("the build command")
-        .to_owned();
+    let command = new_project(&dir, "js", "npm install");
     // As printed; npm's cache (filled by scripts/setup.sh) serves the tools.
     build(
         &dir,
