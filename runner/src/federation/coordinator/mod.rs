@@ -144,7 +144,7 @@ pub async fn coordinate(
         Ok(s) => s,
         Err(e) => {
             accept.abort();
-            endpoint.close(0u32.into(), b"the run did not start");
+            close(&endpoint, "the run did not start").await;
             return Err(e);
         }
     };
@@ -154,7 +154,7 @@ pub async fn coordinate(
         Ok(r) => r,
         Err(e) => {
             accept.abort();
-            endpoint.close(0u32.into(), b"the run did not start");
+            close(&endpoint, "the run did not start").await;
             return Err(e);
         }
     };
@@ -175,6 +175,14 @@ pub async fn coordinate(
         accept,
     });
     Ok(handle)
+}
+
+/// Closes every connection with `why` and waits (briefly) until the
+/// close frames are out: the process exits next, and a close that never
+/// left would make each worker wait for its idle timeout instead.
+async fn close(endpoint: &quinn::Endpoint, why: &str) {
+    endpoint.close(0u32.into(), why.as_bytes());
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
 /// Waits until `workers` have joined, or `min_workers` when the join

@@ -231,6 +231,9 @@ impl Worker {
             self.wait_running().await;
         }
         self.endpoint.close(0u32.into(), b"worker shutting down");
+        // The process exits next: let the close frame leave first, so the
+        // coordinator learns now rather than at its idle timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         Ok(())
     }
 

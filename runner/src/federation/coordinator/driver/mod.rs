@@ -327,7 +327,7 @@ impl Driver {
             &self.hub,
         );
         self.accept.abort();
-        self.endpoint.close(0u32.into(), b"the run is over");
+        super::close(&self.endpoint, "the run is over").await;
         summary
     }
 
