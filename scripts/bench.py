@@ -34,8 +34,10 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    (GET nginx, 10 ms think) for 10 s, alone and beside one VU that loops
    on a cheap host call (each iteration 250 ms, under `--cpu-limit`, so it
    is never ended: the worst case for its neighbours) and beside one that
-   spins in guest code the same way: the neighbours' requests and p99 as
-   ratios to alone (medians of 3).
+   spins in guest code the same way, and beside a busy loop in another
+   program (what any busy process costs them on this machine: the floor):
+   the neighbours' requests and p99 as ratios to alone (five interleaved
+   rounds, medians).
 
 8. Guests in other languages (`--only guests`): memory (PSS) per VU of
    the Python demo (hello-py, componentize-py) and the JavaScript one
@@ -471,29 +473,46 @@ def federation(url, tmp):
 
 
 def adversary(url, tmp):
-    """Steady VUs alone and beside a host-call loop or a guest spin."""
-    def steady(extra, name):
-        runs = []
-        for i in range(3):
-            out = os.path.join(tmp, f"adv-{name}-{i}.json")
-            measure([RUNNER, "run", os.path.join(SCENARIOS, "chaos.wasm"), "--duration", f"{HTTP_SECONDS}s",
-                     "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "STEADY=20", "-e", "THINK_MS=10",
-                     "--quiet", "--out", f"json={out}"] + extra)
+    """Steady VUs alone, beside a busy program outside the runner (the
+    machine's own floor), and beside host-call loops or a guest spin; the
+    configurations take turns, five rounds, medians."""
+    configs = [("alone", []),
+               ("a busy loop outside the runner (sh, the machine's floor)", []),
+               ("one host-call loop VU", ["-e", "HOSTLOOP=1", "-e", "HOSTLOOP_MS=250"]),
+               ("four host-call loop VUs", ["-e", "HOSTLOOP=4", "-e", "HOSTLOOP_MS=250"]),
+               ("one guest spin VU (ended at --cpu-limit 2s)", ["-e", "SPIN=1"])]
+    runs = {what: [] for what, _ in configs}
+    for i in range(5):
+        for what, extra in configs:
+            out = os.path.join(tmp, f"adv-{i}.json")
+            outside = None
+            if "outside" in what:
+                outside = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+            try:
+                measure([RUNNER, "run", os.path.join(SCENARIOS, "chaos.wasm"), "--duration", f"{HTTP_SECONDS}s",
+                         "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "STEADY=20", "-e", "THINK_MS=10",
+                         "--quiet", "--out", f"json={out}"] + extra)
+            finally:
+                if outside:
+                    outside.kill()
+                    outside.wait()
             s = json.load(open(out))
             row = s["http"][0]
-            runs.append((row["requests"], row["latency_ms"]["p99"], s.get("classes", {})))
-        n = statistics.median(r[0] for r in runs)
-        p99 = statistics.median(r[1] for r in runs)
-        return n, p99, runs[-1][2]
-    base_n, base_p99, _ = steady([], "alone")
+            runs[what].append((row["requests"], row["latency_ms"]["p99"], s.get("classes", {})))
+    def med(what):
+        r = runs[what]
+        return statistics.median(x[0] for x in r), statistics.median(x[1] for x in r), r[-1][2]
+    base_n, base_p99, _ = med("alone")
     print(f"| 20 steady VUs alone, {HTTP_SECONDS}s | {base_n:,.0f} requests, p99 {base_p99:.2f} ms |")
-    for what, extra in (("one host-call loop VU", ["-e", "HOSTLOOP=1", "-e", "HOSTLOOP_MS=250"]),
-                        ("four host-call loop VUs", ["-e", "HOSTLOOP=4", "-e", "HOSTLOOP_MS=250"]),
-                        ("one guest spin VU (ended at --cpu-limit 2s)", ["-e", "SPIN=1"])):
-        n, p99, classes = steady(extra, what.replace(" ", "-"))
+    for what, _ in configs[1:]:
+        n, p99, classes = med(what)
         loop = classes.get("hostloop") or classes.get("spin") or {}
-        print(f"| beside {what} | {n:,.0f} requests ({n / base_n:.2f}× alone), p99 {p99:.2f} ms ({p99 / base_p99:.2f}× alone); "
-              f"the adversary: {loop.get('guest_cpu_ms', 0):,.0f} ms guest + {loop.get('host_cpu_ms', 0):,.0f} ms host CPU |")
+        cost = ""
+        if loop:
+            cost = (f"; the adversary: {loop.get('guest_cpu_ms', 0):,.0f} ms guest + "
+                    f"{loop.get('host_cpu_ms', 0):,.0f} ms host CPU")
+        print(f"| beside {what} | {n:,.0f} requests ({n / base_n:.2f}× alone), p99 {p99:.2f} ms "
+              f"({p99 / base_p99:.2f}× alone){cost} |")
 
 
 def oha_run(url):

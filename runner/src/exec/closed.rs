@@ -55,14 +55,31 @@ pub async fn run_vu(
     index: u32,
     initial: bool,
     start_at: tokio::time::Instant,
-    mut target: watch::Receiver<u32>,
+    target: watch::Receiver<u32>,
     grace: Duration,
 ) {
     tokio::select! {
         _ = tokio::time::sleep_until(start_at) => {}
         _ = shared.stop.cancelled() => return,
     }
-    let mut vu = Vu::new(shared.clone(), id, class.clone(), initial);
+    let vu = Vu::new(shared.clone(), id, class.clone(), initial);
+    let busy = vu.busy();
+    super::busy::contain(
+        busy,
+        iterate_while_wanted(vu, shared, class, index, target, grace),
+    )
+    .await;
+}
+
+/// The life of a closed-model VU once started: see [`run_vu`].
+async fn iterate_while_wanted(
+    mut vu: Vu,
+    shared: Arc<Shared>,
+    class: Arc<Class>,
+    index: u32,
+    mut target: watch::Receiver<u32>,
+    grace: Duration,
+) {
     loop {
         tokio::select! {
             r = target.wait_for(|t| *t > index) => if r.is_err() { return },

@@ -4,6 +4,7 @@
 //! VU count or its rate) is a [`Load`] that can change while the run goes
 //! on.
 
+pub mod busy;
 pub mod closed;
 pub mod open;
 pub mod vu;
@@ -67,10 +68,6 @@ pub struct Shared {
     pub started: tokio::time::Instant,
     /// Per-kind counts of trap log lines, to keep the log readable.
     pub trap_log: vu::TrapLog,
-    /// Turns among VUs that keep the CPU busy (see [`vu::HOG_STREAK`]):
-    /// fewer than the runtime's threads, so one is always left for the
-    /// other VUs.
-    pub hogs: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {

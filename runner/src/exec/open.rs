@@ -67,8 +67,20 @@ async fn run_vu(
     class: Arc<Class>,
     first: Option<Ticket>,
 ) {
+    let vu = Vu::new(shared.clone(), id, class.clone(), first.is_none());
+    let busy = vu.busy();
+    super::busy::contain(busy, run_tickets(vu, shared, pool, class, first)).await;
+}
+
+/// The life of an open-model VU: see [`run_vu`].
+async fn run_tickets(
+    mut vu: Vu,
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    class: Arc<Class>,
+    first: Option<Ticket>,
+) {
     let _active = ActiveGuard::new(&shared, &class);
-    let mut vu = Vu::new(shared.clone(), id, class.clone(), first.is_none());
     let mut next = first;
     if next.is_none() && vu.prepare().await == Step::Stop {
         return;

@@ -11,6 +11,7 @@ use anyhow::Result;
 use host_api::{LoadTest, VuState};
 use wasmtime::{CallHook, Store, UpdateDeadline};
 
+use super::busy::BusyFlag;
 use super::{Class, Shared};
 use crate::engine::trap::{classify, Abort};
 use crate::engine::TICK;
@@ -31,31 +32,23 @@ struct Instance {
     bindings: LoadTest,
     /// The scenario code generation it was made from.
     generation: u64,
-    /// The busy VUs' turn it holds, if any (given back at its next tick
-    /// and at the end of its iteration).
-    turn: Turn,
 }
 
-type Turn = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
-
-fn give_back(turn: &Turn) {
-    drop(turn.lock().unwrap_or_else(|p| p.into_inner()).take());
-}
-
-/// Ticks in a row a VU may keep the CPU busy (50 ms) before it must take
-/// turns with the other busy VUs.
-pub const HOG_STREAK: u32 = (50 / TICK.as_millis()) as u32;
-
-/// How many busy VUs may run at once: all the runtime's threads but one.
-pub fn hog_turns() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
-}
+/// Ticks in a row a VU may keep the CPU busy (10 ms) before it moves to
+/// the busy VUs' threads ([`super::busy`]). Until then it takes 1 ms
+/// slices on the steady VUs' threads, so a lower bound keeps the
+/// neighbours' latency (a steady VU may wait behind every such slice
+/// queued on its thread) and a higher one lets ordinary compute (parsing a
+/// large response) finish where it is.
+pub const HOG_STREAK: u32 = (10 / TICK.as_millis()) as u32;
 
 /// Creates a fresh store and instance for a VU.
-async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance, Abort> {
+async fn instantiate(
+    shared: &Shared,
+    id: u32,
+    class: &Class,
+    busy: &BusyFlag,
+) -> Result<Instance, Abort> {
     let state = VuState::new(
         shared.ctx.clone(),
         id,
@@ -67,12 +60,9 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
-    let hogs = shared.hogs.clone();
-    let turn: Turn = Arc::default();
-    let held = turn.clone();
+    let busy = busy.clone();
     store.epoch_deadline_callback(move |mut cx| {
         let budget = &mut cx.data_mut().budget;
-        give_back(&held);
         if !budget.charge(TICK) {
             return Ok(UpdateDeadline::Interrupt);
         }
@@ -82,26 +72,16 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
             // Back from a park: it has let the others run already.
             return Ok(UpdateDeadline::Continue(1));
         }
+        // A VU that keeps the CPU busy goes on at the busy VUs' priority.
+        if budget.busy_streak() >= HOG_STREAK {
+            busy.store(true, Ordering::Relaxed);
+        }
         // tokio's own yield goes behind the tasks already waiting (a plain
         // wake-up would run this VU again at once, and busy VUs would
         // starve their neighbours).
-        if budget.busy_streak() < HOG_STREAK {
-            return Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(tokio::task::yield_now()),
-            ));
-        }
-        // A VU that keeps the CPU busy runs a tick at a time, on one of
-        // the few turns busy VUs share.
-        let (hogs, held) = (hogs.clone(), held.clone());
         Ok(UpdateDeadline::YieldCustom(
             1,
-            Box::pin(async move {
-                tokio::task::yield_now().await;
-                if let Ok(t) = hogs.acquire_owned().await {
-                    *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
-                }
-            }),
+            Box::pin(tokio::task::yield_now()),
         ))
     });
     // Measures the host calls' share of the budget.
@@ -127,7 +107,6 @@ async fn instantiate(shared: &Shared, id: u32, class: &Class) -> Result<Instance
             store,
             bindings,
             generation: code.generation,
-            turn,
         }),
         Err(e) => Err(classify(&e, store.data())),
     }
@@ -182,13 +161,16 @@ pub struct Vu {
     iteration: u64,
     consecutive_traps: u32,
     counted_ready: bool,
+    busy: BusyFlag,
 }
 
 impl Vu {
     /// VU `id` of `class`, not yet instantiated; `initial` if it is one of
     /// the VUs the run starts with (those count for the start-up time).
+    /// Run it inside [`super::busy::contain`] with its [`Vu::busy`] flag.
     pub fn new(shared: Arc<Shared>, id: u32, class: Arc<Class>, initial: bool) -> Self {
         Self {
+            busy: BusyFlag::default(),
             shared,
             id,
             class,
@@ -197,6 +179,11 @@ impl Vu {
             consecutive_traps: 0,
             counted_ready: !initial,
         }
+    }
+
+    /// The flag its instances raise when they keep the CPU busy.
+    pub fn busy(&self) -> BusyFlag {
+        self.busy.clone()
     }
 
     /// Iterations started so far.
@@ -243,7 +230,7 @@ impl Vu {
                 _ = shared.stop.cancelled() => return Err(Step::Stop),
             }
         }
-        match instantiate(&shared, self.id, &self.class).await {
+        match instantiate(&shared, self.id, &self.class, &self.busy).await {
             Ok(i) => {
                 if !self.counted_ready {
                     self.counted_ready = true;
@@ -311,7 +298,6 @@ impl Vu {
             Ok(Err(e)) => Err(classify(&e, inst.store.data())),
             Err(abort) => Err(abort),
         };
-        give_back(&inst.turn);
         let mut cost = inst.store.data().cost();
         if let Some(f) = shared.fuel {
             cost.fuel = f.saturating_sub(inst.store.get_fuel().unwrap_or(0));
