@@ -88,26 +88,52 @@ where
         }
         // Away: until it finishes or parks. Its first poll there registers
         // the pool's waker in place of this task's.
-        let (b, h) = (busy.clone(), home.clone());
+        let b = busy.clone();
+        let mut vu = Away {
+            fut: Some(fut),
+            home: home.clone(),
+        };
         let away = pool.spawn(async move {
             let leg = std::future::poll_fn(|cx| {
-                let _home = h.enter();
-                poll_leg(&mut fut, &b, true, cx)
+                let _home = vu.home.enter();
+                match vu.fut.as_mut() {
+                    Some(f) => poll_leg(f, &b, true, cx),
+                    None => Poll::Ready(Leg::Move),
+                }
             })
             .await;
-            (fut, leg)
+            (vu, leg)
         });
         let mut away = AbortOnDrop(away);
-        let (back, leg) = match away.await_join().await {
+        let (mut back, leg) = match away.await_join().await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only this task aborts it, and it is not dropped here.
+            // Only this task aborts it, and the pool is never shut down.
             Err(_) => std::future::pending().await,
         };
         if let Leg::Done(v) = leg {
             return v;
         }
-        fut = back;
+        match back.fut.take() {
+            Some(f) => fut = f,
+            None => return std::future::pending().await,
+        }
+    }
+}
+
+/// A VU while it is on the busy pool. If it is dropped there (its home
+/// task aborted at a run's end, or a panic), the home runtime is entered
+/// for the drop: drop code that asks for the current runtime (an MQTT
+/// session spawns its close) must find the main one, which has timers.
+struct Away<F> {
+    fut: Option<Pin<Box<F>>>,
+    home: Handle,
+}
+
+impl<F> Drop for Away<F> {
+    fn drop(&mut self) {
+        let _home = self.home.enter();
+        drop(self.fut.take());
     }
 }
 
@@ -198,5 +224,44 @@ mod tests {
         .await;
         assert_eq!(threads[0], "runner-busy-vu");
         assert_ne!(threads[1], "runner-busy-vu");
+    }
+
+    /// Spawns a timer task on the current runtime when dropped, as an MQTT
+    /// session does; the pool has no timers, so this fails there.
+    struct SpawnsOnDrop(Arc<AtomicBool>);
+
+    impl Drop for SpawnsOnDrop {
+        fn drop(&mut self) {
+            let done = self.0.clone();
+            if let Ok(h) = Handle::try_current() {
+                h.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    done.store(true, Ordering::Relaxed);
+                });
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_vu_aborted_while_away_is_dropped_with_its_home_runtime_entered() {
+        let busy = BusyFlag::default();
+        let (b, done) = (busy.clone(), Arc::new(AtomicBool::new(false)));
+        let guard = SpawnsOnDrop(done.clone());
+        let task = tokio::spawn(contain(busy, async move {
+            let _guard = guard;
+            loop {
+                b.store(true, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        task.abort();
+        for _ in 0..200 {
+            if done.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the dropped VU's close task never ran on the home runtime");
     }
 }
