@@ -46,6 +46,11 @@ impl std::error::Error for HandlesExceeded {}
 /// ends a VU's busy streak.
 const TICK_GAP: Duration = Duration::from_millis(1);
 
+/// A host call that returns sooner than this did not really park the VU
+/// (a zero sleep, a call that never waited): it ends no busy streak, or a
+/// loop of such calls would pass for a VU that lets the others run.
+const PARK_MIN: Duration = Duration::from_micros(20);
+
 /// Caps on what one VU's instance may allocate.
 #[derive(Clone, Copy, Debug)]
 pub struct Limiter {
@@ -243,7 +248,17 @@ impl CpuBudget {
 
     /// Notes that the guest resumes running now, after a host call.
     pub fn resumed(&mut self) {
-        self.last = Instant::now();
+        self.resumed_at(Instant::now());
+    }
+
+    fn resumed_at(&mut self, now: Instant) {
+        if self
+            .entered
+            .is_some_and(|e| now.saturating_duration_since(e) < PARK_MIN)
+        {
+            return;
+        }
+        self.last = now;
         // It was parked: whatever it does next, it has let the others run.
         self.streak = 0;
     }
@@ -362,6 +377,26 @@ mod tests {
         assert_eq!(b.busy_streak(), 3);
         // A park does end it.
         b.resumed();
+        assert_eq!(b.busy_streak(), 0);
+    }
+
+    #[test]
+    fn a_host_call_that_returns_at_once_is_no_park() {
+        let tick = Duration::from_millis(2);
+        let mut b = CpuBudget::new(Duration::from_secs(60));
+        for _ in 0..3 {
+            std::thread::sleep(tick);
+            assert!(b.charge(tick));
+        }
+        assert_eq!(b.busy_streak(), 3);
+        // A zero sleep: into the host and straight back.
+        let t = Instant::now();
+        b.entered = Some(t);
+        b.resumed_at(t + Duration::from_micros(2));
+        assert_eq!(b.busy_streak(), 3);
+        // A call that waited ends it.
+        b.entered = Some(t);
+        b.resumed_at(t + Duration::from_millis(1));
         assert_eq!(b.busy_streak(), 0);
     }
 }
