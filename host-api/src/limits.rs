@@ -362,8 +362,8 @@ mod tests {
         assert!(t.len() <= 11 && t.ends_with(sizes::CUT), "{t}");
     }
 
-    #[test]
-    fn a_busy_streak_survives_a_short_tick_and_ends_at_a_park() {
+    /// A budget that has been busy for three whole ticks, and the tick.
+    fn busy_for_three_ticks() -> (CpuBudget, Duration) {
         let tick = Duration::from_millis(2);
         let mut b = CpuBudget::new(Duration::from_secs(60));
         for _ in 0..3 {
@@ -371,6 +371,12 @@ mod tests {
             assert!(b.charge(tick));
         }
         assert_eq!(b.busy_streak(), 3);
+        (b, tick)
+    }
+
+    #[test]
+    fn a_busy_streak_survives_a_short_tick_and_ends_at_a_park() {
+        let (mut b, tick) = busy_for_three_ticks();
         // A tick that came early (the ticker's jitter) neither adds to the
         // streak nor ends it.
         assert!(b.charge(tick));
@@ -382,13 +388,7 @@ mod tests {
 
     #[test]
     fn a_host_call_that_returns_at_once_is_no_park() {
-        let tick = Duration::from_millis(2);
-        let mut b = CpuBudget::new(Duration::from_secs(60));
-        for _ in 0..3 {
-            std::thread::sleep(tick);
-            assert!(b.charge(tick));
-        }
-        assert_eq!(b.busy_streak(), 3);
+        let (mut b, _) = busy_for_three_ticks();
         // A zero sleep: into the host and straight back.
         let t = Instant::now();
         b.entered = Some(t);
