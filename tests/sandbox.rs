@@ -38,14 +38,79 @@ fn chaos_run(target: &Target, name: &str, extra: &[&str]) -> (serde_json::Value,
     (summary(&json), r)
 }
 
-fn steady_requests(s: &serde_json::Value) -> u64 {
-    total_requests(s)
+/// Requests of the HTTP row named `name`.
+fn row_requests(s: &serde_json::Value, name: &str) -> u64 {
+    s["http"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+        .and_then(|r| r["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Requests of the steady VUs (their row is named for the target).
+fn steady_requests(s: &serde_json::Value, target: &Target) -> u64 {
+    row_requests(s, &format!("GET {}/", target.url))
+}
+
+/// The steady VUs' requests in a run beside no attacker, measured once
+/// for every test of this binary (tests run one at a time).
+fn baseline() -> u64 {
+    static ONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| {
+        let target = Target::start();
+        let (s, _) = chaos_run(&target, "baseline", &[]);
+        let b = steady_requests(&s, &target);
+        assert!(b > 200, "baseline too small to compare: {b}");
+        b
+    })
+}
+
+/// What every attack must leave true: the run ended on time, the
+/// runner's memory stayed small, the results were written (`s` is the
+/// JSON summary read back), the steady VUs kept at least 90% of their
+/// requests, and the runner counted what the target served (`served`,
+/// its own count).
+fn contained(what: &str, s: &serde_json::Value, r: &Run, target: &Target, served: u64) {
+    assert!(
+        r.elapsed < Duration::from_secs(15),
+        "{what}: the run took {:?}",
+        r.elapsed
+    );
+    let rss = s["meta"]["runner_peak_rss"].as_u64().expect("peak RSS");
+    assert!(
+        rss < 400 << 20,
+        "{what}: the runner grew to {} MiB",
+        rss >> 20
+    );
+    let (b, c) = (baseline(), steady_requests(s, target));
+    assert!(
+        c * 100 >= b * 90,
+        "{what}: the steady VUs slowed down: {c} requests beside it vs {b} alone"
+    );
+    // Requests the runner refused itself never reached the target.
+    let refused: u64 = s["http"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| count(r, "errors", "denied") + count(r, "errors", "invalid-request"))
+        .sum();
+    assert_eq!(
+        total_requests(s) - refused,
+        served,
+        "{what}: runner and server disagree"
+    );
+}
+
+/// A class's entry in the JSON's `classes` (what its VUs cost).
+fn class<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let c = &s["classes"][name];
+    assert!(c.is_object(), "no class {name}: {}", s["classes"]);
+    c
 }
 
 #[test]
 fn misbehaving_vus_are_contained() {
     let target = Target::start();
-    let (baseline, _) = chaos_run(&target, "baseline", &[]);
     let before = target.requests();
     let (chaos, r) = chaos_run(
         &target,
@@ -103,22 +168,42 @@ fn misbehaving_vus_are_contained() {
         r.stderr
     );
 
-    // The well-behaved VUs kept their rate, and every request was counted.
-    let (b, c) = (steady_requests(&baseline), steady_requests(&chaos));
-    assert!(b > 200, "baseline too small to compare: {b}");
-    assert!(
-        c * 100 >= b * 75,
-        "steady VUs slowed down: {c} requests beside misbehaving VUs vs {b} alone"
-    );
-    assert_eq!(c, served, "runner and server disagree");
+    // The well-behaved VUs kept their rate, every request was counted,
+    // and the run ended on time: the spinning VU did not hold it up.
+    contained("misbehaving VUs", &chaos, &r, &target, served);
     assert_eq!(chaos["checks"][0]["fail"], 0);
 
-    // The run ended on time: the spinning VU did not hold it up.
+    // Each class's cost is accounted where it was spent.
+    let spin = class(&chaos, "spin");
     assert!(
-        r.elapsed < Duration::from_secs(15),
-        "run took {:?}",
-        r.elapsed
+        spin["guest_cpu_ms"].as_f64().unwrap() >= 300.0
+            && spin["guest_cpu_ms"].as_f64() > spin["host_cpu_ms"].as_f64(),
+        "{spin}"
     );
+    assert!(
+        spin["traps"]["cpu-limit"].as_u64().unwrap_or(0) >= 1,
+        "{spin}"
+    );
+    let hog = class(&chaos, "hog");
+    assert!(
+        hog["peak_memory"].as_u64().unwrap() >= 8 << 20,
+        "the hog held {} bytes at most: {hog}",
+        hog["peak_memory"]
+    );
+    assert_eq!(
+        hog["top_memory"][0]["value"].as_f64(),
+        hog["peak_memory"].as_f64()
+    );
+    assert!(
+        class(&chaos, "panic")["traps"]["panic"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    );
+    assert!(class(&chaos, "steady")["traps"]
+        .as_object()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -228,6 +313,7 @@ fn guest_output_reaches_the_log_with_the_vu_id_and_is_rate_limited() {
 #[test]
 fn values_over_the_host_s_sizes_are_cut_or_refused() {
     let target = Target::start();
+    let before = target.requests();
     let (s, r) = chaos_run(
         &target,
         "oversize",
@@ -276,47 +362,74 @@ fn values_over_the_host_s_sizes_are_cut_or_refused() {
         name.len()
     );
     assert!(count(&s, "iterations", "failed") > 0);
-    assert!(steady_requests(&s) > 0);
+    contained(
+        "oversized values",
+        &s,
+        &r,
+        &target,
+        target.requests() - before,
+    );
 }
 
 #[test]
 fn a_vu_looping_on_host_calls_spends_its_cpu_budget_and_is_named_for_it() {
     let target = Target::start();
-    let (baseline, _) = chaos_run(&target, "hostloop-baseline", &[]);
-    let before = target.requests();
-    let (s, r) = chaos_run(
-        &target,
-        "hostloop",
-        &["-e", "HOSTLOOP=1", "--cpu-limit", "300ms"],
-    );
-    let served = target.requests() - before;
-    // Ended as a spinning VU is, and named for where it spent its time.
-    assert!(
-        count(&s, "traps", "host-cpu-limit") >= 2,
-        "traps: {}",
-        s["traps"]
-    );
-    assert_eq!(count(&s, "traps", "cpu-limit"), 0, "{}", s["traps"]);
-    assert!(
-        r.stderr.contains("most of it in host calls"),
-        "{}",
-        r.stderr
-    );
-    let (b, c) = (steady_requests(&baseline), steady_requests(&s));
-    assert!(
-        c * 100 >= b * 75,
-        "steady VUs slowed down: {c} requests beside the loop vs {b} alone"
-    );
-    assert_eq!(c, served, "runner and server disagree");
-}
-
-/// Requests of the HTTP row named `name`.
-fn row_requests(s: &serde_json::Value, name: &str) -> u64 {
-    s["http"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["name"] == name))
-        .and_then(|r| r["requests"].as_u64())
-        .unwrap_or(0)
+    // A loop on a call that does almost nothing, then one that logs.
+    for (what, call) in [("host-call loop", "now"), ("log loop", "log")] {
+        let before = target.requests();
+        let (s, r) = chaos_run(
+            &target,
+            &format!("hostloop-{call}"),
+            &[
+                "-e",
+                "HOSTLOOP=1",
+                "-e",
+                &format!("HOSTLOOP_CALL={call}"),
+                "--cpu-limit",
+                "300ms",
+                "--fuel",
+                "1000000000",
+            ],
+        );
+        let served = target.requests() - before;
+        // Ended as a spinning VU is, and named for where it spent its time.
+        assert!(
+            count(&s, "traps", "host-cpu-limit") >= 2,
+            "{what}: traps: {}",
+            s["traps"]
+        );
+        assert_eq!(count(&s, "traps", "cpu-limit"), 0, "{what}: {}", s["traps"]);
+        assert!(
+            r.stderr.contains("most of it in host calls"),
+            "{what}: {}",
+            r.stderr
+        );
+        contained(what, &s, &r, &target, served);
+        // Its cost is accounted as host CPU, its VU (id 4: after the four
+        // steady ones) named the costliest, its fuel metered.
+        let c = class(&s, "hostloop");
+        let (guest, host) = (
+            c["guest_cpu_ms"].as_f64().unwrap(),
+            c["host_cpu_ms"].as_f64().unwrap(),
+        );
+        assert!(host > guest && host >= 600.0, "{what}: {c}");
+        assert_eq!(c["top_cpu"][0]["vu"], 4, "{what}: {c}");
+        let top = c["top_cpu"][0]["value"].as_f64().unwrap();
+        assert!((top - (guest + host)).abs() < 1.0, "{what}: {c}");
+        assert!(c["fuel"].as_u64().unwrap_or(0) > 0, "{what}: {c}");
+        let steady = class(&s, "steady");
+        assert!(
+            steady["top_cpu"][0]["value"].as_f64().unwrap() < top / 10.0,
+            "{what}: {steady}"
+        );
+        if call == "log" {
+            assert!(
+                s["meta"]["log_lines_suppressed"].as_u64().unwrap() > 1000,
+                "{}",
+                s["meta"]
+            );
+        }
+    }
 }
 
 #[test]
@@ -324,8 +437,6 @@ fn vus_that_hoard_handles_or_connections_are_contained() {
     // On every loopback address, so one VU can open thousands of
     // connections to distinct origins (127.0.X.Y).
     let target = Target::start_on("0.0.0.0:0");
-    let steady = format!("GET {}/", target.url);
-    let (baseline, _) = chaos_run(&target, "hoard-baseline", &[]);
     let before = target.requests();
     let (attack, r) = chaos_run(&target, "hoard", &["-e", "HANDLES=1", "-e", "CONNS=1"]);
     let served = target.requests() - before;
@@ -346,31 +457,84 @@ fn vus_that_hoard_handles_or_connections_are_contained() {
     let conns = row_requests(&attack, "conns");
     assert!(conns >= 2_000, "{conns}");
     assert!(row_requests(&attack, "handles") >= 2 * 1024);
-    assert_eq!(
-        total_requests(&attack),
-        served,
-        "runner and server disagree"
-    );
     for row in attack["http"].as_array().expect("rows") {
         assert_eq!(row["failed"], 0, "{row}");
     }
+    contained("hoarders", &attack, &r, &target, served);
+}
 
-    // The neighbours kept at least 90% of their requests; the run ended on
-    // time; the runner's own memory stayed small.
-    let (b, c) = (
-        row_requests(&baseline, &steady),
-        row_requests(&attack, &steady),
+#[test]
+fn ever_new_names_and_destinations_are_folded_and_bounded() {
+    let target = Target::start();
+    let before = target.requests();
+    let (s, r) = chaos_run(
+        &target,
+        "names",
+        &[
+            "-e",
+            "NAMES=2",
+            "-e",
+            "DENIED=1",
+            "--block-host",
+            "*.invalid",
+        ],
     );
-    assert!(b > 200, "baseline too small to compare: {b}");
-    assert!(
-        c * 100 >= b * 90,
-        "steady VUs slowed down: {c} requests beside hoarders vs {b} alone"
+    let served = target.requests() - before;
+    contained("ever new names", &s, &r, &target, served);
+
+    // Each family kept its bound (a tenth for timings and histograms),
+    // folded the rest into one labelled row, and warned once.
+    const OVERFLOW: &str = "(overflow: more series than --max-series)";
+    let names = class(&s, "names")["iterations"].as_u64().unwrap();
+    assert!(names > 100, "{names}");
+    for (family, bound) in [
+        ("counters", 1000),
+        ("gauges", 1000),
+        ("timings", 100),
+        ("histograms", 100),
+    ] {
+        let rows = s[family].as_object().expect(family);
+        assert_eq!(rows.len(), bound + 1, "{family}");
+        assert!(rows.contains_key(OVERFLOW), "{family}");
+        assert!(count(&s["meta"], "series_overflow", family) > 0, "{family}");
+        let warned = r
+            .stderr
+            .matches(&format!("distinct {family} series"))
+            .count();
+        assert_eq!(warned, 1, "{family}: {}", r.stderr);
+    }
+    // Nothing was lost: every counted login is in some row.
+    let counted: u64 = s["counters"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, names * 400);
+    assert_eq!(s["checks"].as_array().unwrap().len(), 1000 + 1);
+    let http = s["http"].as_array().unwrap();
+    assert_eq!(http.len(), 1000 + 1);
+    assert!(http.iter().any(|r| r["name"] == OVERFLOW));
+
+    // Denied destinations: refused before any packet, counted by kind,
+    // listed by name up to 100, the rest under one row.
+    let denied = row_requests(&s, "denied");
+    assert!(denied >= 1000, "{denied}");
+    let row = s["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "denied")
+        .expect("the denied row");
+    assert_eq!(row["failed"].as_u64(), Some(denied), "{row}");
+    assert_eq!(row["errors"]["denied"].as_u64(), Some(denied), "{row}");
+    let listed = s["denied"].as_object().expect("denied destinations");
+    assert_eq!(listed.len(), 100 + 1);
+    assert_eq!(
+        listed.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        denied
     );
-    assert!(r.elapsed < Duration::from_secs(15), "{:?}", r.elapsed);
-    let rss = attack["meta"]["runner_peak_rss"]
-        .as_u64()
-        .expect("peak RSS");
-    assert!(rss < 400 << 20, "the runner grew to {} MiB", rss >> 20);
+    assert!(count(&s, "denied", "(others)") > 0);
 }
 
 #[test]
@@ -390,6 +554,6 @@ fn giant_option_lists_are_refused_in_one_line() {
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert_eq!(
         r.stderr.trim(),
-        "error: cannot start the run: the scenario's options declare 5011 VU classes; at most 1000 are allowed"
+        "error: cannot start the run: the scenario's options declare 5013 VU classes; at most 1000 are allowed"
     );
 }

@@ -141,7 +141,7 @@ pub(crate) fn sample_metrics() -> Metrics {
         memory: 1 << 20,
         fuel: 3,
     };
-    r.usage("default", 0, &cost, None);
+    r.usage("default", 0, &cost, cost.guest_us + cost.host_us, None);
     r.denied("10.0.0.1:80");
     r.messaging(Protocol::Mqtt, "t/1", Event::Connected { us: 900 });
     r.messaging(

@@ -155,8 +155,8 @@ pub struct ClassUsage {
     pub fuel: u64,
     /// Iterations ended early, by kind.
     pub traps: HashMap<String, u64>,
-    /// The VUs with the most CPU in one iteration: (VU id, microseconds),
-    /// most first.
+    /// The VUs with the most CPU over the run so far: (VU id,
+    /// microseconds), most first.
     pub top_cpu: Vec<(u32, u64)>,
     /// The VUs with the most linear memory: (VU id, bytes), most first.
     pub top_memory: Vec<(u32, u64)>,

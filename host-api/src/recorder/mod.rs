@@ -58,8 +58,14 @@ pub struct IterationCost {
     pub fuel: u64,
 }
 
-/// Distinct denied destinations kept by one shard.
+/// Distinct denied destinations a run keeps (the rest are counted under
+/// one row): a scenario that tries ever new host names must not grow the
+/// runner's memory or its summary without end.
 pub const MAX_DENIED: usize = 100;
+
+/// The longest denied destination kept, bytes (a host name has at most
+/// 253; a longer one is cut, marked).
+const DENIED_NAME: usize = 300;
 
 /// Where denied destinations past [`MAX_DENIED`] are counted.
 const OTHERS: &str = "(others)";
@@ -68,6 +74,8 @@ const OTHERS: &str = "(others)";
 pub struct Recorder {
     shards: Box<[Mutex<Metrics>]>,
     series: series::Series,
+    /// The denied destinations admitted so far, run-wide.
+    denied: Mutex<std::collections::HashSet<String>>,
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -92,6 +100,7 @@ impl Recorder {
         Self {
             shards,
             series: series::Series::new(max_series),
+            denied: Mutex::default(),
         }
     }
 
@@ -268,8 +277,16 @@ impl Recorder {
     }
 
     /// Records what one iteration of VU `vu` of `class` cost (and how it
-    /// ended, if early).
-    pub fn usage(&self, class: &str, vu: u32, cost: &IterationCost, trap: Option<&str>) {
+    /// ended, if early); `vu_cpu_us` is the CPU the VU has spent in the
+    /// whole run so far, which ranks it among the costliest.
+    pub fn usage(
+        &self,
+        class: &str,
+        vu: u32,
+        cost: &IterationCost,
+        vu_cpu_us: u64,
+        trap: Option<&str>,
+    ) {
         let mut m = self.shard();
         let u = m.usage.entry_ref(class);
         u.iterations += 1;
@@ -280,20 +297,35 @@ impl Recorder {
         if let Some(kind) = trap {
             *u.traps.entry_ref(kind) += 1;
         }
-        metrics::top(&mut u.top_cpu, vu, cost.guest_us + cost.host_us);
+        metrics::top(&mut u.top_cpu, vu, vu_cpu_us);
         metrics::top(&mut u.top_memory, vu, cost.memory);
     }
 
-    /// Records a connection the egress rules refused, by destination (at
-    /// most [`MAX_DENIED`] of them per shard; more are counted as
-    /// `(others)`).
+    /// Records a connection the egress rules refused, by destination: the
+    /// first [`MAX_DENIED`] distinct ones of the run by name, the rest
+    /// counted as `(others)`.
     pub fn denied(&self, destination: &str) {
-        let mut m = self.shard();
-        if m.denied.len() >= MAX_DENIED && !m.denied.contains_key(destination) {
-            *m.denied.entry_ref(OTHERS) += 1;
+        let cut;
+        let destination = if destination.len() > DENIED_NAME {
+            cut = crate::limits::cut(destination.to_owned(), DENIED_NAME);
+            cut.as_str()
         } else {
-            *m.denied.entry_ref(destination) += 1;
-        }
+            destination
+        };
+        let admitted = {
+            let mut known = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+            if known.contains(destination) {
+                true
+            } else if known.len() < MAX_DENIED {
+                known.insert(destination.to_owned());
+                true
+            } else {
+                false
+            }
+        };
+        let mut m = self.shard();
+        *m.denied
+            .entry_ref(if admitted { destination } else { OTHERS }) += 1;
     }
 
     /// Moves everything recorded so far into `into`, leaving the shards
@@ -323,6 +355,34 @@ mod tests {
         assert_eq!(back.count(), 5);
         assert_eq!(back.quantile(1.0), h.quantile(1.0));
         assert_eq!(back.quantile(0.5), h.quantile(0.5));
+    }
+
+    #[test]
+    fn denied_destinations_are_bounded_over_the_whole_run() {
+        let r = Recorder::new(2);
+        let mut total = Metrics::default();
+        // Ever new names, drained each "second" as a run drains them.
+        for second in 0..5 {
+            for i in 0..MAX_DENIED {
+                r.denied(&format!("h{second}-{i}.invalid:80"));
+            }
+            r.denied("h0-0.invalid:80");
+            r.drain_into(&mut total);
+        }
+        assert_eq!(total.denied.len(), MAX_DENIED + 1);
+        assert_eq!(total.denied[OTHERS], 4 * MAX_DENIED as u64);
+        assert_eq!(total.denied["h0-0.invalid:80"], 6);
+        assert_eq!(
+            total.denied.values().sum::<u64>(),
+            5 * (MAX_DENIED as u64 + 1)
+        );
+        // A giant name is kept cut, marked.
+        let r = Recorder::new(1);
+        r.denied(&"x".repeat(10_000));
+        let mut m = Metrics::default();
+        r.drain_into(&mut m);
+        let name = m.denied.keys().next().expect("one row");
+        assert!(name.len() <= DENIED_NAME && name.ends_with(crate::limits::sizes::CUT));
     }
 
     #[test]

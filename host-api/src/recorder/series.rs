@@ -63,6 +63,11 @@ impl Family {
     }
 }
 
+/// Timings and histograms keep a tenth as many series: each holds a
+/// histogram that grows to up to 425 KiB with the values recorded, where a
+/// counter holds one number.
+const HISTOGRAM_SHARE: usize = 10;
+
 /// The series seen so far, per family.
 pub struct Series {
     max: usize,
@@ -80,15 +85,24 @@ impl Series {
         }
     }
 
+    /// The most series `family` may have.
+    pub fn bound(&self, family: Family) -> usize {
+        match family {
+            Family::Timings | Family::Histograms => (self.max / HISTOGRAM_SHARE).max(1),
+            _ => self.max,
+        }
+    }
+
     /// `key`, if it is (or may become) one of `family`'s series; else the
     /// overflow row's key.
     pub fn admit<'a>(&self, family: Family, key: &'a str) -> &'a str {
         let f = family as usize;
+        let bound = self.bound(family);
         let mut known = self.known[f].lock().unwrap_or_else(|p| p.into_inner());
         if known.contains(key) {
             return key;
         }
-        if known.len() < self.max {
+        if known.len() < bound {
             known.insert(key.to_owned());
             return key;
         }
@@ -96,7 +110,7 @@ impl Series {
         if self.folded[f].fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(
                 "the scenario made more than {} distinct {} series (names and tags), e.g. {:?}; further ones are counted under {OVERFLOW:?} (a name or tag that holds ids or times is the usual cause; --max-series raises the bound)",
-                self.max,
+                bound,
                 family.name(),
                 super::key_label(key)
             );
@@ -131,5 +145,11 @@ mod tests {
         // Each family has its own bound.
         assert_eq!(s.admit(Family::Checks, "user-9"), "user-9");
         assert_eq!(s.folded(), vec![("counters", 2)]);
+        // Histogram families keep a tenth as many.
+        let s = Series::new(20);
+        assert_eq!(s.admit(Family::Timings, "a"), "a");
+        assert_eq!(s.admit(Family::Timings, "b"), "b");
+        assert_eq!(s.admit(Family::Timings, "c"), OVERFLOW);
+        assert_eq!(s.admit(Family::Histograms, "c"), "c");
     }
 }

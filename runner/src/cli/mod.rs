@@ -140,7 +140,8 @@ pub struct RunArgs {
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
 
-    /// CPU time an iteration may spend in guest code before it is stopped.
+    /// CPU time an iteration may spend (in guest code and in host calls)
+    /// before it is stopped.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub cpu_limit: Duration,
 
@@ -175,7 +176,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
     pub http_timeout: Duration,
 
-    /// Largest HTTP response body accepted, e.g. `16MiB`.
+    /// Largest HTTP response body accepted, and largest request body a
+    /// scenario may send, e.g. `16MiB`.
     #[arg(long, value_parser = parse_size, default_value = "16MiB")]
     pub max_body: u64,
 
@@ -214,8 +216,9 @@ pub struct RunArgs {
     pub log_rate: u64,
 
     /// Distinct series (request names with their tags, check names,
-    /// custom metric names) per metric family; more are counted in one
-    /// overflow row, so ids or times in names cannot exhaust memory.
+    /// custom metric names) per metric family over the run (a tenth of it
+    /// for timings and histograms, which cost more each); more are counted
+    /// in one overflow row, so ids or times in names cannot exhaust memory.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_series: u32,
 

@@ -160,6 +160,8 @@ pub struct Vu {
     instance: Option<Instance>,
     iteration: u64,
     consecutive_traps: u32,
+    /// CPU spent in the run so far, guest and host, microseconds.
+    cpu_us: u64,
     counted_ready: bool,
     busy: BusyFlag,
 }
@@ -177,6 +179,7 @@ impl Vu {
             instance: None,
             iteration: 0,
             consecutive_traps: 0,
+            cpu_us: 0,
             counted_ready: !initial,
         }
     }
@@ -306,7 +309,10 @@ impl Vu {
             Err(a) => Some(a.kind),
             Ok(_) => None,
         };
-        recorder.usage(&self.class.name, self.id, &cost, trap);
+        self.cpu_us = self
+            .cpu_us
+            .saturating_add(cost.guest_us.saturating_add(cost.host_us));
+        recorder.usage(&self.class.name, self.id, &cost, self.cpu_us, trap);
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let service = micros(started.elapsed());
         let from_intended = intended.map(|t| micros(t.elapsed()));

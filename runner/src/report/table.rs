@@ -5,6 +5,41 @@ use std::fmt::Write as _;
 
 use super::{clip, messaging, ms, Summary};
 
+/// Rows the table shows per section; a run with more (ids in names) shows
+/// its busiest ones and says how many more the JSON and CSV outputs hold.
+const ROWS: usize = 50;
+
+/// The `ROWS` heaviest of `items` by `weight`, in their order, and how
+/// many were left out.
+fn busiest<T>(items: Vec<T>, weight: impl Fn(&T) -> u64) -> (Vec<T>, usize) {
+    if items.len() <= ROWS {
+        return (items, 0);
+    }
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(weight(&items[i])));
+    let mut keep = vec![false; items.len()];
+    for &i in &order[..ROWS] {
+        keep[i] = true;
+    }
+    let left = items.len() - ROWS;
+    let kept = items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(t, k)| k.then_some(t))
+        .collect();
+    (kept, left)
+}
+
+/// The line that says what [`busiest`] left out.
+fn more(s: &mut String, left: usize, what: &str) {
+    if left > 0 {
+        let _ = writeln!(
+            s,
+            "  … and {left} more {what} (every row is in the JSON and CSV outputs)"
+        );
+    }
+}
+
 impl Summary {
     /// The summary as a human-readable table, showing `stats` for each
     /// latency distribution.
@@ -118,7 +153,8 @@ impl Summary {
                 let _ = write!(head, " {:>9}", st.to_string());
             }
             let _ = writeln!(s, "{head}");
-            for r in &self.http {
+            let (rows, left) = busiest(self.http.iter().collect(), |r| r.requests);
+            for r in rows {
                 let mut line = format!(
                     "  {:<w$}  {:>9} {:>9.1} {:>7} ",
                     clip(&r.label(), w),
@@ -158,6 +194,7 @@ impl Summary {
                     let _ = writeln!(s, "  {:<w$}  failures: {}", "", why.join(", "));
                 }
             }
+            more(&mut s, left, "HTTP rows");
         }
         if !self.http_by_tag.is_empty() {
             let w = self
@@ -183,7 +220,8 @@ impl Summary {
                     }
                 }
             }
-            for (tag, row) in &self.http_by_tag {
+            let (rows, left) = busiest(self.http_by_tag.iter().collect(), |(_, r)| r.requests);
+            for (tag, row) in rows {
                 let rate = row.requests as f64 / m.duration_s.max(1e-9);
                 let mut line = format!(
                     "  {:<w$}  {:>9} {:>9.1} {:>7} ",
@@ -199,6 +237,7 @@ impl Summary {
                 }
                 let _ = writeln!(s, "{line}");
             }
+            more(&mut s, left, "tags");
         }
         let secs = m.duration_s.max(1e-9);
         messaging::table(&mut s, "MQTT", &self.mqtt, &self.raw.mqtt, secs, stats);
@@ -240,7 +279,8 @@ impl Summary {
         }
         if !self.checks.is_empty() {
             let _ = writeln!(s, "\n  checks");
-            for c in &self.checks {
+            let (rows, left) = busiest(self.checks.iter().collect(), |c| c.pass + c.fail);
+            for c in rows {
                 let mark = if c.fail == 0 { "✓" } else { "✗" };
                 let shown = if c.tags.is_empty() {
                     c.name.clone()
@@ -258,6 +298,7 @@ impl Summary {
                     c.fail
                 );
             }
+            more(&mut s, left, "checks");
         }
         if !self.traps.is_empty() {
             let _ = writeln!(s, "\n  iterations ended early");
@@ -275,13 +316,18 @@ impl Summary {
                 let _ = writeln!(s, "    {k:<40} {v}");
             }
         }
-        for (k, v) in &self.counters {
+        let (rows, left) = busiest(self.counters.iter().collect(), |(_, v)| **v);
+        for (k, v) in rows {
             let _ = writeln!(s, "  counter {k}: {v}");
         }
-        for (k, (last, min, max)) in &self.gauges {
+        more(&mut s, left, "counters");
+        let (rows, left) = busiest(self.gauges.iter().collect(), |_| 0);
+        for (k, (last, min, max)) in rows {
             let _ = writeln!(s, "  gauge {k}: {last} (min {min}, max {max})");
         }
-        for (k, p) in &self.timings {
+        more(&mut s, left, "gauges");
+        let (rows, left) = busiest(self.timings.iter().collect(), |_| 0);
+        for (k, p) in rows {
             let _ = writeln!(
                 s,
                 "  timing {k}: p50 {} p95 {} p99 {} max {}",
@@ -291,13 +337,16 @@ impl Summary {
                 ms(p.max)
             );
         }
-        for (k, p) in &self.histograms {
+        more(&mut s, left, "timings");
+        let (rows, left) = busiest(self.histograms.iter().collect(), |_| 0);
+        for (k, p) in rows {
             let _ = writeln!(
                 s,
                 "  histogram {k}: p50 {} p95 {} p99 {} max {}",
                 p.p50, p.p95, p.p99, p.max
             );
         }
+        more(&mut s, left, "histograms");
         if !self.thresholds.is_empty() {
             let _ = writeln!(s, "\n  thresholds");
             for t in &self.thresholds {
@@ -318,5 +367,27 @@ impl Summary {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_section_keeps_its_busiest_rows_in_order() {
+        let few: Vec<u64> = (0..10).collect();
+        assert_eq!(busiest(few.clone(), |v| *v), (few, 0));
+        let many: Vec<u64> = (0..(ROWS as u64 + 7)).rev().collect();
+        let (kept, left) = busiest(many, |v| *v);
+        assert_eq!(left, 7);
+        let want: Vec<u64> = (7..(ROWS as u64 + 7)).rev().collect();
+        assert_eq!(kept, want);
+        let mut s = String::new();
+        more(&mut s, left, "HTTP rows");
+        assert_eq!(
+            s,
+            "  … and 7 more HTTP rows (every row is in the JSON and CSV outputs)\n"
+        );
     }
 }

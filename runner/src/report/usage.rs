@@ -24,7 +24,7 @@ pub struct UsageRow {
     pub fuel: Option<u64>,
     /// Iterations ended early, by kind.
     pub traps: BTreeMap<String, u64>,
-    /// The VUs with the most CPU in one iteration, most first.
+    /// The VUs with the most CPU over the run, most first.
     pub top_cpu: Vec<VuCost>,
     /// The VUs holding the most linear memory, most first.
     pub top_memory: Vec<VuCost>,

@@ -83,6 +83,9 @@ pub struct Record {
     pub mqtt: BTreeMap<String, BTreeMap<&'static str, IntervalStats>>,
     /// NATS likewise, with `request` for request/reply round trips.
     pub nats: BTreeMap<String, BTreeMap<&'static str, IntervalStats>>,
+    /// What each VU class cost in the interval (CPU in guest code and in
+    /// host calls, memory, fuel, traps, the costliest VUs so far).
+    pub classes: BTreeMap<String, crate::report::usage::UsageRow>,
 }
 
 /// The non-empty measures of each messaging metric name in an interval.
@@ -157,6 +160,11 @@ impl Record {
             traps: m.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             mqtt: messaging(&m.mqtt, secs),
             nats: messaging(&m.nats, secs),
+            classes: m
+                .usage
+                .iter()
+                .map(|(k, u)| (k.clone(), crate::report::usage::UsageRow::of(u)))
+                .collect(),
         }
     }
 }

@@ -13,14 +13,20 @@
 //! default), `HANDLES` (keeps every HTTP response it gets, never dropping
 //! one) and `CONNS` (requests 2,000 distinct origins per iteration,
 //! `127.0.X.Y` at `BASE_URL`'s port: a target listening on all loopback
-//! addresses) VUs, default 0 each. `OPTIONS_HUGE=N` declares N classes
+//! addresses), `NAMES` (a new metric name or tag value in every call:
+//! counters, checks, gauges, timings, histograms and request names and
+//! tags, as a user id or a timestamp in a name does) and `DENIED`
+//! (requests ever new host names under `.invalid`, for runs that deny
+//! them with `--block-host '*.invalid'`) VUs, default 0 each.
+//! `HOSTLOOP_CALL=log` makes the host-call loop log a line per call
+//! instead. `OPTIONS_HUGE=N` declares N classes
 //! and N thresholds. `THRESHOLD` adds a
 //! threshold to the scenario's options; `OPTIONS_PANIC` makes `options()`
 //! itself panic.
 
 use std::time::Duration;
 
-use guest_sdk::{check, http, sleep, vu, Options, Scenario};
+use guest_sdk::{check, http, metrics, sleep, vu, Options, Scenario};
 
 struct Chaos;
 
@@ -63,6 +69,46 @@ fn oversize() -> guest_sdk::Result {
     Err("e".repeat(1 << 20).into())
 }
 
+/// A new series in every family, 200 times per iteration, and a request
+/// whose name and tag are new each time.
+fn names() -> guest_sdk::Result {
+    let base = vu::env_or("BASE_URL", "http://127.0.0.1:8080");
+    let first = (u64::from(vu::id()) << 32) + vu::iteration() * 200;
+    for n in first..first + 200 {
+        let id = n.to_string();
+        metrics::counter(&format!("user-{id}"), 1);
+        metrics::counter_tagged("logins", 1, &[("user", &id)]);
+        metrics::check(&format!("user {id} logged in"), true);
+        metrics::gauge(&format!("queue-{id}"), 1.0);
+        metrics::timing(&format!("step-{id}"), Duration::from_micros(n % 1000));
+        metrics::histogram(&format!("size-{id}"), n);
+    }
+    let r = http::Request::get(format!("{base}/"))
+        .name(format!("GET /user/{first}"))
+        .tag("session", first.to_string())
+        .discard_body()
+        .send()?;
+    check("names: status is 200", r.status() == 200);
+    Ok(())
+}
+
+/// Ever new destinations the egress rules deny: each is refused before a
+/// packet leaves, and counted.
+fn denied() -> guest_sdk::Result {
+    let first = (u64::from(vu::id()) << 32) + vu::iteration() * 100;
+    for n in first..first + 100 {
+        let r = http::Request::get(format!("http://h{n}.invalid/"))
+            .name("denied")
+            .send();
+        let refused = matches!(
+            r.as_ref().map_err(http::Error::kind),
+            Err(http::ErrorKind::Denied(_))
+        );
+        check("denied: refused", refused);
+    }
+    Ok(())
+}
+
 #[inline(never)]
 #[allow(unconditional_recursion)] // on purpose: a stack overflow
 fn deep(n: u64) -> u64 {
@@ -90,7 +136,9 @@ impl Scenario for Chaos {
             .class("oversize", count("OVERSIZE", 0))
             .class("hostloop", count("HOSTLOOP", 0))
             .class("handles", count("HANDLES", 0))
-            .class("conns", count("CONNS", 0));
+            .class("conns", count("CONNS", 0))
+            .class("names", count("NAMES", 0))
+            .class("denied", count("DENIED", 0));
         let huge = count("OPTIONS_HUGE", 0);
         let options = (0..huge).fold(options, |o, i| {
             o.class(format!("extra-{i}"), 0)
@@ -165,12 +213,18 @@ impl Scenario for Chaos {
                 Ok(())
             }
             "oversize" => oversize(),
+            "names" => names(),
+            "denied" => denied(),
             "hostloop" => {
                 // vu::now() is a host call that does almost nothing: the
                 // cost is the crossing itself, over and over.
                 let ms = u64::from(count("HOSTLOOP_MS", 0));
+                let log = vu::env("HOSTLOOP_CALL").as_deref() == Some("log");
                 let start = vu::now();
                 loop {
+                    if log {
+                        guest_sdk::log::info("hostloop: one more line");
+                    }
                     let spent = vu::now().saturating_sub(start);
                     if ms > 0 && spent >= Duration::from_millis(ms) {
                         return Ok(());
