@@ -152,6 +152,41 @@ fn more_vus_than_the_kernel_allows_is_refused_with_the_setting_to_change() {
 }
 
 #[test]
+fn more_connecting_vus_than_open_files_is_refused_for_every_protocol() {
+    // An MQTT-only and a NATS-only scenario hold connections as HTTP ones
+    // do; the idle one (no network) needs no file per VU.
+    let limited = |scenario: &str| {
+        let out = Command::new("prlimit")
+            .arg("--nofile=300:300")
+            .arg(runner())
+            .args([
+                "run",
+                component(scenario).to_str().unwrap(),
+                "--vus",
+                "2000",
+            ])
+            .args(["--duration", "1s", "--quiet"])
+            .output()
+            .expect("run prlimit");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for scenario in ["iot", "nats-pubsub", "hello-http"] {
+        let (code, stderr) = limited(scenario);
+        assert_eq!(code, Some(1), "{scenario}: {stderr}");
+        assert!(
+            stderr.contains("VUs that may each hold a connection need about")
+                && stderr.contains("ulimit -n"),
+            "{scenario}: {stderr}"
+        );
+    }
+    let (code, stderr) = limited("idle");
+    assert_eq!(code, Some(0), "idle: {stderr}");
+}
+
+#[test]
 fn limits_too_small_for_the_scenario_name_the_flag_to_raise() {
     let c = component("idle");
     let c = c.to_str().unwrap();

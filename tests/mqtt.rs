@@ -195,7 +195,11 @@ fn bad_urls_and_wrong_credentials_are_typed_errors() {
         &[&url, "DEVICES=2", "DURATION_S=1", "PERIOD_MS=200"],
     );
     assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
-    assert!(n(&row(&s, "fleet")["errors"]["connection-refused"]) > 0);
+    // Every failure is the refusal, each counted once.
+    let fleet = row(&s, "fleet");
+    let refused = n(&fleet["errors"]["connection-refused"]);
+    assert!(refused > 0 && refused == n(&fleet["failed"]), "{fleet}");
+    assert_eq!(n(&fleet["connects"]), 0, "{fleet}");
     assert!(r.stderr.contains("MQTT connection refused"), "{}", r.stderr);
 
     // Not an MQTT URL: invalid argument, named.
@@ -204,7 +208,9 @@ fn bad_urls_and_wrong_credentials_are_typed_errors() {
         "mqtt-bad-url",
         &["MQTT_URL=http://127.0.0.1:1", "DEVICES=1", "DURATION_S=1"],
     );
-    assert!(n(&row(&s, "invalid")["errors"]["invalid-argument"]) > 0);
+    let invalid = row(&s, "invalid");
+    let refused = n(&invalid["errors"]["invalid-argument"]);
+    assert!(refused > 0 && refused == n(&invalid["failed"]), "{invalid}");
     assert!(
         r.stderr
             .contains("scheme \"http\" is not supported: use mqtt:// or mqtts://"),
@@ -413,9 +419,14 @@ fn every_mqtt_and_nats_host_call_works_end_to_end() {
     let published = row(&s, "tour-publish");
     assert_eq!(n(&published["published"]), 18);
     assert_eq!(n(&row(&s, "tour-wildcard")["received"]), 18);
-    assert!(row(&s, "tour-wildcard")["message_latency_ms"]["max"]
-        .as_f64()
-        .is_some());
+    // Loopback delivers in well under a second, and the percentiles are
+    // in order.
+    let latency = &row(&s, "tour-wildcard")["message_latency_ms"];
+    let at = |k: &str| latency[k].as_f64().unwrap_or(-1.0);
+    assert!(
+        0.0 < at("p50") && at("p50") <= at("max") && at("max") < 1_000.0,
+        "{latency}"
+    );
     // The no-responders request and the invalid subject are counted.
     let nats = s["nats"].as_array().expect("nats rows");
     let errors: u64 = nats.iter().map(|r| n(&r["errors"]["no-responders"])).sum();

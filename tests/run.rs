@@ -60,7 +60,9 @@ fn request_counts_match_the_servers_ground_truth() {
     // The raw aggregates carry a decodable HdrHistogram of every response.
     let raw = &s["raw"]["http"][row["name"].as_str().unwrap()];
     assert_eq!(raw["responses"].as_u64(), Some(sent));
-    assert!(raw["latency"].as_str().is_some_and(|h| !h.is_empty()));
+    let latency = host_api::recorder::Hist::decode(raw["latency"].as_str().expect("latency"))
+        .expect("an HdrHistogram V2 encoding");
+    assert_eq!(latency.count(), sent);
 }
 
 #[test]
@@ -162,6 +164,50 @@ fn ctrl_c_stops_gracefully_and_still_writes_results() {
     let sent = total_requests(&s);
     assert!(sent > 0);
     assert_eq!(sent, target.requests());
+}
+
+#[test]
+fn a_second_signal_cancels_in_flight_iterations_and_still_writes_the_results() {
+    // Iterations that sleep 30 s: the first signal's grace (60 s) would
+    // wait for them; the second cancels them.
+    let dir = scratch("second-signal");
+    let json = dir.join("r.json");
+    let child = std::process::Command::new(runner())
+        .args([
+            "run",
+            component("idle").to_str().unwrap(),
+            "--vus",
+            "5",
+            "--duration",
+            "60s",
+            "--grace",
+            "60s",
+            "-e",
+            "SLEEP_MS=30000",
+            "--out",
+            &format!("json={}", json.display()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the runner");
+    let pid = child.id() as i32;
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: sending signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let r = wait(child, Duration::from_secs(30));
+    assert!(
+        r.elapsed < Duration::from_secs(10),
+        "stopped after {:?}; stderr: {}",
+        r.elapsed,
+        r.stderr
+    );
+    let s = summary(&json);
+    assert_eq!(s["meta"]["interrupted"], true);
+    assert_eq!(count(&s, "iterations", "aborted"), 5, "{}", s["iterations"]);
+    assert_eq!(count(&s, "iterations", "ok"), 0, "{}", s["iterations"]);
 }
 
 fn hello(target_url: &str, json: &std::path::Path, extra: &[&str]) -> (Run, serde_json::Value) {
@@ -323,8 +369,13 @@ fn every_host_call_works_end_to_end() {
         .expect("the grouped check");
     assert_eq!(grouped["tags"]["group"], "checkout", "{grouped}");
     assert_eq!(s["counters"]["tour_carts {group=checkout, page=cart}"], 6);
+    // The group's duration holds its request's: never shorter.
     let group = &s["timings"]["group_duration {group=checkout}"];
-    assert!(group["min"].as_f64().is_some(), "{}", s["timings"]);
+    let shortest = group["min"].as_f64().expect("group duration");
+    assert!(
+        shortest >= cart["latency_ms"]["min"].as_f64().expect("cart latency"),
+        "{group} vs {cart}"
+    );
     let passed = s["thresholds"].as_array().unwrap();
     assert_eq!(passed.len(), 5);
     assert!(passed.iter().all(|t| t["pass"] == true), "{passed:?}");

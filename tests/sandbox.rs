@@ -330,6 +330,7 @@ fn values_over_the_host_s_sizes_are_cut_or_refused() {
     for c in [
         "an oversized URL is refused",
         "too many headers are refused",
+        "headers over 64 KiB are refused",
         "a body over --max-body is refused",
     ] {
         let row = s["checks"]

@@ -59,3 +59,26 @@ pub fn key_label(key: &str) -> String {
     let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{name} {{{}}}", tags.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_tags_are_bounded_and_cannot_forge_keys() {
+        let many: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("k{i}"), "v".repeat(1000)))
+            .collect();
+        let clean = clean_tags(many);
+        assert_eq!(clean.len(), MAX_TAGS);
+        for (k, v) in &clean {
+            assert!(k.starts_with('k'));
+            assert!(v.len() <= MAX_TAG_LEN && v.ends_with(crate::limits::sizes::CUT));
+        }
+        // The separator and '=' are dropped, so a tag cannot add a tag.
+        let forged = clean_tags(vec![("a=b".into(), format!("x{TAG_SEPARATOR}admin=yes"))]);
+        let key = tagged_key("GET /", &forged);
+        assert_eq!(split_key(&key), ("GET /", vec![("ab", "xadminyes")]));
+        assert_eq!(key_label(&key), "GET / {ab=xadminyes}");
+    }
+}

@@ -7,7 +7,7 @@
 //! `FAIL` (returns an error) and `CHATTY` (prints `LINES` lines, default 3,
 //! to stdout, stderr and the log) and `OVERSIZE` (hands the host values
 //! over every size it takes: a 4 MiB log line, 10,000 lines in one call,
-//! a huge URL, too many headers, a body over `--max-body`, a 10 KB
+//! a huge URL, too many headers, 80 KB of headers, a body over `--max-body`, a 10 KB
 //! metric name, a 1 MiB error) and `HOSTLOOP` (calls a cheap host function
 //! in a tight loop: for `HOSTLOOP_MS` per iteration, or forever if 0, the
 //! default), `HANDLES` (keeps every HTTP response it gets, never dropping
@@ -62,6 +62,11 @@ fn oversize() -> guest_sdk::Result {
         many = many.header(format!("x-h{i}"), "v");
     }
     check("too many headers are refused", invalid(many.send()));
+    let mut heavy = http::Request::get(format!("{base}/"));
+    for i in 0..40 {
+        heavy = heavy.header(format!("x-big{i}"), "v".repeat(2048));
+    }
+    check("headers over 64 KiB are refused", invalid(heavy.send()));
     let big = http::post(format!("{base}/"), vec![0u8; 2 << 20]);
     check("a body over --max-body is refused", invalid(big));
     guest_sdk::metrics::counter(&"n".repeat(10_000), 1);
