@@ -29,6 +29,26 @@ fn num_or_0(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// A bare TCP listener that records whether anything connected: a denied
+/// connection must send no packet, so not even a handshake completes.
+struct Trap(std::net::TcpListener);
+
+impl Trap {
+    fn new() -> Trap {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        Trap(l)
+    }
+
+    fn addr(&self) -> String {
+        self.0.local_addr().expect("addr").to_string()
+    }
+
+    fn untouched(&self) -> bool {
+        matches!(self.0.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
 fn port_of(url: &str) -> String {
     url.rsplit(':')
         .next()
@@ -61,6 +81,23 @@ fn http_goes_only_where_the_rules_allow() {
     assert_eq!(target.requests(), 10, "nothing more reached the target");
     assert_eq!(s["denied"][&dest], 10);
     // A bad rule is one line, before anything runs.
+    // Not a packet: nothing even connected to a denied listener.
+    let trap = Trap::new();
+    let (_, s) = run_against(
+        "hello-http",
+        &format!("http://{}", trap.addr()),
+        "egress-trap",
+        &[
+            "--vus",
+            "2",
+            "--iterations",
+            "3",
+            "--allow-host",
+            "*.example.com",
+        ],
+    );
+    assert_eq!(s["denied"][&trap.addr()], 6, "{}", s["denied"]);
+    assert!(trap.untouched(), "a denied request connected");
     let c = component("hello-http");
     let r = run(
         &["run", c.to_str().unwrap(), "--allow-host", "bad host"],
@@ -122,6 +159,29 @@ fn mqtt_and_nats_connections_follow_the_rules_too() {
         .map(|rows| rows.iter().map(|r| num_or_0(&r["published"])).sum())
         .unwrap_or(0);
     assert!(published > 0, "{}", s["mqtt"]);
+
+    // Allow-lists hold for both protocols too, and a denied connection
+    // sends nothing: bare listeners in the brokers' place see no one.
+    let (mqtt_trap, nats_trap) = (Trap::new(), Trap::new());
+    let (_, s) = run_example(
+        "messaging-tour",
+        "egress-trap",
+        &[
+            "-e",
+            &format!("MQTT_URL=mqtt://{}", mqtt_trap.addr()),
+            "-e",
+            &format!("NATS_URL=nats://{}", nats_trap.addr()),
+            "--vus",
+            "1",
+            "--iterations",
+            "1",
+            "--allow-host",
+            "10.0.0.0/8",
+        ],
+    );
+    assert_eq!(num(&s["denied"][&mqtt_trap.addr()]), 1, "{}", s["denied"]);
+    assert_eq!(denied(&s, "mqtt"), 1, "{}", s["mqtt"]);
+    assert!(mqtt_trap.untouched() && nats_trap.untouched());
 }
 
 #[test]

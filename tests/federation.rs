@@ -430,3 +430,73 @@ fn a_worker_at_its_memory_ceiling_is_named_in_the_run_s_one_line_reason() {
     assert!(total_requests(&s) > 0);
     assert_eq!(total_requests(&s), target.requests());
 }
+
+#[test]
+fn a_worker_s_egress_rules_hold_whatever_the_coordinator_s_run_asks() {
+    let target = Target::start();
+    let dest = format!("127.0.0.1:{}", target.url.rsplit(':').next().unwrap());
+    let out = scratch("fed-egress").join("r.json");
+    let (base, json) = (
+        format!("BASE_URL={}", target.url),
+        format!("json={}", out.display()),
+    );
+    // The run asks for all of loopback; one worker's operator allows only
+    // 127.0.0.2, the other keeps the default (loopback).
+    let mut coord = Coordinator::start(
+        &hello(),
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "2",
+            "--vus",
+            "4",
+            "-d",
+            "3s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=50",
+            "--allow-host",
+            "127.0.0.0/8",
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let strict = worker(
+        &coord.addr,
+        &coord.token,
+        "strict",
+        &["--allow-host", "127.0.0.2"],
+    );
+    let open = worker(&coord.addr, &coord.token, "open", &[]);
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{}", coord.proc.log());
+    strict.wait_line(
+        "this worker's VUs may connect to: 127.0.0.2",
+        Duration::from_secs(5),
+    );
+    open.wait_line(
+        "this worker's VUs may connect to: localhost, 127.0.0.0/8, ::1",
+        Duration::from_secs(5),
+    );
+    let s = summary(&out);
+    let ws = s["meta"]["workers"].as_array().expect("workers");
+    let by = |name: &str| {
+        ws.iter()
+            .find(|w| w["name"] == name)
+            .unwrap_or_else(|| panic!("no worker {name}: {ws:?}"))
+    };
+    // Every request of the strict worker was denied, none of the other's.
+    let (strict_row, open_row) = (by("strict"), by("open"));
+    let denied = strict_row["requests"].as_u64().unwrap();
+    assert!(denied > 10, "{strict_row}");
+    assert_eq!(strict_row["failed"].as_u64(), Some(denied), "{strict_row}");
+    assert_eq!(open_row["failed"], 0, "{open_row}");
+    assert_eq!(s["denied"][&dest].as_u64(), Some(denied), "{}", s["denied"]);
+    // The target heard only the open worker.
+    assert_eq!(target.requests(), open_row["requests"].as_u64().unwrap());
+    assert_eq!(total_requests(&s), denied + target.requests());
+}
