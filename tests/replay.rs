@@ -93,27 +93,35 @@ fn random_run(
     name: &str,
     extra: &[&str],
 ) -> (serde_json::Value, BTreeMap<String, Vec<String>>) {
+    let how = ["--vus", "4", "-e", "RANDOM_PATHS=1", "-e", "THINK_MS=0"];
+    random_run_of("hello-http", &how, server, name, extra)
+}
+
+/// Like [`random_run`], for `scenario` run with `how`: 4 VUs requesting
+/// `/VU/N` with a random N, 12 iterations each.
+fn random_run_of(
+    scenario: &str,
+    how: &[&str],
+    server: &LoggingServer,
+    name: &str,
+    extra: &[&str],
+) -> (serde_json::Value, BTreeMap<String, Vec<String>>) {
     let json = scratch(name).join("r.json");
     let out = format!("json={}", json.display());
     let base = format!("BASE_URL={}", server.url);
-    let c = component("hello-http");
+    let c = component(scenario);
     let mut args = vec![
         "run",
         c.to_str().unwrap(),
         "--quiet",
         "--out",
         &out,
-        "--vus",
-        "4",
         "--iterations",
         "12",
         "-e",
         &base,
-        "-e",
-        "RANDOM_PATHS=1",
-        "-e",
-        "THINK_MS=0",
     ];
+    args.extend_from_slice(how);
     args.extend_from_slice(extra);
     let r = run(&args, Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -149,6 +157,24 @@ fn the_same_seed_makes_the_same_requests_vu_by_vu() {
     let other = (seed ^ 1).to_string();
     let (_, other_log) = random_run(&server, "replay-other", &["--seed", &other]);
     assert_ne!(other_log, first_log, "another seed makes other requests");
+}
+
+#[test]
+fn python_s_random_and_javascript_s_math_random_replay_with_the_seed() {
+    let server = LoggingServer::start();
+    let how = ["-e", "STEADY=0", "-e", "RANDOM=4"];
+    for scenario in ["chaos-py", "chaos-js"] {
+        let run = |name: &str, seed: &str| {
+            let name = format!("{scenario}-{name}");
+            random_run_of(scenario, &how, &server, &name, &["--seed", seed]).1
+        };
+        let first = run("a", "11");
+        assert_eq!(first.len(), 4, "{scenario}: {first:?}");
+        let distinct: std::collections::BTreeSet<&String> = first.values().flatten().collect();
+        assert!(distinct.len() > 40, "{scenario}: not random: {first:?}");
+        assert_eq!(run("b", "11"), first, "{scenario}: the same seed replays");
+        assert_ne!(run("c", "12"), first, "{scenario}: another seed differs");
+    }
 }
 
 #[test]

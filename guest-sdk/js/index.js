@@ -102,6 +102,39 @@ export const vu = {
   },
 };
 
+// Math.random: QuickJS's generator state is fixed when the component is
+// pre-initialized (Wizer), so every VU would draw the same numbers. This
+// one is seeded on first use from the VU's seed (from `--seed` and its
+// id): each VU its own stream, which the same seed replays.
+let nextRandom;
+Math.random = () => {
+  if (nextRandom === undefined) {
+    const seed = BigInt(host.randomSeed());
+    nextRandom = sfc32(
+      Number(seed & 0xffffffffn),
+      Number((seed >> 32n) & 0xffffffffn),
+      0x9e3779b9,
+      0x243f6a88,
+    );
+    // Mix the seed in before the first value is used.
+    for (let i = 0; i < 12; i++) nextRandom();
+  }
+  return nextRandom();
+};
+
+/** Chris Doty-Humphrey's Small Fast Counting generator (32-bit): values in [0, 1). */
+function sfc32(a, b, c, d) {
+  return () => {
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4294967296;
+  };
+}
+
 // k6's globals: __ENV (values given with -e), __VU (1-based, as in k6)
 // and __ITER (0-based); console writes to the runner's log.
 globalThis.__ENV = new Proxy({}, {

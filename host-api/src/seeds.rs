@@ -22,6 +22,8 @@ pub enum Stream {
     Arrivals = 5,
     /// A class's VU start times.
     Starts = 6,
+    /// The `vu.random-seed` a guest seeds its own generator with.
+    Guest = 7,
 }
 
 /// The seed of `stream` for `id` (a VU id, or a class index) in a run seeded

@@ -57,6 +57,14 @@ impl Host for VuState {
         Ok(())
     }
 
+    async fn random_seed(&mut self) -> wasmtime::Result<u64> {
+        Ok(crate::seeds::derive(
+            self.run.seed,
+            self.vu_id,
+            crate::seeds::Stream::Guest,
+        ))
+    }
+
     async fn env(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.env.get(&key).cloned())
     }

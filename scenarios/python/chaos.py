@@ -1,8 +1,12 @@
 """VU classes that misbehave beside steady ones, in Python: a VU that
 spins, one that raises, one that eats memory; each ends only its own
-iteration. Class counts from -e: STEADY (default 2), SPIN, FAIL, HOG
-(default 0 each); steady VUs GET BASE_URL every THINK_MS (default 20) ms.
+iteration. Class counts from -e: STEADY (default 2), SPIN, FAIL, HOG,
+RANDOM (default 0 each); steady VUs GET BASE_URL every THINK_MS (default
+20) ms; RANDOM VUs (class `paths`) GET BASE_URL/VU/N with N from Python's `random` (for
+tests that --seed replays it).
 """
+
+import random
 
 from runner import Class, Options, Scenario, check, group, http, metrics, options, sleep, vu  # noqa: F401
 
@@ -18,6 +22,7 @@ def declared():
         Class("spin", vus=count("SPIN")),
         Class("fail", vus=count("FAIL")),
         Class("hog", vus=count("HOG")),
+        Class("paths", vus=count("RANDOM")),
     ])
 
 
@@ -45,3 +50,10 @@ def hog():
     hoard = []
     while True:
         hoard.append(bytearray(1 << 20))
+
+
+def paths():
+    base = vu.env("BASE_URL", "http://127.0.0.1:8080")
+    n = random.randrange(1_000_000)
+    r = http.get(f"{base}/{vu.id()}/{n}", name="random", discard_body=True)
+    check("random: status is 200", r.status == 200)
