@@ -239,3 +239,54 @@ fn tls_connects_with_insecure_and_is_a_typed_tls_error_without() {
     assert!(n(&row(&s, "server")["errors"]["tls"]) > 0, "{}", s["nats"]);
     assert!(r.stderr.contains("NATS TLS error"), "{}", r.stderr);
 }
+
+#[test]
+fn a_vu_that_hoards_connections_and_subscriptions_is_refused_at_the_limits() {
+    let server = Nats::start("nats-hoard");
+    let broker = common::brokers::Mosquitto::start("mqtt-hoard");
+    let before = server.varz("total_connections");
+    let dir = scratch("hoard");
+    let json = dir.join("r.json");
+    let c = component("messaging-tour");
+    let r = common::run(
+        &[
+            "run",
+            c.to_str().unwrap(),
+            "--vus",
+            "1",
+            "--iterations",
+            "1",
+            "-e",
+            "HOARD=1",
+            "-e",
+            &format!("NATS_URL={}", server.url()),
+            "-e",
+            &format!("MQTT_URL={}", broker.url()),
+            "--quiet",
+            "--out",
+            &format!("json={}", json.display()),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(0), "stderr:\n{}", r.stderr);
+    let s = summary(&json);
+    // Every refusal came at the limit, as a typed error.
+    for c in s["checks"].as_array().expect("checks") {
+        assert_eq!((n(&c["pass"]), n(&c["fail"])), (1, 0), "{c}");
+    }
+    assert_eq!(s["checks"].as_array().unwrap().len(), 3);
+    let held = |name: &str| s["gauges"][name][0].as_f64().unwrap_or(-1.0);
+    assert_eq!(held("hoard_nats_subscriptions"), 1024.0, "{}", s["gauges"]);
+    assert_eq!(held("hoard_nats_connections"), 256.0, "{}", s["gauges"]);
+    assert_eq!(held("hoard_mqtt_connections"), 4096.0, "{}", s["gauges"]);
+    // The server saw exactly that many connections, and all were closed
+    // when the iteration ended.
+    assert_eq!(server.varz("total_connections") - before, 256);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.varz("connections") > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.varz("connections"), 0, "connections left open");
+    let rss = s["meta"]["runner_peak_rss"].as_u64().expect("peak RSS");
+    assert!(rss < 600 << 20, "the runner grew to {} MiB", rss >> 20);
+}

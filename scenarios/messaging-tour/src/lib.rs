@@ -3,6 +3,9 @@
 //! subjects of its own, so VUs do not see each other's messages.
 //!
 //! Settings: `MQTT_URL`, `NATS_URL` (defaults: the standard local ports).
+//! `HOARD=1` makes each iteration a hoarder instead: it opens NATS
+//! subscriptions and connections, then MQTT connections, keeping them all,
+//! until the host refuses more (checked), for the tests of those limits.
 
 use std::time::Duration;
 
@@ -13,6 +16,9 @@ use guest_sdk::{check, vu};
 const WAIT: Duration = Duration::from_secs(2);
 
 fn iteration() -> guest_sdk::Result {
+    if vu::env("HOARD").is_some() {
+        return hoard();
+    }
     mqtt_tour()?;
     nats_tour()?;
     Ok(())
@@ -132,6 +138,46 @@ fn nats_tour() -> guest_sdk::Result {
         "nats: subject with a space refused as invalid",
         matches!(bad, Err(e) if matches!(e.kind(), nats::ErrorKind::InvalidArgument(_))),
     );
+    Ok(())
+}
+
+/// Opens subscriptions and connections without closing any, past the
+/// host's limits; each refusal must be an `invalid-argument` error.
+fn hoard() -> guest_sdk::Result {
+    let nats_url = vu::env_or("NATS_URL", "nats://127.0.0.1:4222");
+    let first = nats::connect(nats_url.as_str())?;
+    let mut subscriptions = Vec::new();
+    let refused = loop {
+        match first.subscribe(&format!("hoard.{}", subscriptions.len())) {
+            Ok(s) if subscriptions.len() < 5_000 => subscriptions.push(s),
+            Ok(_) => break false,
+            Err(e) => break matches!(e.kind(), nats::ErrorKind::InvalidArgument(_)),
+        }
+    };
+    check("nats: subscriptions past the limit are refused", refused);
+    let mut connections = vec![first];
+    let refused = loop {
+        match nats::connect(nats_url.as_str()) {
+            Ok(c) if connections.len() < 5_000 => connections.push(c),
+            Ok(_) => break false,
+            Err(e) => break matches!(e.kind(), nats::ErrorKind::InvalidArgument(_)),
+        }
+    };
+    check("nats: connections past the limit are refused", refused);
+    let mqtt_url = vu::env_or("MQTT_URL", "mqtt://127.0.0.1:1883");
+    let mut devices = Vec::new();
+    let refused = loop {
+        let id = format!("hoard-{}-{}", vu::id(), devices.len());
+        match mqtt::Connect::new(mqtt_url.as_str()).client_id(id).connect() {
+            Ok(c) if devices.len() < 10_000 => devices.push(c),
+            Ok(_) => break false,
+            Err(e) => break matches!(e.kind(), mqtt::ErrorKind::InvalidArgument(_)),
+        }
+    };
+    check("mqtt: connections past the limit are refused", refused);
+    guest_sdk::metrics::gauge("hoard_nats_subscriptions", subscriptions.len() as f64);
+    guest_sdk::metrics::gauge("hoard_nats_connections", connections.len() as f64);
+    guest_sdk::metrics::gauge("hoard_mqtt_connections", devices.len() as f64);
     Ok(())
 }
 
