@@ -39,7 +39,8 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    the neighbours' requests and p99 as ratios to alone (five interleaved
    rounds, medians).
 
-8. Guests in other languages (`--only guests`): memory (PSS) per VU of
+8. Guests in other languages (`--only guests`): memory (PSS plus page
+   tables) per VU of
    the Python demo (hello-py, componentize-py) and the JavaScript one
    (hello-js, componentize-qjs) beside the Rust one (hello-http), each VU
    looping "GET, then sleep 1 s", at 50 and 200 VUs (the marginal KiB per
@@ -47,7 +48,8 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    component with and without the on-disk cache; idle Python and JS VUs
    (idle-py, idle-js: sleep 1 s); then 5,000 Python VUs.
 
-9. Connected VUs (`--only connected`, also in the default run): RSS of
+9. Connected VUs (`--only connected`, also in the default run): PSS plus
+   page tables of
    hello-http VUs looping "GET, then sleep 1 s" at 1,000 and 5,000 VUs,
    and the marginal KiB per connected VU.
 
@@ -536,8 +538,8 @@ def connected(url, tmp):
     r = {}
     for vus in (1000, 5000):
         r[vus], secs = guest_rss("hello-http", vus, url, tmp)
-        print(f"| {vus:,} VUs GET + sleep 1 s | PSS {r[vus] / 1024:.0f} MiB, started in {secs:.2f} s |")
-    print(f"| marginal PSS per connected VU (5k − 1k) / 4k | {(r[5000] - r[1000]) / 4000:.1f} KiB |")
+        print(f"| {vus:,} VUs GET + sleep 1 s | PSS + page tables {r[vus] / 1024:.0f} MiB, started in {secs:.2f} s |")
+    print(f"| marginal PSS + page tables per connected VU (5k − 1k) / 4k | {(r[5000] - r[1000]) / 4000:.1f} KiB |")
 
 
 def with_nginx(tmp, part):
@@ -552,15 +554,23 @@ def with_nginx(tmp, part):
 
 
 def pss_kib(pid):
-    """Proportional set size (KiB): resident memory with each shared page
-    divided among its mappings. VUs all map their component's copy-on-write
-    memory image, which VmRSS counts once per VU although it exists once
-    (6 MiB × VUs for componentize-py); PSS counts what the machine holds."""
+    """Proportional set size (KiB) plus the process's page tables: resident
+    memory with each shared page divided among its mappings. VUs all map
+    their component's copy-on-write memory image, which VmRSS counts once
+    per VU although it exists once (6 MiB × VUs for componentize-py); PSS
+    counts what the machine holds. Page tables are kernel memory the
+    process costs too (more with 4 GiB per linear memory), which PSS
+    leaves out."""
+    pss = 0
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
+                pss = int(line.split()[1])
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmPTE:"):
+                pss += int(line.split()[1])
+    return pss
 
 
 def guest_rss(scenario, vus, url, tmp, seconds=8, settle=7.0):
@@ -593,16 +603,16 @@ def guests(url, tmp):
         print(f"| {scenario}: load (compile) cold / cached | {times[0]:.2f} s / {times[1]:.2f} s |")
         small, _ = guest_rss(scenario, 50, url, tmp)
         big, secs = guest_rss(scenario, 200, url, tmp)
-        print(f"| {scenario}: 200 VUs GET + sleep 1 s | PSS {big / 1024:.0f} MiB, "
+        print(f"| {scenario}: 200 VUs GET + sleep 1 s | PSS + page tables {big / 1024:.0f} MiB, "
               f"{(big - small) / 150:,.0f} KiB per VU (200 − 50), started in {secs:.2f} s |")
     for scenario in ("idle-py", "idle-js"):
         small, _ = guest_rss(scenario, 50, url, tmp)
         big, secs = guest_rss(scenario, 200, url, tmp)
-        print(f"| {scenario}: 200 idle VUs (sleep 1 s) | PSS {big / 1024:.0f} MiB, "
+        print(f"| {scenario}: 200 idle VUs (sleep 1 s) | PSS + page tables {big / 1024:.0f} MiB, "
               f"{(big - small) / 150:,.0f} KiB per VU (200 − 50), started in {secs:.2f} s |")
     raise_nofile()
     pss, secs = guest_rss("hello-py", 5000, url, tmp, seconds=40, settle=35.0)
-    print(f"| hello-py: 5,000 VUs GET + sleep 1 s | PSS {pss / 1024 / 1024:.1f} GiB "
+    print(f"| hello-py: 5,000 VUs GET + sleep 1 s | PSS + page tables {pss / 1024 / 1024:.1f} GiB "
           f"({pss / 5000 / 1024:.2f} MiB per VU), started in {secs:.1f} s |")
 
 

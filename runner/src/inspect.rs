@@ -121,6 +121,7 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         tables: 64,
         table_elements: 1_000_000,
         cow: engine::wants_cow(&bytes),
+        wide: true,
     };
     let engine = engine::build(&settings, false)?;
     let scenario = engine::load(&engine, &shown, &bytes, &settings)?;

@@ -28,6 +28,13 @@ pub fn check(needs: &Needs) -> Result<()> {
     Ok(())
 }
 
+/// Whether `ulimit -v` (if set) leaves room for `needed` bytes of address
+/// space.
+pub fn address_space_allows(needed: u64) -> bool {
+    rlimit(libc::RLIMIT_AS)
+        .is_none_or(|l| l.rlim_cur == libc::RLIM_INFINITY || l.rlim_cur >= needed)
+}
+
 fn check_map_count(needed: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
         return Ok(()); // Not Linux, or no procfs: nothing to check.

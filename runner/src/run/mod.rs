@@ -115,11 +115,16 @@ pub async fn prepare_as(
         tables: o.table_limit,
         table_elements: o.table_elements,
         cow: engine::wants_cow(&bytes),
+        // Compiled for one VU first; recompiled below if the run has more
+        // VUs than the wide layout fits.
+        wide: true,
     };
+    settings.wide = wide_layout(&settings);
     let probe_engine =
         engine::build(&settings, false).map_err(|e| PrepareError::System(message(&e)))?;
     let scenario = {
         let (engine, name) = (probe_engine.clone(), spec.scenario.name.clone());
+        let bytes = bytes.clone();
         tokio::task::spawn_blocking(move || engine::load(&engine, &name, &bytes, &settings))
             .await
             .map_err(|e| PrepareError::System(format!("compiling the scenario failed: {e}")))?
@@ -158,6 +163,21 @@ pub async fn prepare_as(
     let thresholds = thresholds_for(&spec, &options)?;
     let most = plan.pool_vus();
     settings.instances = most.saturating_add(1);
+    let mut scenario = scenario;
+    let wide = wide_layout(&settings);
+    if wide != settings.wide && !matches!(role, Role::Coordinator) {
+        // Too many VUs for 4 GiB of address space each: compile again
+        // for the dense layout, with explicit bounds checks.
+        settings.wide = wide;
+        let engine =
+            engine::build(&settings, false).map_err(|e| PrepareError::System(message(&e)))?;
+        let name = spec.scenario.name.clone();
+        scenario =
+            tokio::task::spawn_blocking(move || engine::load(&engine, &name, &bytes, &settings))
+                .await
+                .map_err(|e| PrepareError::System(format!("compiling the scenario failed: {e}")))?
+                .map_err(|e| PrepareError::Scenario(message(&e)))?;
+    }
     if !matches!(role, Role::Coordinator) {
         oslimits::check(&oslimits::Needs {
             engine: settings,
@@ -177,6 +197,17 @@ pub async fn prepare_as(
         settings,
         options,
     })
+}
+
+/// Whether `settings`' VUs get the wide memory layout: it fits the
+/// engine's budget and `ulimit -v`.
+fn wide_layout(settings: &EngineSettings) -> bool {
+    let wide = EngineSettings {
+        wide: true,
+        ..*settings
+    };
+    EngineSettings::wide_fits(settings.instances, settings.memory_limit)
+        && oslimits::address_space_allows(wide.address_space_needed())
 }
 
 fn message(e: &anyhow::Error) -> String {
