@@ -10,7 +10,9 @@ BENCHMARKS.md). Run after scripts/setup.sh:
 2. HTTP: requests/s and client CPU microseconds per request, 50 connections
    (VUs) in a plain GET loop against a local nginx, side by side with
    `wrk -t1 -c50` against the same server.
-3. Open model: the achieved arrival rate at 5,000/s, the scheduler's lag.
+3. Open model: the achieved arrival rate at 5,000/s, the scheduler's lag;
+   and at 20,000/s (`--only open`): the whole run and each second after
+   the first.
 4. Messaging: MQTT QoS 0 and QoS 1 publishes/s (50 publisher VUs, no
    pause) against a local mosquitto, NATS publishes/s against a local
    nats-server, each with client CPU per message; and the resident memory
@@ -57,7 +59,7 @@ The HTTP part runs oha beside wrk when it is installed
 (`scripts/bench-setup.sh` installs both).
 
 `--only messaging`, `--only http`, `--only watch`, `--only federation`,
-`--only adversary`, `--only guests` or `--only connected` runs one part.
+`--only adversary`, `--only guests`, `--only connected` or `--only open` runs one part.
 """
 
 import statistics
@@ -517,6 +519,24 @@ def adversary(url, tmp):
               f"({p99 / base_p99:.2f}× alone){cost} |")
 
 
+def open_fast(url, tmp, rate=20000):
+    """The open model at 20,000 arrivals/s (400 VUs allocated, up to
+    2,000): the whole run, and each second after the first (the warm-up,
+    while 2,000 fresh connections are opened at once)."""
+    summary, series = os.path.join(tmp, "open20k.json"), os.path.join(tmp, "open20k.ndjson")
+    measure([RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"), "--rate", str(rate),
+             "--duration", f"{HTTP_SECONDS}s", "--vus", "400", "--max-vus", "2000",
+             "-e", f"BASE_URL={url}", "-e", "THINK_MS=0", "--quiet",
+             "--out", f"json={summary}", "--out", f"ndjson={series}"])
+    it = json.load(open(summary))["iterations"]
+    n = it["ok"] + it["failed"]
+    seconds = [json.loads(l) for l in open(series)]
+    warm = [s["iterations"]["count"] for s in seconds[1:] if abs(s["interval"] - 1.0) < 0.01]
+    print(f"| open model --rate {rate}, {HTTP_SECONDS}s, 400–2,000 VUs | {n / HTTP_SECONDS:,.0f} iterations/s "
+          f"({(n / HTTP_SECONDS - rate) / rate * 100:+.2f}%), {it['dropped']:,} dropped, scheduler lag p99 "
+          f"{it['scheduler_lag_ms']['p99'] * 1000:.0f} µs; after the first second: {min(warm):,}–{max(warm):,} per second |")
+
+
 def oha_run(url):
     """oha -c50 for HTTP_SECONDS against url: (req/s, CPU µs per request),
     or None when oha is not installed (scripts/bench-setup.sh installs it)."""
@@ -617,11 +637,12 @@ def guests(url, tmp):
 
 
 def main():
-    if ONLY in ("adversary", "watch", "guests", "connected"):
+    if ONLY in ("adversary", "watch", "guests", "connected", "open"):
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         print("| measurement | value |")
         print("|---|---|")
-        parts = {"adversary": adversary, "watch": watch, "guests": guests, "connected": connected}
+        parts = {"adversary": adversary, "watch": watch, "guests": guests, "connected": connected,
+                 "open": open_fast}
         with_nginx(tmp, parts[ONLY])
         shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -695,6 +716,7 @@ def main():
         print(f"| open model --rate {rate}, {HTTP_SECONDS}s | {achieved:,.1f} arrivals/s ({(achieved - rate) / rate * 100:+.2f}%), "
               f"{it['ok'] + it['failed']:,} iterations, {it['dropped']} dropped, scheduler lag p99 {it['scheduler_lag_ms']['p99'] * 1000:.0f} µs, "
               f"iteration latency from scheduled start p99 {it['latency_ms']['p99']:.2f} ms |")
+        open_fast(url, tmp)
         watch(url, tmp)
         connected(url, tmp)
     finally:
