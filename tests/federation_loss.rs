@@ -285,3 +285,80 @@ fn when_the_coordinator_dies_every_worker_stops_its_load() {
         );
     }
 }
+
+#[test]
+fn a_worker_lost_before_the_start_is_replaced_when_it_joins_again() {
+    let ns = Netns::create("prestart", 212);
+    let target = Target::start_on("10.212.0.3:0");
+    let out = scratch("fed-prestart").join("r.json");
+    let (base, json) = (
+        format!("BASE_URL={}", target.url),
+        format!("json={}", out.display()),
+    );
+    let mut coord = Coordinator::start(
+        &hello(),
+        "10.212.0.1:0",
+        &[
+            "--workers",
+            "2",
+            "--vus",
+            "4",
+            "-d",
+            "3s",
+            "--ramp-up",
+            "0s",
+            "-e",
+            &base,
+            "-e",
+            "THINK_MS=50",
+            "--quiet",
+            "--out",
+            &json,
+        ],
+    );
+    let allow = ["--capacity", "1", "--allow-host", "10.212.0.0/24"];
+    let mut cmd = ns.command(&runner());
+    cmd.args([
+        "join",
+        "--coordinator",
+        &coord.addr,
+        "--token",
+        &coord.token,
+    ])
+    .args(["--name", "far"])
+    .args(allow);
+    let far = Proc::spawn(cmd);
+    coord
+        .proc
+        .wait_line("joined: 1 of 2", Duration::from_secs(30));
+    // Cut the far worker off, then let the second one join: the far one's
+    // share is assigned into the void, and its connection dies.
+    ns.cut("10.212.0.1", true);
+    let _near = worker(&coord.addr, &coord.token, "near", &allow);
+    coord
+        .proc
+        .wait_line("left before the start", Duration::from_secs(40));
+    // Healed, it joins again and takes its share; the run goes on.
+    ns.cut("10.212.0.1", false);
+    coord
+        .proc
+        .wait_line("takes the share of worker", Duration::from_secs(15));
+    let (code, _) = coord.proc.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{}\n{}", coord.proc.log(), far.log());
+    let s = summary(&out);
+    assert_eq!(
+        total_requests(&s),
+        target.requests(),
+        "runner and target agree"
+    );
+    let ws = s["meta"]["workers"].as_array().expect("workers");
+    assert_eq!(ws.len(), 2, "{ws:?}");
+    for w in ws {
+        assert!(w["requests"].as_u64().unwrap() > 20, "{w}");
+        assert_eq!(w["status"], "ended", "{w}");
+    }
+    assert!(
+        target.requests_from("10.212.0.2") > 20,
+        "the far worker ran"
+    );
+}

@@ -8,22 +8,21 @@
 mod driver;
 pub mod merge;
 pub mod session;
+mod start;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::sync::mpsc;
 
 use self::session::{Event, Session};
-use super::protocol::{Down, Up};
 use super::tls::Identity;
 use super::token::Token;
-use super::worker::unix_ns;
-use crate::plan::share::{split, Share};
+use crate::plan::share::Share;
 use crate::run::{Prepared, RunHandle, Sink};
 
 /// A run id no other coordinator is likely to use (a worker resumes only
@@ -149,7 +148,7 @@ pub async fn coordinate(
         }
     };
     let bytes_for_joiners = bytes.clone();
-    let result = setup(prepared, bytes, &opts, run, sessions, &mut events).await;
+    let result = start::start(prepared, bytes, &opts, run, sessions, &mut events).await;
     let (prepared, members, start_unix, start) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -206,7 +205,7 @@ async fn gather(
                 }
                 Some(Event::Gone { worker, conn, why }) => {
                     if joined.get(&worker).is_some_and(|s| s.conn.stable_id() == conn) {
-                        tracing::warn!("worker {worker} left before the start: {why}");
+                        tracing::warn!("worker {worker} left while the run waited for the others: {why}");
                         joined.remove(&worker);
                     }
                 }
@@ -227,154 +226,4 @@ async fn gather(
         );
     }
     Ok(joined)
-}
-
-type Started = (Prepared, BTreeMap<u32, Member>, u64, Instant);
-
-/// Splits the plan, assigns the shares, ships the component, measures the
-/// clocks and starts every worker at one instant.
-async fn setup(
-    prepared: Prepared,
-    bytes: Arc<[u8]>,
-    opts: &ClusterOptions,
-    run: u64,
-    sessions: BTreeMap<u32, Session>,
-    events: &mut mpsc::Receiver<Event>,
-) -> Result<Started> {
-    let weights: Vec<f64> = sessions.values().map(|s| s.capacity).collect();
-    let k = weights.len();
-    let spare = if opts.on_loss == OnLoss::Rebalance && k > 1 {
-        1.0 / (k - 1) as f64
-    } else {
-        0.0
-    };
-    let shares = split(prepared.plan(), &weights, spare);
-    let mut spec = prepared.spec().clone();
-    spec.outputs.clear();
-    let sha = spec.scenario.sha256.clone();
-    let mut members: BTreeMap<u32, Member> = BTreeMap::new();
-    for (session, share) in sessions.into_values().zip(shares) {
-        session.send(Down::Assign {
-            run,
-            spec: Box::new(spec.clone()),
-            share: share.clone(),
-            lease_ms: opts.lease.as_millis() as u64,
-        });
-        members.insert(
-            session.id,
-            Member {
-                session,
-                share,
-                offset_ns: 0,
-                rtt_ns: u64::MAX,
-            },
-        );
-    }
-    // Clock probes go out while the workers prepare.
-    let mut pings: BTreeMap<u64, (u32, u64)> = BTreeMap::new();
-    let mut next_ping = 0u64;
-    let mut probe = tokio::time::interval(Duration::from_millis(50));
-    let mut ready = std::collections::BTreeSet::new();
-    let mut pongs: BTreeMap<u32, u64> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + PREPARE_TIMEOUT;
-    let cancel = |members: &BTreeMap<u32, Member>, why: &str| {
-        for m in members.values() {
-            m.session.send(Down::Cancel {
-                run,
-                reason: why.to_owned(),
-            });
-        }
-    };
-    loop {
-        let probed = members
-            .keys()
-            .all(|w| pongs.get(w).copied().unwrap_or(0) >= PINGS);
-        if ready.len() == members.len() && probed {
-            break;
-        }
-        tokio::select! {
-            _ = probe.tick() => {
-                for m in members.values() {
-                    if pongs.get(&m.session.id).copied().unwrap_or(0) < PINGS {
-                        next_ping += 1;
-                        pings.insert(next_ping, (m.session.id, unix_ns()));
-                        m.session.send(Down::Ping { id: next_ping });
-                    }
-                }
-            }
-            e = events.recv() => match e {
-                Some(Event::Up { worker, .. }) if !members.contains_key(&worker) => {}
-                Some(Event::Up { worker, msg }) => match msg {
-                    Up::Need { run: r, sha256 } if r == run && sha256 == sha => {
-                        if let Some(m) = members.get(&worker) {
-                            tracing::info!("sending the component ({} bytes) to worker {}", bytes.len(), m.session.name);
-                            m.session.send_component(sha.clone(), bytes.clone());
-                        }
-                    }
-                    Up::Ready { run: r } if r == run => {
-                        ready.insert(worker);
-                    }
-                    Up::Failed { run: r, error } if r == run => {
-                        let name = members.get(&worker).map(|m| m.session.name.clone()).unwrap_or_default();
-                        cancel(&members, "another worker could not prepare the run");
-                        bail!("worker {name} could not prepare the run: {error}");
-                    }
-                    Up::Pong { id, unix_ns: theirs } => {
-                        if let Some((w, sent)) = pings.remove(&id).filter(|(w, _)| *w == worker) {
-                            let now = unix_ns();
-                            let rtt = now.saturating_sub(sent);
-                            if let Some(m) = members.get_mut(&w) {
-                                *pongs.entry(w).or_default() += 1;
-                                if rtt < m.rtt_ns {
-                                    m.rtt_ns = rtt;
-                                    m.offset_ns = theirs as i64 - (sent + rtt / 2) as i64;
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                },
-                Some(Event::Gone { worker, conn, why }) => {
-                    if members.get(&worker).is_some_and(|m| m.session.conn.stable_id() == conn) {
-                        let name = members.get(&worker).map(|m| m.session.name.clone()).unwrap_or_default();
-                        cancel(&members, "another worker left before the start");
-                        bail!("worker {name} left before the start: {why}");
-                    }
-                }
-                Some(_) => {}
-                None => bail!("the coordinator's endpoint closed"),
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                cancel(&members, "the workers took too long to prepare");
-                bail!(
-                    "{} of {} workers were ready within {}",
-                    ready.len(),
-                    members.len(),
-                    crate::units::format_duration(PREPARE_TIMEOUT)
-                );
-            }
-            _ = super::signal() => {
-                cancel(&members, "the coordinator was stopped");
-                bail!("stopped before the start");
-            }
-        }
-    }
-    let slowest = members.values().map(|m| m.rtt_ns).max().unwrap_or(0);
-    let lead = Duration::from_secs(1).max(Duration::from_nanos(slowest.saturating_mul(4)));
-    let start_unix = unix_ns() + lead.as_nanos() as u64;
-    let start = Instant::now() + lead;
-    for m in members.values() {
-        let at = (start_unix as i64 + m.offset_ns).max(0) as u64;
-        m.session.send(Down::Start {
-            run,
-            at_unix_ns: at,
-        });
-    }
-    tracing::info!(
-        "starting {} worker(s) in {} (clock offsets measured to ±{:.2} ms)",
-        members.len(),
-        crate::units::format_duration(lead),
-        slowest as f64 / 2e6
-    );
-    Ok((prepared, members, start_unix, start))
 }
