@@ -2,7 +2,8 @@
 //! threshold parser, run options and specs (REST bodies, federation
 //! assignments, the scenario's own declared options), federation frames
 //! (every message either side sends, and the histograms inside snapshots)
-//! and the REST API's request bodies, through the real router.
+//! the REST API's request bodies, through the real router, and join
+//! tokens and egress patterns.
 //!
 //! This is the stand-in for `cargo fuzz`, which needs a nightly toolchain
 //! with sanitizers: a small deterministic engine (xorshift, a fixed seed)
@@ -54,6 +55,8 @@ mod frames;
 mod options;
 #[path = "fuzz/rest_api.rs"]
 mod rest_api;
+#[path = "fuzz/text.rs"]
+mod text;
 #[path = "fuzz/thresholds.rs"]
 mod thresholds;
 
