@@ -53,7 +53,8 @@ pub(crate) fn tokens_and_egress_patterns() {
                 assert_eq!(again.secret, t.secret);
             }
         }
-        match Egress::new(&[text.clone()], &[text.clone()]) {
+        let one = std::slice::from_ref(&text);
+        match Egress::new(one, one) {
             Err(e) => assert!(one_line(&e), "not a one-line error: {e:?}"),
             Ok(rules) => {
                 // A destination both allowed and blocked is denied.
