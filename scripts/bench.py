@@ -55,11 +55,17 @@ BENCHMARKS.md). Run after scripts/setup.sh:
    hello-http VUs looping "GET, then sleep 1 s" at 1,000 and 5,000 VUs,
    and the marginal KiB per connected VU.
 
+10. The sandbox's own cost (`--only sandbox`): the `cpu` scenario's mean
+    iteration time (a sieve over 1 MiB, a 2-million-step hash, or either
+    half) in the wide memory layout against the dense one, and with
+    `--fuel`.
+
 The HTTP part runs oha beside wrk when it is installed
 (`scripts/bench-setup.sh` installs both).
 
 `--only messaging`, `--only http`, `--only watch`, `--only federation`,
-`--only adversary`, `--only guests`, `--only connected` or `--only open` runs one part.
+`--only adversary`, `--only guests`, `--only connected`, `--only open` or
+`--only sandbox` runs one part.
 """
 
 import statistics
@@ -537,6 +543,31 @@ def open_fast(url, tmp, rate=20000):
           f"{it['scheduler_lag_ms']['p99'] * 1000:.0f} µs; after the first second: {min(warm):,}–{max(warm):,} per second |")
 
 
+def sandbox(url, tmp):
+    """The sandbox's own cost on CPU-bound code (the `cpu` scenario, one
+    iteration at a time, 100/s for 4 s): mean iteration time in the wide
+    memory layout (no bounds checks; up to ~8,000 VUs) and in the dense
+    one (explicit checks; --max-vus 9000 forces it), and with --fuel;
+    three alternating rounds, medians."""
+    out = os.path.join(tmp, "cpu.json")
+
+    def mean_ms(part, max_vus, extra=()):
+        measure([RUNNER, "run", os.path.join(SCENARIOS, "cpu.wasm"), "-e", f"PART={part}",
+                 "--rate", "100", "--vus", "5", "--max-vus", str(max_vus), "--duration", "4s",
+                 "--quiet", "--out", f"json={out}", *extra])
+        return json.load(open(out))["iterations"]["duration_ms"]["mean"]
+
+    for part in ("both", "sieve", "hash"):
+        wide, dense = [], []
+        for _ in range(3):
+            wide.append(mean_ms(part, 50))
+            dense.append(mean_ms(part, 9000))
+        w, d = statistics.median(wide), statistics.median(dense)
+        print(f"| cpu iteration ({part}): wide layout / dense layout | {w:.2f} ms / {d:.2f} ms ({d / w:.2f}×) |")
+    fuel = statistics.median(mean_ms("both", 50, ("--fuel", "10000000000")) for _ in range(3))
+    print(f"| cpu iteration (both), wide layout with --fuel | {fuel:.2f} ms |")
+
+
 def oha_run(url):
     """oha -c50 for HTTP_SECONDS against url: (req/s, CPU µs per request),
     or None when oha is not installed (scripts/bench-setup.sh installs it)."""
@@ -637,12 +668,12 @@ def guests(url, tmp):
 
 
 def main():
-    if ONLY in ("adversary", "watch", "guests", "connected", "open"):
+    if ONLY in ("adversary", "watch", "guests", "connected", "open", "sandbox"):
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         print("| measurement | value |")
         print("|---|---|")
         parts = {"adversary": adversary, "watch": watch, "guests": guests, "connected": connected,
-                 "open": open_fast}
+                 "open": open_fast, "sandbox": sandbox}
         with_nginx(tmp, parts[ONLY])
         shutil.rmtree(tmp, ignore_errors=True)
         return
