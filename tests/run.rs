@@ -465,3 +465,59 @@ fn shared_iterations_are_split_among_the_vus() {
     );
     assert_eq!(bad.code, Some(2), "conflicting flags: {}", bad.stderr);
 }
+
+#[test]
+fn vus_connect_from_the_local_addresses_given_in_turn() {
+    // A target on every loopback address, which counts requests by peer.
+    let target = Target::start_on("0.0.0.0:0");
+    let (r, s) = run_against(
+        "hello-http",
+        &target.url,
+        "local-addr",
+        &[
+            "--vus",
+            "6",
+            "--iterations",
+            "5",
+            "-e",
+            "THINK_MS=0",
+            "--local-addr",
+            "127.0.0.2-127.0.0.3,127.0.0.4",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(total_requests(&s), 30);
+    // Two VUs per address, five requests each; none from the default.
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        assert_eq!(target.requests_from(ip), 10, "{ip}");
+    }
+    assert_eq!(target.requests_from("127.0.0.1"), 0);
+    // An address this machine does not have is refused before the start.
+    let c = component("hello-http");
+    let r = run(
+        &["run", c.to_str().unwrap(), "--local-addr", "192.0.2.1"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("--local-addr 192.0.2.1 is not an address of this machine"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        &[
+            "run",
+            c.to_str().unwrap(),
+            "--local-addr",
+            "127.0.0.9-127.0.0.2",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the range ends before it starts"),
+        "{}",
+        r.stderr
+    );
+}

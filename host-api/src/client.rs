@@ -6,7 +6,7 @@
 //! another, so a VU's fiber only waits on channels.
 
 use std::error::Error as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ pub struct ClientConfig {
     tls_h1: Arc<rustls::ClientConfig>,
     tls_h2: Arc<rustls::ClientConfig>,
     tls_plain: Arc<rustls::ClientConfig>,
+    /// Source addresses VUs connect from (`--local-addr`); none: the
+    /// system's choice.
+    local: Arc<[IpAddr]>,
 }
 
 impl ClientConfig {
@@ -73,7 +76,15 @@ impl ClientConfig {
             tls_h1: tls(&[b"http/1.1"]),
             tls_h2: tls(&[b"h2"]),
             tls_plain: tls(&[]),
+            local: Arc::from(Vec::new()),
         }
+    }
+
+    /// These settings, with VUs connecting from `addrs` in turn (see
+    /// [`crate::source`]).
+    pub fn with_local_addrs(mut self, addrs: Vec<IpAddr>) -> Self {
+        self.local = Arc::from(addrs);
+        self
     }
 
     /// TLS settings without ALPN, for MQTT and NATS over TLS; honours
@@ -285,6 +296,38 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
         .ok_or_else(|| Error::Dns(format!("{host}: no addresses")))
 }
 
+/// A TCP connection to `addr`, from `from` if given. The port is chosen
+/// at connect time (`IP_BIND_ADDRESS_NO_PORT`), so one source address
+/// serves ~28,000 connections to each target rather than to all of them.
+async fn tcp_connect(addr: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    {
+        use std::os::fd::AsRawFd as _;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the size given, on a socket
+        // this function owns. A kernel without the option keeps the old
+        // behaviour (the port chosen at bind).
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::addr_of!(one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr).await
+}
+
 async fn handshake<S>(io: S, h2: bool) -> Result<Sender, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -313,14 +356,16 @@ pub(crate) async fn connect(
     origin: Arc<Origin>,
     cfg: ClientConfig,
     egress: Arc<Egress>,
+    vu: u32,
 ) -> Result<(Sender, ConnectTimes), Error> {
-    Box::pin(open(origin, cfg, egress)).await
+    Box::pin(open(origin, cfg, egress, vu)).await
 }
 
 async fn open(
     origin: Arc<Origin>,
     cfg: ClientConfig,
     egress: Arc<Egress>,
+    vu: u32,
 ) -> Result<(Sender, ConnectTimes), Error> {
     let mut times = ConnectTimes::default();
     let denied = |d: crate::egress::Denied| Error::Denied(d.0);
@@ -337,7 +382,8 @@ async fn open(
     }
 
     let t = Instant::now();
-    let tcp = TcpStream::connect(addr)
+    let from = crate::source::pick(&cfg.local, vu, addr.ip());
+    let tcp = tcp_connect(addr, from)
         .await
         .map_err(|e| io_error(&e, &format!("connect to {addr}")))?;
     // Requests are small and latency-bound; never wait for Nagle.

@@ -178,6 +178,7 @@ impl VuState {
                         p.target.origin.clone(),
                         cfg.clone(),
                         self.run.egress.clone(),
+                        self.vu_id,
                     ));
                     let (s, t) = task
                         .await

@@ -22,6 +22,7 @@ pub mod nats;
 mod nats_url;
 pub mod recorder;
 pub mod seeds;
+pub mod source;
 pub mod stdio;
 pub mod types;
 pub mod vu;

@@ -181,6 +181,12 @@ pub struct RunOptions {
     /// Destinations VUs may not connect to (same forms); they win over
     /// `allow_hosts`.
     pub block_hosts: Vec<String>,
+    /// Local addresses HTTP connections are made from, VUs taking them in
+    /// turn: IPs, ranges `A-B` or CIDR blocks `A/N` (at most 65,536 in
+    /// all). More than ~28,000 connections to one target need several.
+    /// None: the system's choice.
+    #[serde(default)]
+    pub local_addrs: Vec<String>,
     /// The run's seed: every random source a VU can reach (WASI random,
     /// Poisson arrivals and starts) derives from it and the VU's id, so the
     /// same seed replays the same requests. Drawn at random when not
@@ -253,6 +259,7 @@ impl Default for RunOptions {
             max_series: defaults::MAX_SERIES,
             allow_hosts: Vec::new(),
             block_hosts: Vec::new(),
+            local_addrs: Vec::new(),
             seed: None,
             max_memory: None,
         }
@@ -355,6 +362,10 @@ impl RunOptions {
             return Err("at most 1000 allow_hosts and block_hosts rules".into());
         }
         host_api::egress::Egress::new(&self.allow_hosts, &self.block_hosts)?;
+        if self.local_addrs.len() > 1000 {
+            return Err("at most 1000 local_addrs patterns".into());
+        }
+        host_api::source::expand(&self.local_addrs)?;
         for t in &self.thresholds {
             let parsed = crate::thresholds::Threshold::parse(t)?;
             parsed.validate()?;

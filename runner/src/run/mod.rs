@@ -107,6 +107,10 @@ pub async fn prepare_as(
     }
     let o = &spec.options;
     let egress = Arc::new(spec.egress().map_err(PrepareError::Spec)?);
+    if !matches!(role, Role::Coordinator) {
+        let local = host_api::source::expand(&o.local_addrs).map_err(PrepareError::Spec)?;
+        host_api::source::check(&local).map_err(PrepareError::Spec)?;
+    }
     let mut settings = EngineSettings {
         instances: 1,
         memory_limit,
@@ -224,7 +228,10 @@ fn env(spec: &RunSpec) -> HashMap<String, String> {
 
 fn http_config(spec: &RunSpec) -> host_api::http::ClientConfig {
     let o = &spec.options;
+    // Validated with the spec: expanding cannot fail here.
+    let local = host_api::source::expand(&o.local_addrs).unwrap_or_default();
     host_api::http::ClientConfig::new(o.http_timeout, o.max_body, o.insecure)
+        .with_local_addrs(local)
 }
 
 /// The thresholds in force: the spec's if it gives any, else the
