@@ -113,18 +113,9 @@ pub fn check(addrs: &[IpAddr]) -> Result<(), String> {
 /// The source address for VU `vu` connecting to `target`: one of `addrs`
 /// of the target's family (VUs take them in turn), or none.
 pub fn pick(addrs: &[IpAddr], vu: u32, target: IpAddr) -> Option<IpAddr> {
-    let n = addrs
-        .iter()
-        .filter(|a| a.is_ipv4() == target.is_ipv4())
-        .count();
-    if n == 0 {
-        return None;
-    }
-    addrs
-        .iter()
-        .filter(|a| a.is_ipv4() == target.is_ipv4())
-        .nth(vu as usize % n)
-        .copied()
+    let family = |a: &&IpAddr| a.is_ipv4() == target.is_ipv4();
+    let n = addrs.iter().filter(family).count();
+    (n > 0).then(|| addrs.iter().filter(family).nth(vu as usize % n).copied())?
 }
 
 #[cfg(test)]
