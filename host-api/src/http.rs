@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use wasmtime::component::Resource;
 
 use crate::bindings::runner::scenario::http::{
     Error, Host, HostResponse, Method, Request, Timings, Version,
 };
 use crate::client::{
-    connect, error_kind, hyper_error, ConnectTimes, Connections, Target, MAX_NAME,
+    self, connect, error_kind, Answer, ConnectTimes, Connections, Failure, Headers, Target,
+    MAX_NAME,
 };
 use crate::limits::truncate;
 use crate::recorder::HttpOutcome;
@@ -39,25 +39,20 @@ fn method_of(m: &Method) -> Result<hyper::Method, Error> {
 
 /// What one request produced, before conversion to the WIT response.
 struct Exchange {
-    status: u16,
     version: Version,
-    headers: hyper::HeaderMap,
-    body: Vec<u8>,
-    body_size: u64,
+    answer: Answer,
     times: ConnectTimes,
-    wait: Duration,
-    receive: Duration,
 }
 
 /// Most responses a VU may hold at once; more means the guest leaks them.
 const MAX_LIVE_RESPONSES: usize = 1024;
 
 /// A response held by the host for the guest (the WIT `response`
-/// resource). Headers stay in hyper's map until the guest asks for them.
+/// resource). Headers stay as they came until the guest asks for them.
 pub struct ResponseData {
     status: u16,
     version: Version,
-    headers: hyper::HeaderMap,
+    headers: Headers,
     body: Vec<u8>,
     body_size: u64,
     timings: Timings,
@@ -143,28 +138,6 @@ fn prepare(req: Request, conns: &mut Connections, max_body: u64) -> Result<Prepa
     })
 }
 
-fn build(p: &Prepared, version: Version) -> Result<hyper::Request<Full<Bytes>>, Error> {
-    let t = &p.target;
-    let mut b = hyper::Request::builder().method(t.method.clone());
-    b = match version {
-        Version::Http1 => {
-            let has_host = p.headers.iter().any(|(k, _)| k == hyper::header::HOST);
-            let b = b.uri(t.uri_h1.clone()).version(hyper::Version::HTTP_11);
-            if has_host {
-                b
-            } else {
-                b.header(hyper::header::HOST, t.host_header.as_str())
-            }
-        }
-        Version::Http2 => b.uri(t.uri_h2.clone()).version(hyper::Version::HTTP_2),
-    };
-    for (k, v) in &p.headers {
-        b = b.header(k, v);
-    }
-    b.body(Full::new(p.body.clone()))
-        .map_err(|e| Error::InvalidRequest(e.to_string()))
-}
-
 impl VuState {
     async fn exchange(&mut self, p: &Prepared, discard: bool) -> Result<(Exchange, bool), Error> {
         let cfg = &self.run.http;
@@ -187,53 +160,33 @@ impl VuState {
                 }
             };
             let version = sender.version();
-            let req = build(p, version)?;
-            let sent_at = Instant::now();
-            let head = match sender.send(req).await {
-                Ok(r) => r,
+            let answer = match client::send(
+                &mut sender,
+                &p.target,
+                &p.headers,
+                &p.body,
+                cfg.max_body,
+                discard,
+            )
+            .await
+            {
+                Ok(a) => a,
                 // A kept-alive connection the server closed while idle:
                 // retry once on a new one, as browsers do.
-                Err(e)
-                    if !fresh
-                        && attempt == 1
-                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(hyper_error(&e)),
+                Err(Failure::Closed(_)) if !fresh && attempt == 1 => continue,
+                Err(e) => return Err(e.into_error()),
             };
-            let wait = sent_at.elapsed();
-            let status = head.status().as_u16();
-            let (parts, mut incoming) = head.into_parts();
-            let headers = parts.headers;
-            let mut body = Vec::new();
-            let mut body_size = 0u64;
-            let body_at = Instant::now();
-            while let Some(frame) = incoming.frame().await {
-                let frame = frame.map_err(|e| hyper_error(&e))?;
-                if let Ok(data) = frame.into_data() {
-                    body_size += data.len() as u64;
-                    if body_size > cfg.max_body {
-                        return Err(Error::BodyTooLarge(cfg.max_body));
-                    }
-                    if !discard {
-                        body.extend_from_slice(&data);
-                    }
-                }
+            if answer.reusable {
+                self.http.put(p.target.origin.clone(), sender);
             }
-            let receive = body_at.elapsed();
-            self.http.put(p.target.origin.clone(), sender);
-            let ex = Exchange {
-                status,
-                version,
-                headers,
-                body,
-                body_size,
-                times,
-                wait,
-                receive,
-            };
-            return Ok((ex, fresh));
+            return Ok((
+                Exchange {
+                    version,
+                    answer,
+                    times,
+                },
+                fresh,
+            ));
         }
     }
 }
@@ -269,12 +222,13 @@ impl Host for VuState {
         };
         match result {
             Ok((ex, fresh)) => {
+                let a = ex.answer;
                 let outcome = HttpOutcome::Response {
-                    status: ex.status,
+                    status: a.status,
                     total_us: micros(total),
-                    wait_us: micros(ex.wait),
+                    wait_us: micros(a.wait),
                     corrected_us: self.lag.map(|lag| micros(total + lag)),
-                    received: ex.body_size,
+                    received: a.body_size,
                 };
                 recorder.http(&prepared.key(), sent, fresh, outcome);
                 if self.live_responses >= MAX_LIVE_RESPONSES {
@@ -284,17 +238,17 @@ impl Host for VuState {
                     .into());
                 }
                 let data = ResponseData {
-                    status: ex.status,
+                    status: a.status,
                     version: ex.version,
-                    headers: ex.headers,
-                    body: ex.body,
-                    body_size: ex.body_size,
+                    headers: a.headers,
+                    body: a.body,
+                    body_size: a.body_size,
                     timings: Timings {
                         dns: nanos(ex.times.dns),
                         connect: nanos(ex.times.connect),
                         tls: nanos(ex.times.tls),
-                        wait: nanos(ex.wait),
-                        receive: nanos(ex.receive),
+                        wait: nanos(a.wait),
+                        receive: nanos(a.receive),
                         total: nanos(total),
                     },
                 };
@@ -335,28 +289,14 @@ impl HostResponse for VuState {
         r: Resource<ResponseData>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
-        let data = self.table.get(&r)?;
-        Ok(data
-            .headers
-            .get(name.as_str())
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        Ok(self.table.get(&r)?.headers.get(&name))
     }
 
     async fn headers(
         &mut self,
         r: Resource<ResponseData>,
     ) -> wasmtime::Result<Vec<(String, String)>> {
-        let data = self.table.get(&r)?;
-        Ok(data
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect())
+        Ok(self.table.get(&r)?.headers.all())
     }
 
     async fn body(&mut self, r: Resource<ResponseData>) -> wasmtime::Result<Vec<u8>> {
