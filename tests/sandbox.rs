@@ -555,6 +555,31 @@ fn giant_option_lists_are_refused_in_one_line() {
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert_eq!(
         r.stderr.trim(),
-        "error: cannot start the run: the scenario's options declare 5013 VU classes; at most 1000 are allowed"
+        "error: cannot start the run: the scenario's options declare 5014 VU classes; at most 1000 are allowed"
     );
+}
+
+#[test]
+fn a_sleep_at_the_bottom_of_a_deep_stack_finds_every_frame_intact() {
+    // A sleeping VU gives its fiber stack's dead pages back: the guest
+    // here sleeps nearly as deep as its stack limit allows (9,000 frames
+    // overflow), and each of its 8,000 frames checks its value on return.
+    let target = Target::start();
+    let before = target.requests();
+    let (s, r) = chaos_run(
+        &target,
+        "deep-sleep",
+        &["-e", "DEEP_SLEEP=4", "-e", "DEPTH=8000"],
+    );
+    let served = target.requests() - before;
+    let intact = s["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "deep-sleep: frames intact"))
+        .cloned()
+        .unwrap_or_default();
+    // 4 VUs for 4 s, 60 ms a sleep.
+    assert!(intact["pass"].as_u64().unwrap_or(0) >= 100, "{intact}");
+    assert_eq!(intact["fail"], 0, "{intact}");
+    assert_eq!(class(&s, "deep-sleep")["traps"], serde_json::json!({}));
+    contained("deep sleepers", &s, &r, &target, served);
 }

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod egress;
+pub mod fiber_stack;
 pub mod http;
 pub mod limits;
 pub mod messaging;

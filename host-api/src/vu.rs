@@ -23,7 +23,11 @@ impl Host for VuState {
     }
 
     async fn sleep(&mut self, time: u64) -> wasmtime::Result<()> {
-        tokio::time::sleep(Duration::from_nanos(time)).await;
+        let time = Duration::from_nanos(time);
+        if time >= crate::fiber_stack::RELEASE_FROM {
+            crate::fiber_stack::release();
+        }
+        tokio::time::sleep(time).await;
         self.resumed();
         Ok(())
     }

@@ -38,6 +38,13 @@ const WIDE_BUDGET: u64 = 64 << 40;
 const ASYNC_STACK: usize = 1 << 20;
 /// Wasm stack a guest may use before a stack-overflow trap.
 const MAX_WASM_STACK: usize = 512 << 10;
+/// Host frames a sleep may sit under besides the guest's (the entry
+/// trampolines, the host call's own frames), with a wide margin.
+const HOST_FRAMES: usize = 256 << 10;
+// A sleeping VU gives back its stack's dead pages below it; that range must
+// stay inside its own fiber stack however deep the guest recursed.
+const _: () =
+    assert!(MAX_WASM_STACK + HOST_FRAMES + host_api::fiber_stack::min_stack() <= ASYNC_STACK);
 
 /// Engine settings that depend on the run.
 #[derive(Clone, Copy, Debug)]

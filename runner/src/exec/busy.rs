@@ -70,12 +70,23 @@ enum Leg<T> {
 
 /// Polls `fut` (a whole VU) on the current runtime, moving it to the busy
 /// pool while it yields busy ([`BusyFlag`]) and back at its first park.
-pub async fn contain<F>(busy: BusyFlag, fut: F) -> F::Output
+///
+/// `fut` is boxed here, before the returned future exists: taken by an
+/// `async fn`, its bytes would stay reserved in the caller's task (its
+/// argument slot) for the VU's whole life, beside the box.
+pub fn contain<F>(busy: BusyFlag, fut: F) -> impl Future<Output = F::Output> + Send
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let mut fut: Pin<Box<F>> = Box::pin(fut);
+    contain_boxed(busy, Box::pin(fut))
+}
+
+async fn contain_boxed<F>(busy: BusyFlag, mut fut: Pin<Box<F>>) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     let Some(pool) = pool() else {
         return fut.await;
     };

@@ -233,7 +233,9 @@ impl Vu {
                 _ = shared.stop.cancelled() => return Err(Step::Stop),
             }
         }
-        match instantiate(&shared, self.id, &self.class, &self.busy).await {
+        // Boxed: its state (wasmtime's instantiation) would otherwise be
+        // reserved in every VU's future for its whole life.
+        match Box::pin(instantiate(&shared, self.id, &self.class, &self.busy)).await {
             Ok(i) => {
                 if !self.counted_ready {
                     self.counted_ready = true;

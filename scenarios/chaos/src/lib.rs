@@ -17,7 +17,10 @@
 //! counters, checks, gauges, timings, histograms and request names and
 //! tags, as a user id or a timestamp in a name does) and `DENIED`
 //! (requests ever new host names under `.invalid`, for runs that deny
-//! them with `--block-host '*.invalid'`) VUs, default 0 each.
+//! them with `--block-host '*.invalid'`) and `DEEP_SLEEP` (sleeps 60 ms
+//! at the bottom of `DEPTH` nested calls, default 3,000, then checks every
+//! frame's value on the way back: a sleep deep in a stack must find its
+//! frames intact) VUs, default 0 each.
 //! `HOSTLOOP_CALL=log` makes the host-call loop log a line per call
 //! instead. `OPTIONS_HUGE=N` declares N classes
 //! and N thresholds. `THRESHOLD` adds a
@@ -123,6 +126,19 @@ fn deep(n: u64) -> u64 {
     frame.iter().sum()
 }
 
+/// Sleeps at depth `depth`, then returns 1 + the sum of `3n + 1` over
+/// the levels above, each read back from its own frame.
+#[inline(never)]
+fn deep_sleep(n: u32, depth: u32) -> u64 {
+    if n >= depth {
+        sleep(Duration::from_millis(60));
+        return 1;
+    }
+    let local = std::hint::black_box(u64::from(n) * 3 + 1);
+    let below = std::hint::black_box(deep_sleep(n + 1, depth));
+    below + local
+}
+
 impl Scenario for Chaos {
     fn options() -> Options {
         // A scenario that cannot even declare its options (for the tests
@@ -143,7 +159,8 @@ impl Scenario for Chaos {
             .class("handles", count("HANDLES", 0))
             .class("conns", count("CONNS", 0))
             .class("names", count("NAMES", 0))
-            .class("denied", count("DENIED", 0));
+            .class("denied", count("DENIED", 0))
+            .class("deep-sleep", count("DEEP_SLEEP", 0));
         let huge = count("OPTIONS_HUGE", 0);
         let options = (0..huge).fold(options, |o, i| {
             o.class(format!("extra-{i}"), 0)
@@ -203,6 +220,12 @@ impl Scenario for Chaos {
                         .send()?;
                     check("conns: status is 200", r.status() == 200);
                 }
+                Ok(())
+            }
+            "deep-sleep" => {
+                let depth = count("DEPTH", 3000);
+                let want = 1 + (0..u64::from(depth)).map(|n| 3 * n + 1).sum::<u64>();
+                check("deep-sleep: frames intact", deep_sleep(0, depth) == want);
                 Ok(())
             }
             "deep" => {
