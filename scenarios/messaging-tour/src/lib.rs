@@ -168,7 +168,10 @@ fn hoard() -> guest_sdk::Result {
     let mut devices = Vec::new();
     let refused = loop {
         let id = format!("hoard-{}-{}", vu::id(), devices.len());
-        match mqtt::Connect::new(mqtt_url.as_str()).client_id(id).connect() {
+        match mqtt::Connect::new(mqtt_url.as_str())
+            .client_id(id)
+            .connect()
+        {
             Ok(c) if devices.len() < 10_000 => devices.push(c),
             Ok(_) => break false,
             Err(e) => break matches!(e.kind(), mqtt::ErrorKind::InvalidArgument(_)),
