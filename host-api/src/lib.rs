@@ -88,7 +88,9 @@ pub struct VuState {
     env: Arc<HashMap<String, String>>,
     iteration: u64,
     table: ResourceTable,
-    wasi: Option<WasiCtx>,
+    /// Boxed: most guests never call WASI, and a VU should not carry
+    /// its 272 bytes inline for nothing.
+    wasi: Option<Box<WasiCtx>>,
     http: client::Connections,
     live_responses: usize,
     mqtt_connections: usize,
@@ -191,23 +193,25 @@ impl WasiView for VuState {
         let limit = &self.run.log_limit;
         let seed = self.run.seed;
         let ctx = self.wasi.get_or_insert_with(|| {
-            // Every random stream is seeded from the run and the VU id, so
-            // `--seed` replays what each VU does.
-            WasiCtx::builder()
-                .secure_random(seeds::rng(seed, vu_id, seeds::Stream::Secure))
-                .insecure_random(seeds::rng(seed, vu_id, seeds::Stream::Insecure))
-                .insecure_random_seed(seeds::insecure_seed(seed, vu_id))
-                .stdout(stdio::LogStream::new(
-                    vu_id,
-                    stdio::Which::Stdout,
-                    limit.clone(),
-                ))
-                .stderr(stdio::LogStream::new(
-                    vu_id,
-                    stdio::Which::Stderr,
-                    limit.clone(),
-                ))
-                .build()
+            Box::new(
+                // Every random stream is seeded from the run and the VU id, so
+                // `--seed` replays what each VU does.
+                WasiCtx::builder()
+                    .secure_random(seeds::rng(seed, vu_id, seeds::Stream::Secure))
+                    .insecure_random(seeds::rng(seed, vu_id, seeds::Stream::Insecure))
+                    .insecure_random_seed(seeds::insecure_seed(seed, vu_id))
+                    .stdout(stdio::LogStream::new(
+                        vu_id,
+                        stdio::Which::Stdout,
+                        limit.clone(),
+                    ))
+                    .stderr(stdio::LogStream::new(
+                        vu_id,
+                        stdio::Which::Stderr,
+                        limit.clone(),
+                    ))
+                    .build(),
+            )
         });
         WasiCtxView {
             ctx,
