@@ -42,7 +42,11 @@ const MAX_WASM_STACK: usize = 512 << 10;
 /// trampolines, the host call's own frames), with a wide margin.
 const HOST_FRAMES: usize = 256 << 10;
 // A sleeping VU gives back its stack's dead pages below it; that range must
-// stay inside its own fiber stack however deep the guest recursed.
+// stay inside its own fiber stack however deep the guest recursed. The
+// bound holds because a sleep sits under one guest stack and the host's
+// own frames: a host import that re-entered the guest (store access from a
+// host call, component-model async nesting) would stack guest frames twice
+// and must revisit HOST_FRAMES.
 const _: () =
     assert!(MAX_WASM_STACK + HOST_FRAMES + host_api::fiber_stack::min_stack() <= ASYNC_STACK);
 
