@@ -25,6 +25,7 @@ pub mod recorder;
 pub mod seeds;
 pub mod source;
 pub mod stdio;
+mod stream;
 pub mod types;
 pub mod vu;
 

@@ -1,5 +1,5 @@
 //! Host side of the `mqtt` interface: `connect` and the `connection`
-//! resource, on rumqttc (see [`crate::mqtt_client`]).
+//! resource, on rumqttc's packet codecs (see [`crate::mqtt_client`]).
 //!
 //! Every operation is timed by the host and recorded under a metric name:
 //! connects and connection losses under the connection's name, publishes
@@ -35,7 +35,7 @@ pub struct Connection {
     session: Session,
 }
 
-/// Checks the options and turns them into rumqttc's settings, plus the
+/// Checks the options and turns them into a connection's settings, plus the
 /// connection's metric name.
 fn settings(
     o: ConnectOptions,

@@ -1,27 +1,32 @@
-//! One MQTT connection, on rumqttc: the handshake, a driver task that
-//! polls rumqttc's event loop, and the bookkeeping that turns its events
-//! into completed operations for the VU that waits on them.
+//! One MQTT connection, on an event loop of its own over rumqttc's packet
+//! codecs: the handshake (on the connect task), a driver task that writes
+//! what the VU queued and reads what the broker sends, and the
+//! bookkeeping that turns acknowledgements into completed operations.
 //!
-//! rumqttc speaks MQTT 3.1.1 and 5 through two parallel APIs; [`Client`]
-//! and [`Ev`] hide the difference so the logic exists once. A VU calls one
-//! operation at a time, and rumqttc reports outgoing packets in the order
-//! they were requested, so operations are matched to their packet ids
-//! through a FIFO, then to their acknowledgements by packet id.
+//! rumqttc's own event loop keeps, for every connection, 8 KiB read and
+//! write buffers, a 65,536-bit QoS 2 set, room for 100 events and a
+//! request channel: about 30 KiB before a packet moves, the bulk of an
+//! idle connection's cost. Here the VU encodes its packets into a buffer
+//! the driver empties, replies wait in a short list keyed by packet id,
+//! and an idle connection holds its socket, a small read buffer and this
+//! state.
 
-mod versions;
+mod driver;
+mod handshake;
+#[cfg(test)]
+mod tests;
+mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use rumqttc::v5;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, Notify};
 
 use crate::bindings::runner::scenario::mqtt::{Error, Qos};
-use crate::messaging::{topic_matches, Event, Protocol};
 use crate::recorder::Recorder;
-use versions::{v4_error, v4_event, v4_qos, v5_error, v5_event, v5_qos, Ev};
+use wire::{Codec, Out};
 
 /// The metric kind of an error, as the summary counts it.
 pub fn error_kind(e: &Error) -> &'static str {
@@ -45,13 +50,6 @@ const INBOX: usize = 1024;
 /// Largest packet accepted or sent.
 const MAX_PACKET: usize = 1 << 20;
 
-/// Requests queued between a connection and its rumqttc event loop.
-const REQUEST_QUEUE: usize = 16;
-
-/// Publishes rumqttc keeps in flight; a VU waits for each one, so a few
-/// suffice, and fewer slots mean less memory per connection.
-const INFLIGHT: u16 = 8;
-
 /// How long a dropped connection may take to send its DISCONNECT.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -72,23 +70,39 @@ enum Ack {
 
 type Reply = oneshot::Sender<Result<Ack, Error>>;
 
-#[derive(Clone, Copy)]
-enum Op {
-    Publish(Qos),
-    Subscribe,
-    Unsubscribe,
+/// The broker's packet an operation waits for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Wait {
+    PubAck,
+    /// A QoS 2 publish's first step; PUBCOMP follows.
+    PubRec,
+    PubComp,
+    SubAck,
+    UnsubAck,
+}
+
+/// An operation waiting for the broker.
+struct Pending {
+    pkid: u16,
+    wait: Wait,
+    reply: Reply,
 }
 
 /// State the VU side and the driver share.
 #[derive(Default)]
 struct State {
-    /// Operations requested whose packet rumqttc has not yet sent, in order.
-    unsent: VecDeque<(Op, Reply)>,
-    /// Sent QoS 1 and 2 publishes by packet id, waiting for PUBACK/PUBCOMP.
-    publishes: HashMap<u16, Reply>,
-    /// Sent subscribes and unsubscribes by packet id.
-    subscribes: HashMap<u16, Reply>,
-    unsubscribes: HashMap<u16, Reply>,
+    /// Encoded packets the driver has yet to write.
+    out: BytesMut,
+    /// Bytes ever queued in `out`: the end offset a write waits for.
+    queued: u64,
+    /// Operations done once written (QoS 0 publishes, DISCONNECT), by the
+    /// end offset of their packet, in order.
+    flushes: Vec<(u64, Reply)>,
+    /// Operations waiting for an acknowledgement. A VU runs one
+    /// operation at a time, so this holds one or two entries: a list beats
+    /// a map.
+    pending: Vec<Pending>,
+    last_pkid: u16,
     /// Subscribed filters and the metric names of their messages.
     filters: Vec<(String, Arc<str>)>,
     /// Why the connection ended, once it has.
@@ -100,10 +114,43 @@ struct State {
     inbox: VecDeque<Inbound>,
 }
 
+impl State {
+    /// Encodes `p` for the driver; returns the end offset of its bytes.
+    fn queue(&mut self, codec: &Codec, p: Out) -> Result<u64, Error> {
+        let before = self.out.len();
+        codec.encode(p, &mut self.out)?;
+        self.queued += (self.out.len() - before) as u64;
+        Ok(self.queued)
+    }
+
+    /// A packet id no waiting operation uses.
+    fn new_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            let id = self.last_pkid;
+            if !self.pending.iter().any(|p| p.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Removes and returns the reply waiting for `wait` on `pkid`.
+    fn take(&mut self, pkid: u16, wait: Wait) -> Option<Reply> {
+        let i = self
+            .pending
+            .iter()
+            .position(|p| p.pkid == pkid && p.wait == wait)?;
+        Some(self.pending.swap_remove(i).reply)
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the VU waiting in `next_message`.
+    /// Wakes the VU waiting in `next_message` or `disconnect`.
     arrived: Notify,
+    /// Wakes the driver: there is something to write.
+    wake: Notify,
+    codec: Codec,
     recorder: Arc<Recorder>,
     name: Arc<str>,
 }
@@ -112,12 +159,6 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// rumqttc's client handle, for either protocol version.
-enum Client {
-    V4(rumqttc::AsyncClient),
-    V5(v5::AsyncClient),
 }
 
 /// How to connect, already validated.
@@ -139,7 +180,6 @@ pub(crate) struct Settings {
 
 /// An open connection: the VU's side of it.
 pub(crate) struct Session {
-    client: Client,
     shared: Arc<Shared>,
     driver: tokio::task::AbortHandle,
     /// Per-operation time limit.
@@ -149,96 +189,25 @@ pub(crate) struct Session {
 impl Session {
     /// Connects and waits for CONNACK, then starts the driver task.
     pub async fn connect(s: Settings, recorder: Arc<Recorder>) -> Result<Self, Error> {
-        // Resolve first, so a bad host name reads as such rather than as a
-        // generic I/O failure from inside rumqttc.
-        let denied = |d: crate::egress::Denied| Error::Denied(d.0);
-        let by_name = s.egress.check_name(&s.host, s.port).map_err(denied)?;
-        let addr = format!("{}:{}", s.host, s.port);
-        let addrs: Vec<std::net::SocketAddr> =
-            match tokio::time::timeout(s.timeout, tokio::net::lookup_host(&addr)).await {
-                Err(_) => return Err(Error::Timeout),
-                Ok(Err(e)) => return Err(Error::Dns(format!("{}: {e}", s.host))),
-                Ok(Ok(a)) => a.collect(),
-            };
-        let mut s = s;
-        if !by_name {
-            // Every address the name has must be allowed (rumqttc picks
-            // one itself); without TLS, the one checked is the one used.
-            for a in &addrs {
-                s.egress
-                    .check_addr(&s.host, a.ip(), s.port)
-                    .map_err(denied)?;
-            }
-            if let (None, Some(a)) = (&s.tls, addrs.first()) {
-                s.host = a.ip().to_string();
-            }
-        }
+        let codec = Codec {
+            v5: s.v5,
+            max_packet: MAX_PACKET,
+        };
+        let open = handshake::open(&s, codec);
+        let (io, keep_alive, rest) = match tokio::time::timeout(s.timeout, open).await {
+            Err(_) => return Err(Error::Timeout),
+            Ok(r) => r?,
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
+            wake: Notify::new(),
+            codec,
             recorder,
-            name: s.name.clone(),
+            name: s.name,
         });
-        let secs = s.timeout.as_secs().max(1);
-        let (client, driver) = if s.v5 {
-            let mut o = v5::MqttOptions::new(&s.client_id, &s.host, s.port);
-            o.set_clean_start(s.clean_session)
-                .set_keep_alive(s.keep_alive)
-                .set_max_packet_size(Some(MAX_PACKET as u32))
-                .set_connection_timeout(secs)
-                .set_request_channel_capacity(REQUEST_QUEUE)
-                .set_outgoing_inflight_upper_limit(INFLIGHT);
-            if let Some((u, p)) = &s.credentials {
-                o.set_credentials(u, p);
-            }
-            if let Some(tls) = &s.tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
-                ));
-            }
-            let (client, mut el) = v5::AsyncClient::new(o, REQUEST_QUEUE);
-            // rumqttc reserves room for 100 buffered events per connection;
-            // a VU's connection rarely holds more than a few.
-            el.state.events = VecDeque::new();
-            match tokio::time::timeout(s.timeout, el.poll()).await {
-                Err(_) => return Err(Error::Timeout),
-                Ok(Err(e)) => return Err(v5_error(e)),
-                Ok(Ok(_)) => {}
-            }
-            let task = tokio::spawn(drive(shared.clone(), async move || {
-                el.poll().await.map(v5_event).map_err(v5_error)
-            }));
-            (Client::V5(client), task)
-        } else {
-            let mut o = rumqttc::MqttOptions::new(&s.client_id, &s.host, s.port);
-            o.set_clean_session(s.clean_session)
-                .set_keep_alive(s.keep_alive)
-                .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-                .set_request_channel_capacity(REQUEST_QUEUE)
-                .set_inflight(INFLIGHT);
-            if let Some((u, p)) = &s.credentials {
-                o.set_credentials(u, p);
-            }
-            if let Some(tls) = &s.tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
-                ));
-            }
-            let (client, mut el) = rumqttc::AsyncClient::new(o, REQUEST_QUEUE);
-            el.state.events = VecDeque::new();
-            el.network_options.set_connection_timeout(secs);
-            match tokio::time::timeout(s.timeout, el.poll()).await {
-                Err(_) => return Err(Error::Timeout),
-                Ok(Err(e)) => return Err(v4_error(e)),
-                Ok(Ok(_)) => {}
-            }
-            let task = tokio::spawn(drive(shared.clone(), async move || {
-                el.poll().await.map(v4_event).map_err(v4_error)
-            }));
-            (Client::V4(client), task)
-        };
+        let driver = tokio::spawn(driver::drive(shared.clone(), io, keep_alive, rest));
         Ok(Self {
-            client,
             shared,
             driver: driver.abort_handle(),
             timeout: s.timeout,
@@ -263,11 +232,24 @@ impl Session {
                 "{topic:?} is not a valid topic name (empty, or contains + or #)"
             )));
         }
-        self.request(Op::Publish(qos), async {
-            match &self.client {
-                Client::V4(c) => c.publish(topic, v4_qos(qos), retain, payload).await.is_ok(),
-                Client::V5(c) => c.publish(topic, v5_qos(qos), retain, payload).await.is_ok(),
-            }
+        self.request(|st, codec| {
+            let pkid = match qos {
+                Qos::AtMostOnce => 0,
+                _ => st.new_pkid(),
+            };
+            let p = Out::Publish {
+                pkid,
+                topic,
+                payload: payload.into(),
+                qos,
+                retain,
+            };
+            let end = st.queue(codec, p)?;
+            Ok(match qos {
+                Qos::AtMostOnce => Waiting::Written(end),
+                Qos::AtLeastOnce => Waiting::Ack(pkid, Wait::PubAck),
+                Qos::ExactlyOnce => Waiting::Ack(pkid, Wait::PubRec),
+            })
         })
         .await
         .map(|_| ())
@@ -280,17 +262,13 @@ impl Session {
                 "{filter:?} is not a valid topic filter"
             )));
         }
-        {
-            let mut st = self.shared.lock();
-            st.filters.retain(|(f, _)| *f != filter);
-            st.filters.push((filter.clone(), name));
-        }
         let ack = self
-            .request(Op::Subscribe, async {
-                match &self.client {
-                    Client::V4(c) => c.subscribe(filter, v4_qos(qos)).await.is_ok(),
-                    Client::V5(c) => c.subscribe(filter, v5_qos(qos)).await.is_ok(),
-                }
+            .request(|st, codec| {
+                st.filters.retain(|(f, _)| *f != filter);
+                st.filters.push((filter.clone(), name));
+                let pkid = st.new_pkid();
+                st.queue(codec, Out::Subscribe { pkid, filter, qos })?;
+                Ok(Waiting::Ack(pkid, Wait::SubAck))
             })
             .await?;
         Ok(match ack {
@@ -301,43 +279,50 @@ impl Session {
 
     /// Unsubscribes.
     pub async fn unsubscribe(&self, filter: String) -> Result<(), Error> {
-        self.shared.lock().filters.retain(|(f, _)| *f != filter);
-        self.request(Op::Unsubscribe, async {
-            match &self.client {
-                Client::V4(c) => c.unsubscribe(filter).await.is_ok(),
-                Client::V5(c) => c.unsubscribe(filter).await.is_ok(),
-            }
+        self.request(|st, codec| {
+            st.filters.retain(|(f, _)| *f != filter);
+            let pkid = st.new_pkid();
+            st.queue(codec, Out::Unsubscribe { pkid, filter })?;
+            Ok(Waiting::Ack(pkid, Wait::UnsubAck))
         })
         .await
         .map(|_| ())
     }
 
-    /// Queues an operation and waits for its completion, within the
+    /// Queues an operation's packet (through `queue`, under the lock),
+    /// wakes the driver and waits for the completion, within the
     /// connection's timeout.
     async fn request(
         &self,
-        op: Op,
-        send: impl std::future::Future<Output = bool>,
+        queue: impl FnOnce(&mut State, &Codec) -> Result<Waiting, Error>,
     ) -> Result<Ack, Error> {
         let (tx, rx) = oneshot::channel();
-        {
+        let waiting = {
             let mut st = self.shared.lock();
             if let Some(e) = &st.closed {
                 return Err(e.clone());
             }
-            st.unsent.push_back((op, tx));
-        }
-        let deadline = Instant::now() + self.timeout;
-        match tokio::time::timeout_at(deadline.into(), send).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                // Not queued: take back the waiter pushed above, the last one.
-                self.shared.lock().unsent.pop_back();
-                return Err(self.closed().unwrap_or(Error::Timeout));
+            let w = queue(&mut st, &self.shared.codec)?;
+            match w {
+                Waiting::Written(end) => st.flushes.push((end, tx)),
+                Waiting::Ack(pkid, wait) => st.pending.push(Pending {
+                    pkid,
+                    wait,
+                    reply: tx,
+                }),
             }
-        }
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Err(_) => Err(Error::Timeout),
+            w
+        };
+        self.shared.wake.notify_one();
+        match tokio::time::timeout(self.timeout, rx).await {
+            Err(_) => {
+                if let Waiting::Ack(pkid, _) = waiting {
+                    // A late answer finds nothing to complete (a QoS 2
+                    // publish still gets its PUBREL from the driver).
+                    self.shared.lock().pending.retain(|p| p.pkid != pkid);
+                }
+                Err(Error::Timeout)
+            }
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(self
                 .closed()
@@ -355,6 +340,10 @@ impl Session {
             {
                 let mut st = self.shared.lock();
                 if let Some(m) = st.inbox.pop_front() {
+                    if st.inbox.is_empty() && st.inbox.capacity() > 64 {
+                        // A burst is over: give its room back.
+                        st.inbox = VecDeque::new();
+                    }
                     return Ok(Some(m));
                 }
                 if let Some(e) = &st.closed {
@@ -367,31 +356,43 @@ impl Session {
         }
     }
 
-    /// Sends DISCONNECT and waits (briefly) for the driver to finish.
+    /// Sends DISCONNECT and waits (within the timeout) for the driver to
+    /// close the connection.
     pub async fn disconnect(&self) -> Result<(), Error> {
-        if let Some(e) = self.closed() {
-            return match e {
-                Error::Disconnected(_) => Ok(()),
-                e => Err(e),
-            };
+        {
+            let mut st = self.shared.lock();
+            if let Some(e) = &st.closed {
+                return match e {
+                    Error::Disconnected(_) => Ok(()),
+                    e => Err(e.clone()),
+                };
+            }
+            if !st.closing {
+                st.closing = true;
+                st.queue(&self.shared.codec, Out::Disconnect)?;
+            }
         }
-        self.shared.lock().closing = true;
-        let sent = match &self.client {
-            Client::V4(c) => c.disconnect().await.is_ok(),
-            Client::V5(c) => c.disconnect().await.is_ok(),
-        };
-        if !sent {
-            return Ok(());
-        }
-        let deadline = Instant::now() + self.timeout;
-        while self.closed().is_none() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        match self.closed() {
-            None => Err(Error::Timeout),
-            Some(_) => Ok(()),
+        self.shared.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            if self.closed().is_some() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Err(Error::Timeout);
+            }
         }
     }
+}
+
+/// What a queued operation waits for.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// Its packet written up to this offset.
+    Written(u64),
+    /// The broker's answer to this packet id.
+    Ack(u16, Wait),
 }
 
 impl Drop for Session {
@@ -404,134 +405,21 @@ impl Drop for Session {
             if st.closed.is_some() {
                 return;
             }
-            st.closing = true;
+            if !st.closing {
+                st.closing = true;
+                let _ = st.queue(&self.shared.codec, Out::Disconnect);
+            }
         }
-        let sent = match &self.client {
-            Client::V4(c) => c.try_disconnect().is_ok(),
-            Client::V5(c) => c.try_disconnect().is_ok(),
-        };
+        self.shared.wake.notify_one();
         let driver = self.driver.clone();
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) if sent => {
+            Ok(rt) => {
                 rt.spawn(async move {
                     tokio::time::sleep(CLOSE_GRACE).await;
                     driver.abort();
                 });
             }
-            _ => driver.abort(),
+            Err(_) => driver.abort(),
         }
     }
-}
-
-/// The driver task: polls rumqttc's event loop (through `next`) and
-/// applies each event until the connection ends.
-async fn drive(shared: Arc<Shared>, mut next: impl AsyncFnMut() -> Result<Ev, Error>) {
-    let end = loop {
-        match next().await {
-            Ok(ev) => {
-                if let Some(end) = handle(&shared, ev) {
-                    break end;
-                }
-            }
-            Err(e) => break e,
-        }
-    };
-    close(&shared, end);
-}
-
-/// Applies one event; returns why the connection ends, if it does.
-fn handle(shared: &Shared, ev: Ev) -> Option<Error> {
-    let mut st = shared.lock();
-    match ev {
-        Ev::OutPublish(pkid) => {
-            if let Some((op, reply)) = st.unsent.pop_front() {
-                match op {
-                    Op::Publish(Qos::AtMostOnce) => {
-                        let _ = reply.send(Ok(Ack::Done));
-                    }
-                    _ => {
-                        st.publishes.insert(pkid, reply);
-                    }
-                }
-            }
-        }
-        Ev::OutSubscribe(pkid) => {
-            if let Some((_, reply)) = st.unsent.pop_front() {
-                st.subscribes.insert(pkid, reply);
-            }
-        }
-        Ev::OutUnsubscribe(pkid) => {
-            if let Some((_, reply)) = st.unsent.pop_front() {
-                st.unsubscribes.insert(pkid, reply);
-            }
-        }
-        Ev::OutDisconnect => return Some(Error::Disconnected("disconnected by the VU".into())),
-        Ev::Acked(pkid, r) => {
-            if let Some(reply) = st.publishes.remove(&pkid) {
-                let _ = reply.send(r.map(|_| Ack::Done));
-            }
-        }
-        Ev::SubAck(pkid, r) => {
-            if let Some(reply) = st.subscribes.remove(&pkid) {
-                let _ = reply.send(r.map(Ack::Granted));
-            }
-        }
-        Ev::UnsubAck(pkid) => {
-            if let Some(reply) = st.unsubscribes.remove(&pkid) {
-                let _ = reply.send(Ok(Ack::Done));
-            }
-        }
-        Ev::Message(m) => {
-            let name = st
-                .filters
-                .iter()
-                .find(|(f, _)| topic_matches(f, &m.topic))
-                .map(|(_, n)| n.clone());
-            let event = Event::Received {
-                bytes: m.payload.len() as u64,
-                latency_us: m.latency.map(|ns| ns / 1_000),
-            };
-            // The VU may not read its messages (or not fast enough): they
-            // are counted as received, and the oldest dropped beyond INBOX.
-            let overflow = st.inbox.len() >= INBOX;
-            if overflow {
-                st.inbox.pop_front();
-            }
-            st.inbox.push_back(m);
-            drop(st);
-            shared.arrived.notify_one();
-            let name = name.as_deref().unwrap_or("(unsubscribed)");
-            shared.recorder.messaging(Protocol::Mqtt, name, event);
-            if overflow {
-                shared
-                    .recorder
-                    .messaging(Protocol::Mqtt, name, Event::Unread);
-            }
-        }
-        Ev::Closed(e) => return Some(e),
-        Ev::Other => {}
-    }
-    None
-}
-
-/// Ends the connection: every waiting operation fails with `why`, which
-/// is counted unless the VU itself closed the connection.
-fn close(shared: &Shared, why: Error) {
-    let mut st = shared.lock();
-    if !st.closing {
-        let kind = error_kind(&why);
-        shared
-            .recorder
-            .messaging(Protocol::Mqtt, &shared.name, Event::Error(kind));
-    }
-    let fail = |reply: Reply| {
-        let _ = reply.send(Err(why.clone()));
-    };
-    st.unsent.drain(..).for_each(|(_, r)| fail(r));
-    st.publishes.drain().for_each(|(_, r)| fail(r));
-    st.subscribes.drain().for_each(|(_, r)| fail(r));
-    st.unsubscribes.drain().for_each(|(_, r)| fail(r));
-    st.closed = Some(why);
-    drop(st);
-    shared.arrived.notify_one();
 }

@@ -16,13 +16,9 @@ mod head;
 mod tests;
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio::io::AsyncWriteExt;
 
 use crate::bindings::runner::scenario::http::Error;
 use body::{read_chunked, read_length, read_to_end, Reader, Sink, READ_CHUNK};
@@ -32,52 +28,8 @@ use head::{parse_head, protocol, Framing, Parsed, MAX_HEAD};
 /// Bodies at most this long go out in the same write as the head.
 const COALESCE: usize = 16 * 1024;
 
-/// The byte stream under a connection: plain TCP or TLS.
-pub(crate) enum Io {
-    Tcp(TcpStream),
-    /// Boxed: rustls's state is a few KiB, plain connections need none of it.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+pub(crate) use crate::stream::Io;
 
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
 /// One keep-alive HTTP/1.1 connection.
 pub(crate) struct Conn {
     io: Io,

@@ -1,0 +1,133 @@
+//! The client against a scripted broker: what a real broker cannot be
+//! made to do (fall silent, send garbage, never acknowledge).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Session, Settings};
+use crate::bindings::runner::scenario::mqtt::{Error, Qos};
+use crate::recorder::Recorder;
+
+/// A broker that answers CONNECT with CONNACK, then runs `then`.
+async fn broker<F, Fut>(then: F) -> (u16, tokio::task::JoinHandle<Vec<u8>>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<u8>> + Send,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.expect("accept");
+        let mut b = [0u8; 256];
+        let n = s.read(&mut b).await.expect("CONNECT");
+        assert_eq!(b[0], 0x10, "CONNECT first: {:?}", &b[..n]);
+        s.write_all(&[0x20, 0x02, 0x00, 0x00])
+            .await
+            .expect("CONNACK");
+        then(s).await
+    });
+    (port, task)
+}
+
+fn settings(port: u16, keep_alive: Duration, timeout: Duration) -> Settings {
+    Settings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: None,
+        client_id: "t".into(),
+        clean_session: true,
+        keep_alive,
+        credentials: None,
+        v5: false,
+        timeout,
+        name: "t".into(),
+        egress: Arc::new(crate::egress::Egress::loopback_only()),
+    }
+}
+
+/// Everything the client sends until it closes or `limit` passes.
+async fn read_all(mut s: TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut got)).await;
+    got
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_answering_pings_is_a_lost_connection() {
+    let (port, seen) = broker(|s| read_all(s, Duration::from_secs(5))).await;
+    let s = settings(port, Duration::from_secs(1), Duration::from_secs(5));
+    let session = Session::connect(s, Arc::new(Recorder::new(1)))
+        .await
+        .expect("connect");
+    let got = session.next_message(Duration::from_secs(4)).await;
+    match got {
+        Err(Error::Disconnected(why)) => assert!(why.contains("PINGREQ"), "{why}"),
+        other => panic!(
+            "expected a lost connection, got {:?}",
+            other.map(|m| m.is_some())
+        ),
+    }
+    drop(session);
+    let bytes = seen.await.expect("broker");
+    assert!(
+        bytes.windows(2).any(|w| w == [0xC0, 0x00]),
+        "a PINGREQ was sent: {bytes:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_from_the_broker_is_a_protocol_error() {
+    let (port, _seen) = broker(|mut s| async move {
+        s.write_all(&[0x00, 0x02, 1, 2]).await.expect("junk");
+        read_all(s, Duration::from_secs(2)).await
+    })
+    .await;
+    let s = settings(port, Duration::ZERO, Duration::from_secs(5));
+    let session = Session::connect(s, Arc::new(Recorder::new(1)))
+        .await
+        .expect("connect");
+    let got = session.next_message(Duration::from_secs(2)).await;
+    assert!(matches!(got, Err(Error::Protocol(_))), "{:?}", got.err());
+    assert!(session.closed().is_some());
+}
+
+#[tokio::test]
+async fn an_unacknowledged_publish_times_out_and_a_late_ack_is_harmless() {
+    let (port, seen) = broker(|mut s| async move {
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).await.expect("PUBLISH");
+        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // PUBACK for the publish given up on, then the next one's.
+        s.write_all(&[0x40, 0x02, 0x00, 0x01])
+            .await
+            .expect("late PUBACK");
+        let n = s.read(&mut b).await.expect("PUBLISH 2");
+        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
+        s.write_all(&[0x40, 0x02, 0x00, 0x02])
+            .await
+            .expect("PUBACK");
+        read_all(s, Duration::from_secs(2)).await
+    })
+    .await;
+    let s = settings(port, Duration::ZERO, Duration::from_millis(300));
+    let session = Session::connect(s, Arc::new(Recorder::new(1)))
+        .await
+        .expect("connect");
+    let first = session
+        .publish("a".into(), b"x".to_vec(), Qos::AtLeastOnce, false)
+        .await;
+    assert!(matches!(first, Err(Error::Timeout)), "{:?}", first.err());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = session
+        .publish("a".into(), b"y".to_vec(), Qos::AtLeastOnce, false)
+        .await;
+    assert!(second.is_ok(), "{:?}", second.err());
+    assert!(session.shared.lock().pending.is_empty());
+    session.disconnect().await.expect("disconnect");
+    let bytes = seen.await.expect("broker");
+    assert_eq!(bytes, [0xE0, 0x00], "DISCONNECT last");
+}
