@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             // (and quinn every datagram a partition drops); the runner
             // counts and reports those itself.
             EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| {
-                EnvFilter::new("info,async_nats=warn,rumqttc=warn,quinn_udp=error,quinn=warn")
+                EnvFilter::new("info,async_nats=warn,quinn_udp=error,quinn=warn")
             }),
         )
         .with_writer(std::io::stderr)
