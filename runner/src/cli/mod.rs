@@ -89,8 +89,10 @@ pub struct RunArgs {
     /// Open model: start this many iterations per second, whether or not
     /// earlier ones have finished (latency is then also measured from each
     /// iteration's scheduled start). --vus VUs are allocated up front; more
-    /// are started up to --max-vus when all are busy, and an arrival that
-    /// finds none free is counted as dropped. Needs --duration.
+    /// are started up to --max-vus when all are busy (an arrival waits for
+    /// the first VU to come free, a running or a new one), and an arrival
+    /// that finds none free with all --max-vus running is counted as
+    /// dropped. Needs --duration.
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
 

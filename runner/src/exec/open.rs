@@ -3,12 +3,21 @@
 //! hide its own slowness: no coordinated omission).
 //!
 //! A scheduler per VU class hands each arrival, with its intended start
-//! time, to an idle VU; if none is idle it starts a new VU, up to the
-//! class's cap; past the cap the arrival is counted as dropped rather than
-//! delayed. Arrivals are evenly spaced or a Poisson process.
+//! time, to an idle VU. If none is idle, the arrival waits for the first
+//! VU to come free, and a new VU is started for it, up to the class's cap;
+//! past the cap the arrival is counted as dropped rather than delayed.
+//! Arrivals are evenly spaced or a Poisson process.
+//!
+//! Starting a VU (instantiation, then its first connection) costs a
+//! worker thread tens of µs; during a burst, starting one VU per waiting
+//! arrival slowed the running VUs, so more arrivals found none free, and
+//! at 20,000/s the class grew to 2,000 VUs where 200 suffice. So at most
+//! [`MAX_STARTING`] VUs start at once, and a waiting arrival goes to
+//! whichever VU is free first: a running one, or one just started.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -19,6 +28,9 @@ use crate::plan::arrivals::Counts;
 use crate::plan::profile::Profile;
 use crate::spec::Arrival;
 
+/// The most VUs of a class being started at once.
+const MAX_STARTING: u32 = 16;
+
 /// An arrival: an iteration to start, and when it should have started.
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket {
@@ -26,17 +38,39 @@ pub struct Ticket {
     pub intended: Instant,
 }
 
-/// Idle VUs of one class, each waiting for a ticket.
+/// The VUs of one class waiting for work, and the work waiting for VUs.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<Vec<oneshot::Sender<Ticket>>>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Idle VUs, each waiting for a ticket; the last to come free first.
+    idle: Vec<oneshot::Sender<Ticket>>,
+    /// Arrivals that found no VU idle, oldest first.
+    waiting: VecDeque<Ticket>,
+    /// VUs started and not yet ready.
+    starting: u32,
+    /// The arrivals are over.
+    closed: bool,
+}
+
+/// What a VU ready for work gets.
+enum Next {
+    Ticket(Ticket),
+    Wait(oneshot::Receiver<Ticket>),
+    Closed,
 }
 
 impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Hands `t` to an idle VU; gives it back if none is idle.
-    fn offer(&self, mut t: Ticket) -> Result<(), Ticket> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(tx) = idle.pop() {
+    fn offer(st: &mut PoolState, mut t: Ticket) -> Result<(), Ticket> {
+        while let Some(tx) = st.idle.pop() {
             match tx.send(t) {
                 Ok(()) => return Ok(()),
                 Err(back) => t = back, // that VU has left
@@ -45,59 +79,77 @@ impl Pool {
         Err(t)
     }
 
-    /// Registers an idle VU; the receiver yields its next ticket.
-    fn wait(&self) -> oneshot::Receiver<Ticket> {
+    /// Work for a VU: the oldest waiting arrival, or a receiver for the
+    /// next one.
+    fn next(&self) -> Next {
+        let mut st = self.lock();
+        if st.closed {
+            return Next::Closed;
+        }
+        if let Some(t) = st.waiting.pop_front() {
+            return Next::Ticket(t);
+        }
         let (tx, rx) = oneshot::channel();
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-        rx
+        st.idle.push(tx);
+        Next::Wait(rx)
     }
 
-    /// Releases every idle VU.
-    fn close(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// A started VU is ready (or failed to be).
+    fn ready(&self) {
+        let mut st = self.lock();
+        st.starting = st.starting.saturating_sub(1);
+    }
+
+    /// Ends the arrivals: releases every idle VU; returns how many
+    /// arrivals were still waiting (they never started).
+    fn close(&self) -> usize {
+        let mut st = self.lock();
+        st.closed = true;
+        st.idle.clear();
+        let never = st.waiting.len();
+        st.waiting.clear();
+        never
+    }
+}
+
+/// Marks a started VU ready when dropped, however its preparation ends.
+struct Starting<'a>(&'a Pool);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.ready();
     }
 }
 
 /// One open-model VU: prepares its instance, then runs the tickets it is
-/// handed until the run stops.
-async fn run_vu(
-    shared: Arc<Shared>,
-    pool: Arc<Pool>,
-    id: u32,
-    class: Arc<Class>,
-    first: Option<Ticket>,
-) {
-    let vu = Vu::new(shared.clone(), id, class.clone(), first.is_none());
+/// handed until the run stops. `initial` VUs are the ones allocated up
+/// front (the run's start-up time counts them).
+async fn run_vu(shared: Arc<Shared>, pool: Arc<Pool>, id: u32, class: Arc<Class>, initial: bool) {
+    let vu = Vu::new(shared.clone(), id, class.clone(), initial);
     let busy = vu.busy();
-    super::busy::contain(busy, run_tickets(vu, shared, pool, class, first)).await;
+    super::busy::contain(busy, run_tickets(vu, shared, pool, class)).await;
 }
 
 /// The life of an open-model VU: see [`run_vu`].
-async fn run_tickets(
-    mut vu: Vu,
-    shared: Arc<Shared>,
-    pool: Arc<Pool>,
-    class: Arc<Class>,
-    first: Option<Ticket>,
-) {
+async fn run_tickets(mut vu: Vu, shared: Arc<Shared>, pool: Arc<Pool>, class: Arc<Class>) {
     let _active = ActiveGuard::new(&shared, &class);
-    let mut next = first;
-    if next.is_none() && vu.prepare().await == Step::Stop {
+    let starting = Starting(&pool);
+    let step = vu.prepare().await;
+    drop(starting);
+    if step == Step::Stop {
         return;
     }
     loop {
-        let ticket = match next.take() {
-            Some(t) => t,
-            None => {
-                let rx = pool.wait();
-                tokio::select! {
-                    t = rx => match t {
-                        Ok(t) => t,
-                        Err(_) => return, // the scheduler closed the pool
-                    },
-                    _ = shared.stop.cancelled() => return,
-                }
-            }
+        let ticket = match pool.next() {
+            Next::Ticket(t) => t,
+            Next::Closed => return,
+            Next::Wait(rx) => tokio::select! {
+                t = rx => match t {
+                    Ok(t) => t,
+                    Err(_) => return, // the scheduler closed the pool
+                },
+                _ = shared.stop.cancelled() => return,
+            },
         };
         if vu.iterate(Some(ticket.intended)).await == Step::Stop {
             return;
@@ -126,17 +178,18 @@ pub async fn run_class(
     let spawn = {
         let (shared, pool, class, handle) =
             (shared.clone(), pool.clone(), class.clone(), handle.clone());
-        move |id: u32, first: Option<Ticket>| {
+        move |id: u32, initial: bool| {
             handle.spawn(run_vu(
                 shared.clone(),
                 pool.clone(),
                 id,
                 class.clone(),
-                first,
+                initial,
             ))
         }
     };
-    let mut vus = AbortOnDrop((0..allocated).map(|i| spawn(first_id + i, None)).collect());
+    pool.lock().starting = allocated;
+    let mut vus = AbortOnDrop((0..allocated).map(|i| spawn(first_id + i, true)).collect());
     let scheduler = Scheduler {
         shared: shared.clone(),
         pool: pool.clone(),
@@ -157,7 +210,9 @@ pub async fn run_class(
         Ok(more) => vus.0.extend(more),
         Err(e) => tracing::error!("the arrival scheduler of class {} failed: {e}", class.name),
     }
-    pool.close();
+    for _ in 0..pool.close() {
+        shared.ctx.recorder.dropped();
+    }
     for vu in &mut vus.0 {
         let _ = vu.await;
     }
@@ -192,7 +247,7 @@ impl Scheduler {
     /// started.
     fn run(
         mut self,
-        spawn: impl Fn(u32, Option<Ticket>) -> tokio::task::JoinHandle<()>,
+        spawn: impl Fn(u32, bool) -> tokio::task::JoinHandle<()>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         set_fine_timer_slack();
         let recorder = self.shared.ctx.recorder.clone();
@@ -206,6 +261,7 @@ impl Scheduler {
             if let Some((newer, v)) = self.changed(version) {
                 (rate, version) = (newer, v);
             }
+            let waiting = self.grow(&spawn, &mut started);
             let due = rate
                 .time_of(count)
                 .map(|at| self.start + Duration::from_secs_f64(at));
@@ -217,25 +273,61 @@ impl Scheduler {
                 Some(due) if due <= now => {
                     let lag = now.saturating_duration_since(due);
                     recorder.scheduler_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
-                    if let Err(ticket) = self.pool.offer(Ticket { intended: due }) {
-                        let last = self.first_id + self.class.cap.load(Ordering::Relaxed);
-                        if self.next_id < last {
-                            started.push(spawn(self.next_id, Some(ticket)));
-                            self.next_id += 1;
-                        } else {
-                            recorder.dropped();
-                        }
+                    if !self.arrive(Ticket { intended: due }) {
+                        recorder.dropped();
                     }
                     count = self.counts.next(count);
                 }
                 // Short sleeps, so a stop or a new rate is noticed within
                 // 50 ms; with no arrival left at the current rate, wait
                 // for a change or the end.
-                Some(due) => std::thread::sleep((due - now).min(Duration::from_millis(50))),
-                None => std::thread::sleep(Duration::from_millis(50)),
+                Some(due) => std::thread::sleep((due - now).min(nap(waiting))),
+                None => std::thread::sleep(nap(waiting)),
             }
         }
         started
+    }
+
+    /// Gives `t` to an idle VU, or has it wait for the first VU to come
+    /// free if one is coming (started, or still allowed by the cap);
+    /// `false` when none is: the arrival is dropped.
+    fn arrive(&self, t: Ticket) -> bool {
+        let mut st = self.pool.lock();
+        let Err(t) = Pool::offer(&mut st, t) else {
+            return true;
+        };
+        let coming = st.starting + self.room();
+        if (st.waiting.len() as u32) < coming {
+            st.waiting.push_back(t);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// VUs the cap still allows to start.
+    fn room(&self) -> u32 {
+        let cap = self.class.cap.load(Ordering::Relaxed);
+        (self.first_id + cap).saturating_sub(self.next_id)
+    }
+
+    /// Starts VUs while arrivals wait for more VUs than are starting (see
+    /// [`to_start`]); returns whether any arrival waits.
+    fn grow(
+        &mut self,
+        spawn: &impl Fn(u32, bool) -> tokio::task::JoinHandle<()>,
+        started: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> bool {
+        let mut st = self.pool.lock();
+        let n = to_start(st.waiting.len(), st.starting, self.room());
+        st.starting += n;
+        let waiting = !st.waiting.is_empty();
+        drop(st);
+        for _ in 0..n {
+            started.push(spawn(self.next_id, false));
+            self.next_id += 1;
+        }
+        waiting
     }
 
     /// The class's rate profile and its version.
@@ -259,11 +351,89 @@ impl Scheduler {
     }
 }
 
+/// VUs to start now: one per waiting arrival no starting VU will take,
+/// at most [`MAX_STARTING`] starting at once, within the cap's `room`.
+fn to_start(waiting: usize, starting: u32, room: u32) -> u32 {
+    let unserved = u32::try_from(waiting)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(starting);
+    unserved
+        .min(MAX_STARTING.saturating_sub(starting))
+        .min(room)
+}
+
+/// How long the scheduler may sleep between arrivals: briefly while
+/// arrivals wait, so VUs are started as soon as others are ready.
+fn nap(waiting: bool) -> Duration {
+    if waiting {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis(50)
+    }
+}
+
 /// Asks the kernel to wake this thread within a microsecond of the time
 /// asked, not the default 50 µs, for exact arrival times.
 fn set_fine_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of waiting arrivals starts at most MAX_STARTING VUs at
+    /// once, none beyond the cap, and none for arrivals that VUs already
+    /// starting will take.
+    #[test]
+    fn a_burst_starts_a_bounded_number_of_vus() {
+        assert_eq!(to_start(100, 0, 1_000), MAX_STARTING);
+        assert_eq!(to_start(100, MAX_STARTING, 1_000), 0);
+        assert_eq!(to_start(100, 10, 1_000), MAX_STARTING - 10);
+        assert_eq!(to_start(3, 1, 1_000), 2);
+        assert_eq!(to_start(3, 5, 1_000), 0);
+        assert_eq!(to_start(100, 0, 1), 1);
+        assert_eq!(to_start(0, 0, 1_000), 0);
+    }
+
+    /// Waiting arrivals go to the next VU that asks, oldest first; the
+    /// ones still waiting at the end are reported, never run.
+    #[test]
+    fn waiting_arrivals_go_to_the_first_vu_free_oldest_first() {
+        let pool = Pool::default();
+        let t0 = Instant::now();
+        let (a, b) = (t0, t0 + Duration::from_millis(1));
+        {
+            let mut st = pool.lock();
+            assert!(
+                Pool::offer(&mut st, Ticket { intended: a }).is_err(),
+                "no VU idle"
+            );
+            st.waiting.push_back(Ticket { intended: a });
+            st.waiting.push_back(Ticket { intended: b });
+        }
+        match pool.next() {
+            Next::Ticket(t) => assert_eq!(t.intended, a),
+            _ => panic!("the oldest waiting arrival"),
+        }
+        assert_eq!(pool.close(), 1, "one arrival never started");
+        assert!(matches!(pool.next(), Next::Closed));
+    }
+
+    /// An idle VU takes an arrival directly.
+    #[test]
+    fn an_idle_vu_takes_an_arrival() {
+        let pool = Pool::default();
+        let Next::Wait(mut rx) = pool.next() else {
+            panic!("nothing waits: the VU goes idle");
+        };
+        let t = Ticket {
+            intended: Instant::now(),
+        };
+        assert!(Pool::offer(&mut pool.lock(), t).is_ok());
+        assert!(rx.try_recv().is_ok());
     }
 }
