@@ -484,4 +484,103 @@ mod tests {
             Ok(Some(In::Disconnect(_)))
         ));
     }
+
+    /// Bounded fuzzing of the broker-facing decoder (the bytes a broker,
+    /// or anything at its address, sends): valid packets of every kind a
+    /// broker sends, mutated, and random bytes. Nothing may panic or
+    /// loop; every failure is a protocol error.
+    #[test]
+    fn the_decoder_survives_mutated_and_random_frames() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for c in codecs() {
+            let mut valid = Vec::new();
+            for out in [
+                Out::Publish {
+                    pkid: 3,
+                    topic: "t/x".into(),
+                    payload: Bytes::from_static(b"payload"),
+                    qos: Qos::ExactlyOnce,
+                    retain: false,
+                },
+                Out::PubAck(1),
+                Out::PubRec(2),
+                Out::PubRel(3),
+                Out::PubComp(4),
+                Out::Subscribe {
+                    pkid: 5,
+                    filter: "a/#".into(),
+                    qos: Qos::AtLeastOnce,
+                },
+                Out::PingReq,
+                Out::Disconnect,
+            ] {
+                let mut b = BytesMut::new();
+                c.encode(out, &mut b).expect("encode");
+                valid.push(b.to_vec());
+            }
+            // What brokers send: CONNACK (with MQTT 5 properties), SUBACK,
+            // UNSUBACK, PINGRESP.
+            valid.push(vec![0x20, 0x02, 0x00, 0x00]);
+            valid.push(vec![0x20, 0x06, 0x00, 0x00, 0x03, 0x13, 0x00, 0x3c]);
+            valid.push(vec![0x90, 0x03, 0x00, 0x05, 0x01]);
+            valid.push(vec![0x90, 0x04, 0x00, 0x05, 0x00, 0x01]);
+            valid.push(vec![0xB0, 0x02, 0x00, 0x05]);
+            valid.push(vec![0xD0, 0x00]);
+            let (mut decoded, mut refused) = (0u32, 0u32);
+            for case in 0..20_000u32 {
+                let mut bytes = if case % 4 == 0 {
+                    (0..next() % 64).map(|_| next() as u8).collect()
+                } else {
+                    let mut v = valid[(next() % valid.len() as u64) as usize].clone();
+                    for _ in 0..=next() % 4 {
+                        let i = (next() % (v.len() as u64 + 1)) as usize;
+                        match next() % 3 {
+                            0 if i < v.len() => v[i] = next() as u8,
+                            1 => v.insert(i, next() as u8),
+                            _ if i < v.len() => {
+                                v.remove(i);
+                            }
+                            _ => {}
+                        }
+                    }
+                    v
+                };
+                if case % 7 == 0 {
+                    let again = bytes.clone();
+                    bytes.extend(again);
+                }
+                let mut buf = BytesMut::from(&bytes[..]);
+                let mut need = 0;
+                let mut packets = 0;
+                loop {
+                    let before = buf.len();
+                    match c.decode(&mut buf, &mut need) {
+                        Ok(Some(_)) => {
+                            packets += 1;
+                            decoded += 1;
+                            assert!(buf.len() < before, "a packet consumed no bytes: {bytes:?}");
+                        }
+                        Ok(None) => {
+                            assert!(need > 0, "more bytes asked for, but none: {bytes:?}");
+                            break;
+                        }
+                        Err(Error::Protocol(_)) => {
+                            refused += 1;
+                            break;
+                        }
+                        Err(e) => panic!("v5={} {bytes:?}: {e:?}", c.v5),
+                    }
+                    assert!(packets <= bytes.len(), "{bytes:?}");
+                }
+            }
+            // The cases reached both sides of the decoder.
+            assert!(decoded > 2_000 && refused > 2_000, "{decoded} {refused}");
+        }
+    }
 }
