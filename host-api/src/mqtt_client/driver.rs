@@ -2,7 +2,9 @@
 //! the broker's packets (acknowledgements, the QoS 2 steps), completes
 //! the VU's operations, and keeps the connection alive with PINGREQ.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,17 +24,32 @@ const READ_MIN: usize = 512;
 /// A read buffer grown past this (a large message) is let go once empty.
 const READ_KEEP: usize = 16 << 10;
 
+/// The connection a driver runs.
+pub(super) struct Link {
+    pub io: Io,
+    /// Zero: no keep-alive.
+    pub keep_alive: Duration,
+    /// How long one write may wait for the broker to read.
+    pub write_timeout: Duration,
+}
+
 /// Runs the connection until it ends, then fails what still waits.
-pub(super) async fn drive(shared: Arc<Shared>, mut io: Io, keep_alive: Duration, buf: BytesMut) {
-    let why = run(&shared, &mut io, keep_alive, buf).await;
+pub(super) async fn drive(shared: Arc<Shared>, mut link: Link, buf: BytesMut) {
+    let why = run(&shared, &mut link, buf).await;
     close(&shared, why);
 }
 
-async fn run(shared: &Shared, io: &mut Io, keep_alive: Duration, mut buf: BytesMut) -> Error {
+async fn run(shared: &Shared, link: &mut Link, mut buf: BytesMut) -> Error {
     let codec = shared.codec;
+    let keep_alive = link.keep_alive;
     let mut written = 0u64;
+    // Keep-alive: a PINGREQ goes out when nothing was sent or heard for
+    // the keep-alive, and its PINGRESP must come within one more; later
+    // writes do not move that deadline, so a VU that only publishes still
+    // finds out that the broker is gone.
     let mut last_write = Instant::now();
-    let mut ping_sent = false;
+    let mut last_heard = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
     let mut need = 0usize;
     // The handshake may have read past CONNACK.
     if let Err(e) = take_packets(shared, &mut buf, &mut need, &mut ping_sent) {
@@ -44,7 +61,7 @@ async fn run(shared: &Shared, io: &mut Io, keep_alive: Duration, mut buf: BytesM
             (std::mem::take(&mut st.out), st.closing)
         };
         if !chunk.is_empty() {
-            if let Err(e) = write(io, &chunk).await {
+            if let Err(e) = write_within(&mut link.io, &chunk, link.write_timeout).await {
                 return e;
             }
             written += chunk.len() as u64;
@@ -57,18 +74,22 @@ async fn run(shared: &Shared, io: &mut Io, keep_alive: Duration, mut buf: BytesM
         }
         if closing {
             // The DISCONNECT went out with the chunk just written.
-            let _ = tokio::time::timeout(super::CLOSE_GRACE, io.shutdown()).await;
+            let _ = tokio::time::timeout(super::CLOSE_GRACE, link.io.shutdown()).await;
             return Error::Disconnected("disconnected by the VU".into());
         }
         let wake = shared.wake.notified();
-        let ping_at = last_write + keep_alive;
+        let ping_at = match ping_sent {
+            Some(at) => at + keep_alive,
+            None => last_write.min(last_heard) + keep_alive,
+        };
         if buf.capacity() - buf.len() < need.max(1) {
             buf.reserve(need.max(READ_MIN));
         }
         tokio::select! {
-            r = io.read_buf(&mut buf) => match r {
+            r = link.io.read_buf(&mut buf) => match r {
                 Ok(0) => return Error::Disconnected("the broker closed the connection".into()),
                 Ok(_) => {
+                    last_heard = Instant::now();
                     if let Err(e) = take_packets(shared, &mut buf, &mut need, &mut ping_sent) {
                         return e;
                     }
@@ -80,18 +101,32 @@ async fn run(shared: &Shared, io: &mut Io, keep_alive: Duration, mut buf: BytesM
             },
             _ = wake => {}
             _ = tokio::time::sleep_until(ping_at), if !keep_alive.is_zero() => {
-                if ping_sent {
+                if ping_sent.is_some() {
                     return Error::Disconnected(format!(
                         "the broker did not answer PINGREQ within the keep-alive ({} s)",
                         keep_alive.as_secs()
                     ));
                 }
-                ping_sent = true;
+                ping_sent = Some(Instant::now());
                 if let Err(e) = shared.lock().queue(&codec, Out::PingReq) {
                     return e;
                 }
             }
         }
+    }
+}
+
+/// [`write`], failing with a timeout if the broker does not take the
+/// bytes within `limit`. The timer is armed only when the socket is full:
+/// most writes complete at once, and a timer per publish costs CPU.
+async fn write_within(io: &mut Io, bytes: &[u8], limit: Duration) -> Result<(), Error> {
+    let mut fut = std::pin::pin!(write(io, bytes));
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => tokio::time::timeout(limit, fut)
+            .await
+            .unwrap_or(Err(Error::Timeout)),
     }
 }
 
@@ -106,7 +141,7 @@ fn take_packets(
     shared: &Shared,
     buf: &mut BytesMut,
     need: &mut usize,
-    ping_sent: &mut bool,
+    ping_sent: &mut Option<Instant>,
 ) -> Result<(), Error> {
     while let Some(p) = shared.codec.decode(buf, need)? {
         handle(shared, p, ping_sent)?;
@@ -115,7 +150,7 @@ fn take_packets(
 }
 
 /// Applies one packet from the broker; an error ends the connection.
-fn handle(shared: &Shared, p: In, ping_sent: &mut bool) -> Result<(), Error> {
+fn handle(shared: &Shared, p: In, ping_sent: &mut Option<Instant>) -> Result<(), Error> {
     let codec = shared.codec;
     let mut st = shared.lock();
     let done = |r: Option<super::Reply>, result: Result<Ack, Error>| {
@@ -124,7 +159,7 @@ fn handle(shared: &Shared, p: In, ping_sent: &mut bool) -> Result<(), Error> {
         }
     };
     match p {
-        In::PingResp => *ping_sent = false,
+        In::PingResp => *ping_sent = None,
         In::PubAck(id, r) => done(st.take(id, Wait::PubAck), r.map(|_| Ack::Done)),
         In::PubRec(id, r) => match (st.take(id, Wait::PubRec), r) {
             (Some(reply), Ok(())) => {
@@ -184,6 +219,7 @@ fn handle(shared: &Shared, p: In, ping_sent: &mut bool) -> Result<(), Error> {
                 "the broker sent {what}, which only a client sends"
             )))
         }
+        In::Invalid(what) => return Err(Error::Protocol(format!("the broker sent {what}"))),
     }
     // Answers queued here go out when the driver loops back to write.
     Ok(())

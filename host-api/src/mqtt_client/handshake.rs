@@ -14,13 +14,20 @@ use super::Settings;
 use crate::bindings::runner::scenario::mqtt::Error;
 use crate::stream::Io;
 
-/// Opens the connection `s` describes and logs in. Returns the stream,
-/// the keep-alive to keep (the broker's, if it imposes one) and any bytes
-/// read past CONNACK. The caller bounds the whole by the connect timeout.
-pub(super) async fn open(
-    s: &Settings,
-    codec: Codec,
-) -> Result<(Io, std::time::Duration, BytesMut), Error> {
+/// An open, logged-in connection.
+pub(super) struct Opened {
+    pub io: Io,
+    /// The keep-alive to keep: the broker's, if it imposes one.
+    pub keep_alive: std::time::Duration,
+    /// Bytes read past CONNACK.
+    pub rest: BytesMut,
+    /// The largest packet the broker takes, if it said.
+    pub max_out: Option<u32>,
+}
+
+/// Opens the connection `s` describes and logs in. The caller bounds the
+/// whole by the connect timeout.
+pub(super) async fn open(s: &Settings, codec: Codec) -> Result<Opened, Error> {
     let addrs = resolve(s).await?;
     let tcp = TcpStream::connect(&addrs[..])
         .await
@@ -61,9 +68,14 @@ pub(super) async fn open(
     loop {
         if let Some(p) = codec.decode(&mut buf, &mut need)? {
             return match p {
-                In::ConnAck(Ok(imposed)) => {
-                    let secs = imposed.unwrap_or(keep_alive);
-                    Ok((io, std::time::Duration::from_secs(secs.into()), buf))
+                In::ConnAck(Ok(accepted)) => {
+                    let secs = accepted.keep_alive.unwrap_or(keep_alive);
+                    Ok(Opened {
+                        io,
+                        keep_alive: std::time::Duration::from_secs(secs.into()),
+                        rest: buf,
+                        max_out: accepted.max_packet,
+                    })
                 }
                 In::ConnAck(Err(e)) => Err(e),
                 other => Err(Error::Protocol(format!("expected CONNACK, got {other:?}"))),

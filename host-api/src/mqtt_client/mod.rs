@@ -50,6 +50,11 @@ const INBOX: usize = 1024;
 /// Largest packet accepted or sent.
 const MAX_PACKET: usize = 1 << 20;
 
+/// Bytes queued for the driver past which new operations are refused: a
+/// connection that cannot send (a broker that stopped reading) must not
+/// grow without bound before its write times out.
+const MAX_QUEUED: usize = 2 * MAX_PACKET;
+
 /// How long a dropped connection may take to send its DISCONNECT.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -189,15 +194,15 @@ pub(crate) struct Session {
 impl Session {
     /// Connects and waits for CONNACK, then starts the driver task.
     pub async fn connect(s: Settings, recorder: Arc<Recorder>) -> Result<Self, Error> {
-        let codec = Codec {
-            v5: s.v5,
-            max_packet: MAX_PACKET,
-        };
+        let mut codec = Codec::new(s.v5, MAX_PACKET);
         let open = handshake::open(&s, codec);
-        let (io, keep_alive, rest) = match tokio::time::timeout(s.timeout, open).await {
+        let opened = match tokio::time::timeout(s.timeout, open).await {
             Err(_) => return Err(Error::Timeout),
             Ok(r) => r?,
         };
+        if let Some(max) = opened.max_out {
+            codec.max_out = codec.max_out.min(max as usize);
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
@@ -206,7 +211,12 @@ impl Session {
             recorder,
             name: s.name,
         });
-        let driver = tokio::spawn(driver::drive(shared.clone(), io, keep_alive, rest));
+        let link = driver::Link {
+            io: opened.io,
+            keep_alive: opened.keep_alive,
+            write_timeout: s.timeout,
+        };
+        let driver = tokio::spawn(driver::drive(shared.clone(), link, opened.rest));
         Ok(Self {
             shared,
             driver: driver.abort_handle(),
@@ -301,6 +311,12 @@ impl Session {
             let mut st = self.shared.lock();
             if let Some(e) = &st.closed {
                 return Err(e.clone());
+            }
+            if st.out.len() >= MAX_QUEUED {
+                return Err(Error::Io(format!(
+                    "{} bytes wait to be sent: the broker is not reading",
+                    st.out.len()
+                )));
             }
             let w = queue(&mut st, &self.shared.codec)?;
             match w {

@@ -131,3 +131,40 @@ async fn an_unacknowledged_publish_times_out_and_a_late_ack_is_harmless() {
     let bytes = seen.await.expect("broker");
     assert_eq!(bytes, [0xE0, 0x00], "DISCONNECT last");
 }
+
+#[tokio::test]
+async fn a_broker_that_stops_reading_ends_the_connection_by_timeout() {
+    let (port, _seen) = broker(|s| async move {
+        // Holds the connection open and never reads again.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+        Vec::new()
+    })
+    .await;
+    let s = settings(port, Duration::ZERO, Duration::from_millis(500));
+    let session = Session::connect(s, Arc::new(Recorder::new(1)))
+        .await
+        .expect("connect");
+    let payload = vec![7u8; 900 << 10];
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    let failure = loop {
+        match session
+            .publish("big".into(), payload.clone(), Qos::AtMostOnce, false)
+            .await
+        {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 200, "the socket buffers never filled");
+    };
+    assert!(matches!(failure, Error::Timeout), "{failure:?}");
+    // The driver gave up on the write: the connection is over, and says so.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        matches!(session.closed(), Some(Error::Timeout)),
+        "{:?}",
+        session.closed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -45,9 +45,9 @@ pub(super) enum Out {
 /// A packet received, reduced to what this client acts on.
 #[derive(Debug)]
 pub(super) enum In {
-    /// The broker's answer to CONNECT: accepted (with the keep-alive it
-    /// imposes, MQTT 5), or why not.
-    ConnAck(Result<Option<u16>, Error>),
+    /// The broker's answer to CONNECT: accepted (with what it imposes,
+    /// MQTT 5), or why not.
+    ConnAck(Result<Accepted, Error>),
     Publish {
         pkid: u16,
         topic: String,
@@ -68,27 +68,40 @@ pub(super) enum In {
     Disconnect(String),
     /// Anything a client does not expect from a broker.
     Unexpected(&'static str),
+    /// A packet of the right kind that breaks the protocol.
+    Invalid(&'static str),
 }
 
-/// One connection's protocol version and packet size limit.
+/// What a broker imposes when it accepts a connection (MQTT 5).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Accepted {
+    /// The keep-alive to use instead of the one asked for.
+    pub keep_alive: Option<u16>,
+    /// The largest packet it takes.
+    pub max_packet: Option<u32>,
+}
+
+/// One connection's protocol version and packet size limits.
 #[derive(Clone, Copy)]
 pub(super) struct Codec {
     pub v5: bool,
-    /// Largest packet accepted or sent, bytes.
-    pub max_packet: usize,
+    /// Largest packet accepted, bytes (told to an MQTT 5 broker).
+    pub max_in: usize,
+    /// Largest packet sent, bytes: the broker's limit, if lower.
+    pub max_out: usize,
 }
 
 impl Codec {
     /// Appends `p` to `buf`.
     pub fn encode(&self, p: Out, buf: &mut BytesMut) -> Result<(), Error> {
-        let max = self.max_packet;
+        let max = self.max_out;
         let too_large = |size: usize| {
             Error::InvalidArgument(format!(
                 "the packet is {size} bytes, more than the {max} an MQTT packet may have here"
             ))
         };
         if self.v5 {
-            let p = v5_packet(p);
+            let p = v5_packet(p, self.max_in);
             p.write(buf, Some(max as u32)).map_err(|e| match e {
                 m5::Error::OutgoingPacketTooLarge { pkt_size, .. } => too_large(pkt_size as usize),
                 e => Error::InvalidArgument(e.to_string()),
@@ -113,30 +126,74 @@ impl Codec {
             return Ok(None);
         }
         let malformed = |e: String| Error::Protocol(format!("a malformed packet: {e}"));
-        if self.v5 {
-            // rumqttc reads a DISCONNECT without a reason code (a normal
-            // one, allowed by MQTT 5) as an error.
-            if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
-                let _ = buf.split_to(2);
-                return Ok(Some(In::Disconnect("normal disconnection".into())));
+        let before = buf.len();
+        // rumqttc cuts a whole packet off the buffer before parsing it, and
+        // reports a packet shorter than its fields say as "more bytes
+        // needed": by then the packet is gone, so that is a protocol error.
+        let truncated = |buf: &BytesMut, n: usize, need: &mut usize| {
+            if buf.len() < before {
+                Err(malformed("shorter than its fields".into()))
+            } else {
+                *need = n;
+                Ok(None)
             }
-            match v5::Packet::read(buf, Some(self.max_packet as u32)) {
+        };
+        if self.v5 {
+            if let Some(p) = short_v5(buf) {
+                return Ok(Some(p));
+            }
+            match v5::Packet::read(buf, Some(self.max_in as u32)) {
                 Ok(p) => Ok(Some(from_v5(p))),
-                Err(m5::Error::InsufficientBytes(n)) => {
-                    *need = n;
-                    Ok(None)
-                }
+                Err(m5::Error::InsufficientBytes(n)) => truncated(buf, n, need),
                 Err(e) => Err(malformed(e.to_string())),
             }
         } else {
-            match v4::Packet::read(buf, self.max_packet) {
+            match v4::Packet::read(buf, self.max_in) {
                 Ok(p) => Ok(Some(from_v4(p))),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(n)) => {
-                    *need = n;
-                    Ok(None)
-                }
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(n)) => truncated(buf, n, need),
                 Err(e) => Err(malformed(e.to_string())),
             }
+        }
+    }
+}
+
+/// MQTT 5 packets that may leave out their properties, which rumqttc's
+/// reader requires: a DISCONNECT with no reason code or with only one
+/// (how brokers announce a shutdown or a session taken over), and a
+/// CONNACK in the 3.1.1 form (a broker refusing MQTT 5).
+fn short_v5(buf: &mut BytesMut) -> Option<In> {
+    match buf[..] {
+        [0xE0, 0x00, ..] => {
+            let _ = buf.split_to(2);
+            Some(In::Disconnect("normal disconnection".into()))
+        }
+        [0xE0, 0x01, code, ..] => {
+            let _ = buf.split_to(3);
+            let reason = v5::DisconnectReasonCode::try_from(code)
+                .map_or_else(|_| format!("reason code {code:#04x}"), |r| format!("{r:?}"));
+            Some(In::Disconnect(reason))
+        }
+        [0x20, 0x02, _, code, ..] => {
+            let _ = buf.split_to(4);
+            Some(In::ConnAck(match code {
+                0 => Ok(Accepted::default()),
+                4 | 5 | 0x86 | 0x87 => Err(refused_login()),
+                code => Err(Error::ConnectionRefused(format!(
+                    "the broker refused the connection: return code {code:#04x} (does it speak MQTT 5?)"
+                ))),
+            }))
+        }
+        _ => None,
+    }
+}
+
+impl Codec {
+    /// A codec for `v5`, before the broker has said what it takes.
+    pub fn new(v5: bool, max_packet: usize) -> Self {
+        Self {
+            v5,
+            max_in: max_packet,
+            max_out: max_packet,
         }
     }
 }
@@ -221,7 +278,7 @@ fn v4_packet(p: Out) -> v4::Packet {
     }
 }
 
-fn v5_packet(p: Out) -> v5::Packet {
+fn v5_packet(p: Out, max_in: usize) -> v5::Packet {
     use v5::Packet as P;
     match p {
         Out::Connect {
@@ -230,11 +287,25 @@ fn v5_packet(p: Out) -> v5::Packet {
             keep_alive,
             login,
         } => {
+            // The broker is told the largest packet taken, so it drops
+            // larger ones for this client rather than breaking the
+            // connection with them.
+            let properties = v5::ConnectProperties {
+                session_expiry_interval: None,
+                receive_maximum: None,
+                max_packet_size: u32::try_from(max_in).ok(),
+                topic_alias_max: None,
+                request_response_info: None,
+                request_problem_info: None,
+                user_properties: Vec::new(),
+                authentication_method: None,
+                authentication_data: None,
+            };
             let c = v5::Connect {
                 keep_alive,
                 client_id,
                 clean_start: clean,
-                properties: None,
+                properties: Some(properties),
             };
             P::Connect(c, None, login.map(|(u, pw)| v5::Login::new(u, pw)))
         }
@@ -284,7 +355,7 @@ fn from_v4(p: v4::Packet) -> In {
     use v4::Packet as P;
     match p {
         P::ConnAck(a) => In::ConnAck(match a.code {
-            C::Success => Ok(None),
+            C::Success => Ok(Accepted::default()),
             C::BadUserNamePassword | C::NotAuthorized => Err(refused_login()),
             code => Err(Error::ConnectionRefused(format!(
                 "the broker refused the connection: {code:?}"
@@ -333,12 +404,18 @@ fn from_v5(p: v5::Packet) -> In {
     use v5::{PubAckReason, PubCompReason, PubRecReason, SubscribeReasonCode as R};
     match p {
         P::ConnAck(a) => In::ConnAck(match a.code {
-            C::Success => Ok(a.properties.and_then(|p| p.server_keep_alive)),
+            C::Success => Ok(a.properties.map_or_else(Accepted::default, |p| Accepted {
+                keep_alive: p.server_keep_alive,
+                max_packet: p.max_packet_size,
+            })),
             C::BadUserNamePassword | C::NotAuthorized => Err(refused_login()),
             code => Err(Error::ConnectionRefused(format!(
                 "the broker refused the connection: {code:?}"
             ))),
         }),
+        // A topic alias, which this client never allows (it announces
+        // none), leaves the topic empty.
+        P::Publish(p) if p.topic.is_empty() => In::Invalid("a PUBLISH with no topic (an alias)"),
         P::Publish(p) => In::Publish {
             pkid: p.pkid,
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
@@ -394,10 +471,7 @@ mod tests {
     use super::*;
 
     fn codecs() -> [Codec; 2] {
-        [false, true].map(|v5| Codec {
-            v5,
-            max_packet: 1 << 20,
-        })
+        [false, true].map(|v5| Codec::new(v5, 1 << 20))
     }
 
     /// A packet split anywhere decodes only once whole, and then exactly.
@@ -455,10 +529,7 @@ mod tests {
                 c.decode(&mut big, &mut need),
                 Err(Error::Protocol(_))
             ));
-            let small = Codec {
-                max_packet: 64,
-                ..c
-            };
+            let small = Codec { max_out: 64, ..c };
             let out = Out::Publish {
                 pkid: 0,
                 topic: "t".into(),
@@ -473,16 +544,57 @@ mod tests {
         }
     }
 
-    /// A bare MQTT 5 DISCONNECT (no reason code) is a normal close.
+    /// MQTT 5 packets without their properties are read: a DISCONNECT
+    /// with no reason code or only one, a 3.1.1-style CONNACK; a packet
+    /// shorter than its fields is an error, not a wait for more bytes.
     #[test]
-    fn a_bare_v5_disconnect_is_read() {
+    fn short_v5_packets_are_read() {
         let c = codecs()[1];
-        let mut b = BytesMut::from(&[0xE0u8, 0x00][..]);
         let mut need = 0;
+        let mut b = BytesMut::from(&[0xE0u8, 0x00][..]);
         assert!(matches!(
             c.decode(&mut b, &mut need),
             Ok(Some(In::Disconnect(_)))
         ));
+        let mut b = BytesMut::from(&[0xE0u8, 0x01, 0x8E, 0xD0, 0x00][..]);
+        match c.decode(&mut b, &mut need) {
+            Ok(Some(In::Disconnect(why))) => assert!(why.contains("SessionTakenOver"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(c.decode(&mut b, &mut need), Ok(Some(In::PingResp))),
+            "the next packet"
+        );
+        let mut b = BytesMut::from(&[0x20u8, 0x02, 0x00, 0x01][..]);
+        assert!(matches!(
+            c.decode(&mut b, &mut need),
+            Ok(Some(In::ConnAck(Err(Error::ConnectionRefused(_)))))
+        ));
+        // A SUBACK that stops after its packet id.
+        let mut b = BytesMut::from(&[0x90u8, 0x02, 0x00, 0x05][..]);
+        assert!(matches!(
+            c.decode(&mut b, &mut need),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    /// An MQTT 5 CONNECT tells the broker the largest packet taken.
+    #[test]
+    fn a_v5_connect_announces_the_packet_limit() {
+        let c = Codec::new(true, 1 << 20);
+        let mut b = BytesMut::new();
+        let out = Out::Connect {
+            client_id: "c".into(),
+            clean: true,
+            keep_alive: 60,
+            login: None,
+        };
+        c.encode(out, &mut b).expect("encode");
+        // Property 0x27 (maximum packet size), 4 bytes, 1 MiB.
+        assert!(
+            b.windows(5).any(|w| w == [0x27, 0x00, 0x10, 0x00, 0x00]),
+            "{b:?}"
+        );
     }
 
     /// Bounded fuzzing of the broker-facing decoder (the bytes a broker,
@@ -568,6 +680,7 @@ mod tests {
                         }
                         Ok(None) => {
                             assert!(need > 0, "more bytes asked for, but none: {bytes:?}");
+                            assert_eq!(buf.len(), before, "waiting for more lost bytes: {bytes:?}");
                             break;
                         }
                         Err(Error::Protocol(_)) => {

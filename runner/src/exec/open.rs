@@ -140,15 +140,24 @@ async fn run_tickets(mut vu: Vu, shared: Arc<Shared>, pool: Arc<Pool>, class: Ar
         return;
     }
     loop {
+        if shared.stop.is_cancelled() {
+            return;
+        }
         let ticket = match pool.next() {
             Next::Ticket(t) => t,
             Next::Closed => return,
-            Next::Wait(rx) => tokio::select! {
-                t = rx => match t {
+            Next::Wait(mut rx) => tokio::select! {
+                t = &mut rx => match t {
                     Ok(t) => t,
                     Err(_) => return, // the scheduler closed the pool
                 },
-                _ = shared.stop.cancelled() => return,
+                _ = shared.stop.cancelled() => {
+                    // A ticket sent as the run stopped never starts.
+                    if rx.try_recv().is_ok() {
+                        shared.ctx.recorder.dropped();
+                    }
+                    return;
+                }
             },
         };
         if vu.iterate(Some(ticket.intended)).await == Step::Stop {
@@ -284,6 +293,11 @@ impl Scheduler {
                 Some(due) => std::thread::sleep((due - now).min(nap(waiting))),
                 None => std::thread::sleep(nap(waiting)),
             }
+        }
+        // Arrivals still waiting now never start: no VU may take one
+        // after the end.
+        for _ in 0..self.pool.close() {
+            recorder.dropped();
         }
         started
     }

@@ -116,7 +116,7 @@ impl Summary {
         if let Some(open) = &m.open_model {
             let _ = writeln!(
                 s,
-                "  open model: {:.1} arrivals/s target ({}), {:.1}/s scheduled, {} dropped (no free VU among {} max)",
+                "  open model: {:.1} arrivals/s target ({}), {:.1}/s scheduled, {} dropped (no VU free, or to be started, among {} max)",
                 open.rate,
                 open.arrival,
                 it.arrival_rate.unwrap_or(0.0),
