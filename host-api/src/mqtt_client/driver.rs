@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -101,6 +102,24 @@ async fn run(shared: &Shared, link: &mut Link, mut buf: BytesMut) -> Error {
             },
             _ = wake => {}
             _ = tokio::time::sleep_until(ping_at), if !keep_alive.is_zero() => {
+                if ping_sent.is_some() {
+                    // The answer may be waiting unread (a long write kept
+                    // this loop away, and the timer won the race): read
+                    // what is there before giving up.
+                    match link.io.read_buf(&mut buf).now_or_never() {
+                        Some(Ok(0)) => {
+                            return Error::Disconnected("the broker closed the connection".into())
+                        }
+                        Some(Ok(_)) => {
+                            last_heard = Instant::now();
+                            if let Err(e) = take_packets(shared, &mut buf, &mut need, &mut ping_sent) {
+                                return e;
+                            }
+                        }
+                        Some(Err(e)) => return io_error(&e),
+                        None => {}
+                    }
+                }
                 if ping_sent.is_some() {
                     return Error::Disconnected(format!(
                         "the broker did not answer PINGREQ within the keep-alive ({} s)",

@@ -176,7 +176,9 @@ fn short_v5(buf: &mut BytesMut) -> Option<In> {
         [0x20, 0x02, _, code, ..] => {
             let _ = buf.split_to(4);
             Some(In::ConnAck(match code {
-                0 => Ok(Accepted::default()),
+                0 => Err(Error::Protocol(
+                    "the broker answered CONNECT in MQTT 3.1.1: connect with protocol v311".into(),
+                )),
                 4 | 5 | 0x86 | 0x87 => Err(refused_login()),
                 code => Err(Error::ConnectionRefused(format!(
                     "the broker refused the connection: return code {code:#04x} (does it speak MQTT 5?)"
@@ -569,6 +571,12 @@ mod tests {
         assert!(matches!(
             c.decode(&mut b, &mut need),
             Ok(Some(In::ConnAck(Err(Error::ConnectionRefused(_)))))
+        ));
+        // Accepted, but in 3.1.1: what follows would be misread.
+        let mut b = BytesMut::from(&[0x20u8, 0x02, 0x00, 0x00][..]);
+        assert!(matches!(
+            c.decode(&mut b, &mut need),
+            Ok(Some(In::ConnAck(Err(Error::Protocol(_)))))
         ));
         // A SUBACK that stops after its packet id.
         let mut b = BytesMut::from(&[0x90u8, 0x02, 0x00, 0x05][..]);

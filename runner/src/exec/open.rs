@@ -147,17 +147,20 @@ async fn run_tickets(mut vu: Vu, shared: Arc<Shared>, pool: Arc<Pool>, class: Ar
             Next::Ticket(t) => t,
             Next::Closed => return,
             Next::Wait(mut rx) => tokio::select! {
-                t = &mut rx => match t {
-                    Ok(t) => t,
-                    Err(_) => return, // the scheduler closed the pool
-                },
+                biased;
                 _ = shared.stop.cancelled() => {
-                    // A ticket sent as the run stopped never starts.
+                    // A ticket sent as the run stopped never starts; once
+                    // closed, none can be sent (the scheduler keeps it).
+                    rx.close();
                     if rx.try_recv().is_ok() {
                         shared.ctx.recorder.dropped();
                     }
                     return;
                 }
+                t = &mut rx => match t {
+                    Ok(t) => t,
+                    Err(_) => return, // the scheduler closed the pool
+                },
             },
         };
         if vu.iterate(Some(ticket.intended)).await == Step::Stop {
