@@ -53,6 +53,18 @@ install_tool() { # binary crate version
 install_tool cargo-component cargo-component 0.21.1
 install_tool wasm-tools wasm-tools 1.263.0
 
+# Fuzzing (scripts/fuzz.sh): cargo-fuzz, and the nightly compiler its
+# instrumented builds need, pinned in tests/fuzz/rust-toolchain.toml.
+install_tool cargo-fuzz cargo-fuzz 0.13.1
+if ! (cd tests/fuzz && rustc -V >/dev/null 2>&1); then
+    if ! command -v rustup >/dev/null 2>&1; then
+        echo "setup: the fuzz targets need rustup, for the nightly toolchain in tests/fuzz/rust-toolchain.toml: install it from https://rustup.rs" >&2
+        exit 1
+    fi
+    say "installing the fuzzing toolchain (tests/fuzz/rust-toolchain.toml)"
+    (cd tests/fuzz && rustup toolchain install)
+fi
+
 # Python tools the tests use, in a virtualenv of the project's own
 # (target/pyenv), pinned: schemathesis checks the OpenAPI document against
 # the running server; kubernetes-validate the deployment manifests;

@@ -9,3 +9,5 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 # One test at a time: several tests compare rates and latencies, which
 # other tests running beside them on a 2-core machine would disturb.
 cargo test --release --workspace -- --test-threads=1
+# The libFuzzer targets (cargo fuzz), 20 s each, from the checks' seeds.
+scripts/fuzz.sh

@@ -13,6 +13,8 @@
 pub mod client;
 pub mod egress;
 pub mod fiber_stack;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod limits;
 pub mod messaging;

@@ -590,13 +590,7 @@ pub(crate) fn federation_frames() {
 
 #[test]
 fn histograms_in_snapshots() {
-    let mut micros = Hist::micros();
-    let mut values = Hist::values();
-    for i in 1..=1000u64 {
-        micros.record(i * 37);
-        values.record(i << 30);
-    }
-    let seeds = [micros.encode(), values.encode(), Hist::micros().encode()];
+    let seeds = histogram_seeds();
     for s in &seeds {
         let h = Hist::decode(s).unwrap_or_else(|e| panic!("an encoding does not decode: {e}"));
         assert_eq!(Hist::decode(&h.encode()).map(|b| b.count()), Ok(h.count()));
@@ -606,29 +600,48 @@ fn histograms_in_snapshots() {
         let i = rng.below(seeds.len());
         let text = mutate_hist_text(&seeds[i], rng);
         note(text.as_bytes());
-        let h = match Hist::decode(&text) {
-            Err(e) => {
-                assert!(!e.is_empty());
-                return;
-            }
-            Ok(h) => h,
-        };
-        valid += 1;
-        let count = h.count();
-        for q in [0.0, 0.5, 0.99, 1.0] {
-            let _ = h.quantile(q);
-        }
-        let back = Hist::decode(&h.encode()).expect("a decoded histogram encodes");
-        assert_eq!(back.count(), count);
-        let mut m = Hist::micros();
-        m.merge(&h);
-        m.record(5);
-        let mut v = Hist::values();
-        v.merge(&h);
-        v.merge(&m);
-        let mut same = h.clone();
-        same.merge(&h);
+        valid += u64::from(check_histogram(&text));
     });
     eprintln!("histograms: {valid} of {cases} mutated encodings decoded");
     assert!(valid > 0, "no mutated histogram decodes");
+}
+
+/// Encoded histograms of both kinds, full and empty.
+pub fn histogram_seeds() -> Vec<String> {
+    let mut micros = Hist::micros();
+    let mut values = Hist::values();
+    for i in 1..=1000u64 {
+        micros.record(i * 37);
+        values.record(i << 30);
+    }
+    vec![micros.encode(), values.encode(), Hist::micros().encode()]
+}
+
+/// One input of the histogram target: `text` as an encoded histogram
+/// inside a snapshot. What decodes answers quantiles, encodes to what
+/// decodes to the same count, and merges into both kinds. Returns
+/// whether `text` decoded.
+pub fn check_histogram(text: &str) -> bool {
+    let h = match Hist::decode(text) {
+        Err(e) => {
+            assert!(!e.is_empty());
+            return false;
+        }
+        Ok(h) => h,
+    };
+    let count = h.count();
+    for q in [0.0, 0.5, 0.99, 1.0] {
+        let _ = h.quantile(q);
+    }
+    let back = Hist::decode(&h.encode()).expect("a decoded histogram encodes");
+    assert_eq!(back.count(), count);
+    let mut m = Hist::micros();
+    m.merge(&h);
+    m.record(5);
+    let mut v = Hist::values();
+    v.merge(&h);
+    v.merge(&m);
+    let mut same = h.clone();
+    same.merge(&h);
+    true
 }

@@ -308,37 +308,56 @@ pub(crate) fn options_and_specs() {
     let cases = fuzz("options", 50_000, |rng| {
         let input = corpus.input(rng);
         note(&input);
-        if let Ok(o) = serde_json::from_slice::<RunOptions>(&input) {
-            decoded += 1;
-            valid += u64::from(options_checks(&o, &fixtures));
-        }
-        if let Ok(spec) = serde_json::from_slice::<RunSpec>(&input) {
-            decoded += 1;
-            let _ = spec.egress();
-            if options_checks(&spec.options, &fixtures) {
-                valid += 1;
-                let text = serde_json::to_string(&spec).expect("a spec serializes");
-                let mut back: RunSpec = serde_json::from_str(&text).expect("a spec reads back");
-                back.options.rate = spec.options.rate;
-                assert_eq!(back, spec);
-            }
-        }
-        // The scenario's declared options, with the options given.
-        if rng.one_in(4) {
-            if let Some(s) = arb::<ScenarioArb>(rng, 200) {
-                let s = s.build();
-                plan_checks(&RunOptions::default(), &s);
-                if let Ok(o) = serde_json::from_slice::<RunOptions>(&input) {
-                    if o.validate().is_ok() {
-                        plan_checks(&o, &s);
-                    }
-                }
-            }
-        }
+        let scenario = match rng.one_in(4) {
+            true => arb::<ScenarioArb>(rng, 200).map(|s| s.build()),
+            false => None,
+        };
+        let (d, v) = check_options(&input, &fixtures, scenario.as_ref());
+        decoded += d;
+        valid += v;
     });
     eprintln!("options: {decoded} decoded, {valid} valid, of {cases} inputs");
     assert!(
         valid > cases / 50,
         "too few valid inputs ({valid} of {cases})"
     );
+}
+
+/// One input of the options target: `input` as run options (a REST
+/// body, `--config`) and as a run spec (an assignment to a worker).
+/// What decodes is validated; what is valid reads back unchanged and is
+/// planned against each of `fixtures` and against `scenario` (options a
+/// scenario declares). Returns how many decodes and valid results.
+pub fn check_options(
+    input: &[u8],
+    fixtures: &[ScenarioOptions],
+    scenario: Option<&ScenarioOptions>,
+) -> (u64, u64) {
+    let (mut decoded, mut valid) = (0u64, 0u64);
+    let options = serde_json::from_slice::<RunOptions>(input);
+    if let Ok(o) = &options {
+        decoded += 1;
+        valid += u64::from(options_checks(o, fixtures));
+    }
+    if let Ok(spec) = serde_json::from_slice::<RunSpec>(input) {
+        decoded += 1;
+        let _ = spec.egress();
+        if options_checks(&spec.options, fixtures) {
+            valid += 1;
+            let text = serde_json::to_string(&spec).expect("a spec serializes");
+            let mut back: RunSpec = serde_json::from_str(&text).expect("a spec reads back");
+            back.options.rate = spec.options.rate;
+            assert_eq!(back, spec);
+        }
+    }
+    // The scenario's declared options, with the options given.
+    if let Some(s) = scenario {
+        plan_checks(&RunOptions::default(), s);
+        if let Ok(o) = &options {
+            if o.validate().is_ok() {
+                plan_checks(o, s);
+            }
+        }
+    }
+    (decoded, valid)
 }

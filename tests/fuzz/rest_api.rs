@@ -64,8 +64,13 @@ pub(crate) mod rest {
 
         /// Starts a run of the idle scenario (VUs that only sleep).
         pub fn start(&self, options: Value) -> Arc<RunRecord> {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/scenarios/idle.wasm");
+            // From the runner's tests or from the fuzz crate in tests/fuzz.
+            let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let path = here
+                .ancestors()
+                .map(|d| d.join("target/scenarios/idle.wasm"))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| here.join("../target/scenarios/idle.wasm"));
             let bytes = std::fs::read(&path).unwrap_or_else(|e| {
                 panic!(
                     "{}: {e}: run scripts/setup.sh first (it builds the example scenarios)",
@@ -167,8 +172,6 @@ pub(crate) fn fuzz_patches(
     open: bool,
     max_vus: f64,
 ) -> u64 {
-    use axum::http::{Method, StatusCode};
-    let uri = format!("/api/v1/runs/{}", run.id);
     let corpus = Corpus::json(seeds, PATCH_KEYS);
     let mut changed = 0u64;
     fuzz(name, 20_000, |rng| {
@@ -183,38 +186,7 @@ pub(crate) fn fuzz_patches(
             2 => Some("application/json; charset=utf-16"),
             _ => Some("application/json"),
         };
-        let a = api.call(Method::PATCH, &uri, ct, body.clone());
-        rest::problem(
-            &a,
-            &[
-                StatusCode::OK,
-                StatusCode::BAD_REQUEST,
-                StatusCode::CONFLICT,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ],
-            &body,
-        );
-        if a.status == StatusCode::OK {
-            changed += 1;
-            let events = a.json["events"].as_array().expect("events");
-            assert!(!events.is_empty(), "a change without events: {}", a.json);
-            for e in events {
-                let kind = if open { "rate" } else { "vus" };
-                assert_eq!(e["kind"], kind, "{e}");
-                let to = e["to"].as_f64().expect("a number");
-                let top = if open { MAX_RATE } else { max_vus };
-                assert!((0.0..=top).contains(&to), "a change to {to}: {e}");
-                assert!(e["from"].as_f64().is_some_and(f64::is_finite), "{e}");
-                assert!(e["t"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
-            }
-        }
-        // Nothing a body holds breaks the run.
-        assert!(
-            run.hub.error().is_none(),
-            "the run failed: {:?}",
-            run.hub.error()
-        );
-        assert!(!run.is_over(), "the run ended");
+        changed += u64::from(check_patch(api, run, &body, ct, open, max_vus));
     });
     changed
 }
@@ -275,28 +247,15 @@ pub(crate) fn rest_bodies() {
     // active, a valid config is refused as busy (409), an invalid one as
     // malformed (400); no input starts a run or fails the server.
     let corpus = Corpus::json(option_seeds(), OPTION_KEYS);
-    let boundary = "fuzzfuzzBOUNDARY";
     let mut busy = 0u64;
     let created = fuzz("rest-create", 5_000, |rng| {
         let config = corpus.input(rng);
-        let mut form = format!(
-            "--{boundary}\r\ncontent-disposition: form-data; name=\"scenario\"; filename=\"idle.wasm\"\r\n\r\n\0asm\r\n--{boundary}\r\ncontent-disposition: form-data; name=\"config\"\r\ncontent-type: application/json\r\n\r\n"
-        )
-        .into_bytes();
-        form.extend_from_slice(&config);
-        form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut form = multipart_form(&config);
         if rng.one_in(10) {
             mutate_bytes(&mut form, rng, &[]);
         }
         note(&form);
-        let a = api.call(
-            Method::POST,
-            "/api/v1/runs",
-            Some(&format!("multipart/form-data; boundary={boundary}")),
-            form.clone(),
-        );
-        rest::problem(&a, &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT], &form);
-        busy += u64::from(a.status == StatusCode::CONFLICT);
+        busy += u64::from(check_create(&api, &form));
     });
     eprintln!("rest: {busy} of {created} forms held valid options (refused as busy)");
     assert!(busy > 0, "no fuzzed config decoded");
@@ -333,26 +292,9 @@ pub(crate) fn rest_bodies() {
         keys: Vec::new(),
     };
     fuzz("rest-stop-query", 5_000, |rng| {
-        let mut q = queries.input(rng);
-        q.truncate(4096);
+        let q = queries.input(rng);
         note(&q);
-        // Only what a URI may carry: the rest percent-encoded.
-        let q: String = q
-            .iter()
-            .map(|&b| {
-                if b.is_ascii_alphanumeric() || b"=&-_.~%+".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let a = api.call(Method::POST, &format!("{stop}?{q}"), None, Vec::new());
-        rest::problem(
-            &a,
-            &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT],
-            q.as_bytes(),
-        );
+        check_stop_query(&api, &stop, &q);
     });
 
     // An open-model run: rates change.
@@ -416,22 +358,131 @@ pub(crate) fn rest_bodies() {
 pub(crate) fn stages_read_back() {
     // A stage crosses the wire as text: every valid one reads back.
     let corpus = Corpus {
-        seeds: ["30s:100", "1s:2", "0s:0", "1h 30m:0.5", "250ms:1e3"]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect(),
+        seeds: STAGE_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect(),
         trees: Vec::new(),
         keys: Vec::new(),
     };
     fuzz("stages", 20_000, |rng| {
         let text = String::from_utf8_lossy(&corpus.input(rng)).into_owned();
         note(text.as_bytes());
-        match text.parse::<Stage>() {
-            Err(e) => assert!(one_line(&e), "not a one-line error: {e:?}"),
-            Ok(s) => {
-                assert!(s.target.is_finite() && s.target >= 0.0, "{s:?}");
-                assert_eq!(s.to_string().parse::<Stage>(), Ok(s), "{text:?}");
-            }
-        }
+        check_stage(&text);
     });
+}
+
+/// Stages of each form `--stage` documents.
+pub const STAGE_SEEDS: &[&str] = &["30s:100", "1s:2", "0s:0", "1h 30m:0.5", "250ms:1e3"];
+
+/// One input of the stage check: a stage that parses has a finite,
+/// non-negative target and reads back the same from its own text.
+pub fn check_stage(text: &str) {
+    match text.parse::<Stage>() {
+        Err(e) => assert!(one_line(&e), "not a one-line error: {e:?}"),
+        Ok(s) => {
+            assert!(s.target.is_finite() && s.target >= 0.0, "{s:?}");
+            assert_eq!(s.to_string().parse::<Stage>(), Ok(s), "{text:?}");
+        }
+    }
+}
+
+/// `PATCH`ed load changes must answer one of these.
+const PATCH_ANSWERS: &[axum::http::StatusCode] = &[
+    axum::http::StatusCode::OK,
+    axum::http::StatusCode::BAD_REQUEST,
+    axum::http::StatusCode::CONFLICT,
+    axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+];
+
+/// One input of the load-change check: `body` (of content type `ct`)
+/// sent as `PATCH /api/v1/runs/{id}` to the running `run`. The answer
+/// is a change or a problem document; a change moves the VUs (`open`:
+/// the rate) to a value in range; the run survives whatever it gets.
+/// Returns whether the load changed.
+pub fn check_patch(
+    api: &rest::Api,
+    run: &runner::agent::RunRecord,
+    body: &[u8],
+    ct: Option<&str>,
+    open: bool,
+    max_vus: f64,
+) -> bool {
+    use axum::http::{Method, StatusCode};
+    let uri = format!("/api/v1/runs/{}", run.id);
+    let a = api.call(Method::PATCH, &uri, ct, body.to_vec());
+    rest::problem(&a, PATCH_ANSWERS, body);
+    let changed = a.status == StatusCode::OK;
+    if changed {
+        let events = a.json["events"].as_array().expect("events");
+        assert!(!events.is_empty(), "a change without events: {}", a.json);
+        for e in events {
+            let kind = if open { "rate" } else { "vus" };
+            assert_eq!(e["kind"], kind, "{e}");
+            let to = e["to"].as_f64().expect("a number");
+            let top = if open { MAX_RATE } else { max_vus };
+            assert!((0.0..=top).contains(&to), "a change to {to}: {e}");
+            assert!(e["from"].as_f64().is_some_and(f64::is_finite), "{e}");
+            assert!(e["t"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
+        }
+    }
+    // Nothing a body holds breaks the run.
+    assert!(
+        run.hub.error().is_none(),
+        "the run failed: {:?}",
+        run.hub.error()
+    );
+    assert!(!run.is_over(), "the run ended");
+    changed
+}
+
+/// The boundary of the forms [`multipart_form`] makes.
+pub const BOUNDARY: &str = "fuzzfuzzBOUNDARY";
+
+/// A `POST /api/v1/runs` form: a tiny not-quite component, and `config`
+/// as the run's options.
+pub fn multipart_form(config: &[u8]) -> Vec<u8> {
+    let mut form = format!(
+        "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"scenario\"; filename=\"idle.wasm\"\r\n\r\n\0asm\r\n--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"config\"\r\ncontent-type: application/json\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(config);
+    form.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    form
+}
+
+/// One input of the new-run check: `form` posted while a run is active.
+/// A valid config is refused as busy (409), anything else as malformed
+/// (400); no input starts a run or fails the server. Returns whether the
+/// form held valid options.
+pub fn check_create(api: &rest::Api, form: &[u8]) -> bool {
+    use axum::http::{Method, StatusCode};
+    let a = api.call(
+        Method::POST,
+        "/api/v1/runs",
+        Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+        form.to_vec(),
+    );
+    rest::problem(&a, &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT], form);
+    a.status == StatusCode::CONFLICT
+}
+
+/// One input of the stop check: `q` (what a URI may carry of it, the
+/// rest percent-encoded) as the query of `stop_uri`, a run that is over:
+/// refused (400) or over already (409).
+pub fn check_stop_query(api: &rest::Api, stop_uri: &str, q: &[u8]) {
+    use axum::http::{Method, StatusCode};
+    let q: String = q[..q.len().min(4096)]
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"=&-_.~%+".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let a = api.call(Method::POST, &format!("{stop_uri}?{q}"), None, Vec::new());
+    rest::problem(
+        &a,
+        &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT],
+        q.as_bytes(),
+    );
 }

@@ -163,9 +163,9 @@ pub(crate) fn sample_metrics() -> Metrics {
     m
 }
 
-#[test]
-pub(crate) fn thresholds() {
-    let seeds: Vec<&str> = vec![
+/// Valid thresholds, one of each form the grammar documents.
+pub fn threshold_seeds() -> Vec<&'static str> {
+    vec![
         "http_req_duration{name:login} p(99)<300ms",
         "http_req_duration p(99)<300",
         "http_req_failed rate<0.01",
@@ -183,7 +183,12 @@ pub(crate) fn thresholds() {
         "queue value>=-3.5e2",
         "nats_request max<1e3µs",
         "  http_req_waiting min>0  ",
-    ];
+    ]
+}
+
+#[test]
+pub(crate) fn thresholds() {
+    let seeds = threshold_seeds();
     // The grammar still accepts what it documents, as the documentation
     // says.
     for s in &seeds {
@@ -229,63 +234,70 @@ pub(crate) fn thresholds() {
             String::from_utf8_lossy(&corpus.input(rng)).into_owned()
         };
         note(text.as_bytes());
-        if let Some(a) = Aggregate::parse(&text) {
-            if let Aggregate::P(p) = a {
-                assert!((0.0..=100.0).contains(&p), "p({p}) accepted");
-            }
-            assert_eq!(
-                Aggregate::parse(&a.to_string()),
-                Some(a),
-                "{a} does not read back"
-            );
-        }
-        let t = match Threshold::parse(&text) {
-            Err(e) => {
-                assert!(one_line(&e), "not a one-line error: {e:?}");
-                return;
-            }
-            Ok(t) => t,
-        };
-        ok += 1;
-        assert!(!t.metric.is_empty() && !t.metric.contains(char::is_whitespace));
-        assert!(
-            t.bound.is_finite(),
-            "an infinite or NaN bound from {text:?}"
-        );
-        assert_eq!(t.source, text.trim());
-        // The same text reads the same; the canonical form too.
-        assert_eq!(Threshold::parse(&t.source).as_ref(), Ok(&t));
-        {
-            let canonical = display(&t);
-            let back = Threshold::parse(&canonical)
-                .unwrap_or_else(|e| panic!("{canonical:?} (from {text:?}) does not parse: {e}"));
-            assert_eq!(
-                (
-                    &back.metric,
-                    &back.filter,
-                    back.aggregate,
-                    back.op,
-                    back.abort
-                ),
-                (&t.metric, &t.filter, t.aggregate, t.op, t.abort),
-                "{canonical:?} from {text:?}"
-            );
-            assert!(
-                back.bound == t.bound,
-                "{canonical:?}: {} != {}",
-                back.bound,
-                t.bound
-            );
-        }
-        if let Err(e) = t.validate() {
-            assert!(one_line(&e), "not a one-line error: {e:?}");
-        }
-        let _ = t.evaluate(&metrics, 10.0).to_string();
-        let _ = t.evaluate(&empty, 0.0).to_string();
+        ok += u64::from(check_threshold(&text, &metrics, &empty));
     });
     eprintln!("thresholds: {ok} of {cases} inputs parsed");
     assert!(
         ok > cases / 20,
         "too few inputs parse ({ok} of {cases}): the generator drifted"
     );
+}
+
+/// One input of the threshold target: `text` as an aggregate and as a
+/// threshold. Whatever parses reads back the same, in its own text and
+/// in canonical form, and evaluates against `metrics` and `empty`;
+/// whatever does not is refused with one line. Returns whether `text`
+/// parsed as a threshold.
+pub fn check_threshold(text: &str, metrics: &Metrics, empty: &Metrics) -> bool {
+    if let Some(a) = Aggregate::parse(text) {
+        if let Aggregate::P(p) = a {
+            assert!((0.0..=100.0).contains(&p), "p({p}) accepted");
+        }
+        assert_eq!(
+            Aggregate::parse(&a.to_string()),
+            Some(a),
+            "{a} does not read back"
+        );
+    }
+    let t = match Threshold::parse(text) {
+        Err(e) => {
+            assert!(one_line(&e), "not a one-line error: {e:?}");
+            return false;
+        }
+        Ok(t) => t,
+    };
+    assert!(!t.metric.is_empty() && !t.metric.contains(char::is_whitespace));
+    assert!(
+        t.bound.is_finite(),
+        "an infinite or NaN bound from {text:?}"
+    );
+    assert_eq!(t.source, text.trim());
+    // The same text reads the same; the canonical form too.
+    assert_eq!(Threshold::parse(&t.source).as_ref(), Ok(&t));
+    let canonical = display(&t);
+    let back = Threshold::parse(&canonical)
+        .unwrap_or_else(|e| panic!("{canonical:?} (from {text:?}) does not parse: {e}"));
+    assert_eq!(
+        (
+            &back.metric,
+            &back.filter,
+            back.aggregate,
+            back.op,
+            back.abort
+        ),
+        (&t.metric, &t.filter, t.aggregate, t.op, t.abort),
+        "{canonical:?} from {text:?}"
+    );
+    assert!(
+        back.bound == t.bound,
+        "{canonical:?}: {} != {}",
+        back.bound,
+        t.bound
+    );
+    if let Err(e) = t.validate() {
+        assert!(one_line(&e), "not a one-line error: {e:?}");
+    }
+    let _ = t.evaluate(metrics, 10.0).to_string();
+    let _ = t.evaluate(empty, 0.0).to_string();
+    true
 }

@@ -17,6 +17,8 @@ mod handshake;
 mod tests;
 mod wire;
 
+pub(crate) use wire::fuzzing;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

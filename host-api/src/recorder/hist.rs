@@ -13,6 +13,13 @@ const MAX_MICROS: u64 = 3_600_000_000;
 /// Highest value a plain histogram holds.
 const MAX_VALUE: u64 = u64::MAX / 2;
 
+/// Most samples a decoded histogram may hold: 2^53, 28 years at ten
+/// million a second. hdrhistogram adds counts up unchecked when it
+/// answers a quantile, so a peer's histogram whose counts come near 2^64
+/// (found by the `histograms` fuzz target) would overflow there; below
+/// this bound, 2,048 of them still merge without overflow.
+const MAX_COUNT: u64 = 1 << 53;
+
 /// A mergeable HdrHistogram with 3 significant digits.
 ///
 /// It starts small and grows to the largest value recorded (a histogram of
@@ -104,11 +111,52 @@ impl Hist {
             .decode(text)
             .map_err(|e| format!("histogram is not base64: {e}"))?;
         check_header(&bytes)?;
+        if holds_unnegatable(&bytes[40..]) {
+            return Err("histogram encoding refused: a run of zeros of 2^63".into());
+        }
         let mut h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut bytes.as_slice())
             .map_err(|e| format!("histogram is not an HdrHistogram V2 encoding: {e:?}"))?;
+        // hdrhistogram's total saturates, so this also refuses counts
+        // that add up past 2^64.
+        if h.len() > MAX_COUNT {
+            return Err(format!(
+                "histogram encoding refused: it holds {} samples, more than the {MAX_COUNT} a run can record",
+                h.len()
+            ));
+        }
         h.auto(true);
         Ok(Self(h, MAX_VALUE))
+    }
+}
+
+/// Whether a V2 payload holds the zig-zag number for -2^63, a run of
+/// zeros hdrhistogram's decoder negates unchecked (a panic with overflow
+/// checks; found by the `histograms` fuzz target). The payload is LEB128,
+/// the ninth byte of a number taken whole, as that decoder reads it.
+fn holds_unnegatable(payload: &[u8]) -> bool {
+    let mut bytes = payload.iter();
+    'numbers: loop {
+        let mut n = 0u64;
+        for i in 0..9 {
+            let Some(&b) = bytes.next() else {
+                return false;
+            };
+            if i == 8 {
+                n |= u64::from(b) << 56;
+                break;
+            }
+            n |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if n == u64::MAX {
+                    return true;
+                }
+                continue 'numbers;
+            }
+        }
+        if n == u64::MAX {
+            return true;
+        }
     }
 }
 
@@ -209,5 +257,47 @@ mod tests {
         assert!(Hist::decode(&tamper(24, &0u64.to_be_bytes())).is_err());
         assert!(Hist::decode(&tamper(0, &0x1c84_9314u32.to_be_bytes())).is_err());
         assert!(Hist::decode("AAAA").is_err());
+    }
+
+    /// Found by the `histograms` fuzz target: counts adding up past 2^64
+    /// made `quantile` overflow (a panic with overflow checks, a wrong
+    /// answer without). Such an encoding, and one just past the bound,
+    /// are refused; one at the bound answers.
+    #[test]
+    fn encodings_whose_counts_overflow_are_refused() {
+        // Five values of `count` each (the encoding holds counts up to
+        // 2^63, so it takes several to pass 2^64).
+        let at = |count: u64| {
+            let mut h = Hist::micros();
+            for v in [7, 9, 11, 13, 15] {
+                h.0.record_n(v, count).expect("in range");
+            }
+            h.encode()
+        };
+        let err = Hist::decode(&at(1 << 62)).expect_err("overflowing counts");
+        assert!(err.contains("samples"), "{err}");
+        assert!(Hist::decode(&at(MAX_COUNT / 5 + 1)).is_err());
+        let h = Hist::decode(&at(MAX_COUNT / 5)).expect("at the bound");
+        assert_eq!(h.quantile(1.0), 15);
+    }
+
+    /// Found by the `histograms` fuzz target: a run of zeros of 2^63
+    /// (nine bytes 0xff) made hdrhistogram's decoder overflow.
+    #[test]
+    fn a_run_of_zeros_of_two_to_the_63_is_refused() {
+        let mut h = Hist::micros();
+        h.record(42);
+        let mut b = base64::engine::general_purpose::STANDARD
+            .decode(h.encode())
+            .expect("base64");
+        b.truncate(40);
+        b.extend([0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
+        let len = (b.len() - 40) as u32;
+        b[4..8].copy_from_slice(&len.to_be_bytes());
+        let text = base64::engine::general_purpose::STANDARD.encode(&b);
+        let err = Hist::decode(&text).expect_err("refused");
+        assert!(err.contains("2^63"), "{err}");
+        assert!(!holds_unnegatable(&[0x02, 0xfe, 0xff, 0x01]));
+        assert!(holds_unnegatable(&[0xff; 9]));
     }
 }

@@ -3,6 +3,7 @@
 //! (`mqttbytes`), without rumqttc's event loop and its per-connection
 //! buffers.
 
+pub(crate) mod fuzzing;
 mod mqtt3;
 mod mqtt5;
 #[cfg(test)]

@@ -1,9 +1,6 @@
 //! The codec: whole packets only, every malformed frame an error.
+use super::fuzzing::{check, codecs, seeds};
 use super::*;
-
-fn codecs() -> [Codec; 2] {
-    [false, true].map(|v5| Codec::new(v5, 1 << 20))
-}
 
 /// A packet split anywhere decodes only once whole, and then exactly.
 #[test]
@@ -148,39 +145,7 @@ fn the_decoder_survives_mutated_and_random_frames() {
         seed
     };
     for c in codecs() {
-        let mut valid = Vec::new();
-        for out in [
-            Out::Publish {
-                pkid: 3,
-                topic: "t/x".into(),
-                payload: Bytes::from_static(b"payload"),
-                qos: Qos::ExactlyOnce,
-                retain: false,
-            },
-            Out::PubAck(1),
-            Out::PubRec(2),
-            Out::PubRel(3),
-            Out::PubComp(4),
-            Out::Subscribe {
-                pkid: 5,
-                filter: "a/#".into(),
-                qos: Qos::AtLeastOnce,
-            },
-            Out::PingReq,
-            Out::Disconnect,
-        ] {
-            let mut b = BytesMut::new();
-            c.encode(out, &mut b).expect("encode");
-            valid.push(b.to_vec());
-        }
-        // What brokers send: CONNACK (with MQTT 5 properties), SUBACK,
-        // UNSUBACK, PINGRESP.
-        valid.push(vec![0x20, 0x02, 0x00, 0x00]);
-        valid.push(vec![0x20, 0x06, 0x00, 0x00, 0x03, 0x13, 0x00, 0x3c]);
-        valid.push(vec![0x90, 0x03, 0x00, 0x05, 0x01]);
-        valid.push(vec![0x90, 0x04, 0x00, 0x05, 0x00, 0x01]);
-        valid.push(vec![0xB0, 0x02, 0x00, 0x05]);
-        valid.push(vec![0xD0, 0x00]);
+        let valid = seeds(&c);
         let (mut decoded, mut refused) = (0u32, 0u32);
         for case in 0..20_000u32 {
             let mut bytes = if case % 4 == 0 {
@@ -204,30 +169,9 @@ fn the_decoder_survives_mutated_and_random_frames() {
                 let again = bytes.clone();
                 bytes.extend(again);
             }
-            let mut buf = BytesMut::from(&bytes[..]);
-            let mut need = 0;
-            let mut packets = 0;
-            loop {
-                let before = buf.len();
-                match c.decode(&mut buf, &mut need) {
-                    Ok(Some(_)) => {
-                        packets += 1;
-                        decoded += 1;
-                        assert!(buf.len() < before, "a packet consumed no bytes: {bytes:?}");
-                    }
-                    Ok(None) => {
-                        assert!(need > 0, "more bytes asked for, but none: {bytes:?}");
-                        assert_eq!(buf.len(), before, "waiting for more lost bytes: {bytes:?}");
-                        break;
-                    }
-                    Err(Error::Protocol(_)) => {
-                        refused += 1;
-                        break;
-                    }
-                    Err(e) => panic!("v5={} {bytes:?}: {e:?}", c.v5),
-                }
-                assert!(packets <= bytes.len(), "{bytes:?}");
-            }
+            let out = check(&c, &bytes);
+            decoded += out.packets as u32;
+            refused += u32::from(out.refused);
         }
         // The cases reached both sides of the decoder.
         assert!(decoded > 2_000 && refused > 2_000, "{decoded} {refused}");
