@@ -291,7 +291,9 @@ mod tests {
             .decode(h.encode())
             .expect("base64");
         b.truncate(40);
-        b.extend([0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
+        b.extend([
+            0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ]);
         let len = (b.len() - 40) as u32;
         b[4..8].copy_from_slice(&len.to_be_bytes());
         let text = base64::engine::general_purpose::STANDARD.encode(&b);
