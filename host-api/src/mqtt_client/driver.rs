@@ -177,9 +177,14 @@ fn handle(shared: &Shared, p: In, ping_sent: &mut Option<Instant>) -> Result<(),
             let _ = r.send(result);
         }
     };
+    // Room for one more publish, for a VU waiting in `room`.
+    let mut freed = false;
     match p {
         In::PingResp => *ping_sent = None,
-        In::PubAck(id, r) => done(st.take(id, Wait::PubAck), r.map(|_| Ack::Done)),
+        In::PubAck(id, r) => {
+            freed = st.finish(id);
+            done(st.take(id, Wait::PubAck), r.map(|_| Ack::Done));
+        }
         In::PubRec(id, r) => match (st.take(id, Wait::PubRec), r) {
             (Some(reply), Ok(())) => {
                 st.pending.push(super::Pending {
@@ -189,13 +194,20 @@ fn handle(shared: &Shared, p: In, ping_sent: &mut Option<Instant>) -> Result<(),
                 });
                 st.queue(&codec, Out::PubRel(id))?;
             }
-            (reply, Err(e)) => done(reply, Err(e)),
+            (reply, Err(e)) => {
+                // A refusing PUBREC ends the exchange (MQTT 5 §4.9).
+                freed = st.finish(id);
+                done(reply, Err(e));
+            }
             // A publish the VU gave up on: still finish its exchange.
             (None, Ok(())) => {
                 st.queue(&codec, Out::PubRel(id))?;
             }
         },
-        In::PubComp(id, r) => done(st.take(id, Wait::PubComp), r.map(|_| Ack::Done)),
+        In::PubComp(id, r) => {
+            freed = st.finish(id);
+            done(st.take(id, Wait::PubComp), r.map(|_| Ack::Done));
+        }
         In::SubAck(id, r) => done(st.take(id, Wait::SubAck), r.map(Ack::Granted)),
         In::UnsubAck(id) => done(st.take(id, Wait::UnsubAck), Ok(Ack::Done)),
         In::PubRel(id) => {
@@ -239,6 +251,10 @@ fn handle(shared: &Shared, p: In, ping_sent: &mut Option<Instant>) -> Result<(),
             )))
         }
         In::Invalid(what) => return Err(Error::Protocol(format!("the broker sent {what}"))),
+    }
+    drop(st);
+    if freed {
+        shared.arrived.notify_one();
     }
     // Answers queued here go out when the driver loops back to write.
     Ok(())

@@ -23,6 +23,8 @@ pub(super) struct Opened {
     pub rest: BytesMut,
     /// The largest packet the broker takes, if it said.
     pub max_out: Option<u32>,
+    /// QoS 1 and 2 publishes the broker takes unacknowledged at once.
+    pub receive_max: u16,
 }
 
 /// Opens the connection `s` describes and logs in. The caller bounds the
@@ -75,9 +77,12 @@ pub(super) async fn open(s: &Settings, codec: Codec) -> Result<Opened, Error> {
                         keep_alive: std::time::Duration::from_secs(secs.into()),
                         rest: buf,
                         max_out: accepted.max_packet,
+                        // Absent, MQTT 5 says 65,535; MQTT 3.1.1 sets no limit.
+                        receive_max: accepted.receive_max.unwrap_or(u16::MAX),
                     })
                 }
                 In::ConnAck(Err(e)) => Err(e),
+                In::Invalid(what) => Err(Error::Protocol(format!("the broker sent {what}"))),
                 other => Err(Error::Protocol(format!("expected CONNACK, got {other:?}"))),
             };
         }

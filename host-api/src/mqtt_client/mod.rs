@@ -109,6 +109,11 @@ struct State {
     /// operation at a time, so this holds one or two entries: a list beats
     /// a map.
     pending: Vec<Pending>,
+    /// Packet ids of QoS 1 and 2 publishes the broker has yet to finish
+    /// (PUBACK, PUBCOMP, or a refusing PUBREC): the ones it counts against
+    /// its Receive Maximum. A publish the VU gave up on stays here until
+    /// then, and its id is not reused.
+    inflight: Vec<u16>,
     last_pkid: u16,
     /// Subscribed filters and the metric names of their messages.
     filters: Vec<(String, Arc<str>)>,
@@ -135,7 +140,7 @@ impl State {
         loop {
             self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
             let id = self.last_pkid;
-            if !self.pending.iter().any(|p| p.pkid == id) {
+            if !self.pending.iter().any(|p| p.pkid == id) && !self.inflight.contains(&id) {
                 return id;
             }
         }
@@ -149,15 +154,26 @@ impl State {
             .position(|p| p.pkid == pkid && p.wait == wait)?;
         Some(self.pending.swap_remove(i).reply)
     }
+
+    /// Ends the broker's exchange for the publish `pkid`; tells whether it
+    /// was in flight.
+    fn finish(&mut self, pkid: u16) -> bool {
+        let before = self.inflight.len();
+        self.inflight.retain(|&id| id != pkid);
+        self.inflight.len() < before
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the VU waiting in `next_message` or `disconnect`.
+    /// Wakes the VU waiting in `next_message`, `disconnect`, or for the
+    /// broker to take another publish.
     arrived: Notify,
     /// Wakes the driver: there is something to write.
     wake: Notify,
     codec: Codec,
+    /// QoS 1 and 2 publishes the broker takes unacknowledged at once.
+    receive_max: u16,
     recorder: Arc<Recorder>,
     name: Arc<str>,
 }
@@ -210,6 +226,7 @@ impl Session {
             arrived: Notify::new(),
             wake: Notify::new(),
             codec,
+            receive_max: opened.receive_max,
             recorder,
             name: s.name,
         });
@@ -244,10 +261,18 @@ impl Session {
                 "{topic:?} is not a valid topic name (empty, or contains + or #)"
             )));
         }
-        self.request(|st, codec| {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        if qos != Qos::AtMostOnce {
+            self.room(deadline).await?;
+        }
+        self.request(deadline, |st, codec| {
             let pkid = match qos {
                 Qos::AtMostOnce => 0,
-                _ => st.new_pkid(),
+                _ => {
+                    let id = st.new_pkid();
+                    st.inflight.push(id);
+                    id
+                }
             };
             let p = Out::Publish {
                 pkid,
@@ -274,8 +299,9 @@ impl Session {
                 "{filter:?} is not a valid topic filter"
             )));
         }
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let ack = self
-            .request(|st, codec| {
+            .request(deadline, |st, codec| {
                 st.filters.retain(|(f, _)| *f != filter);
                 st.filters.push((filter.clone(), name));
                 let pkid = st.new_pkid();
@@ -291,7 +317,8 @@ impl Session {
 
     /// Unsubscribes.
     pub async fn unsubscribe(&self, filter: String) -> Result<(), Error> {
-        self.request(|st, codec| {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.request(deadline, |st, codec| {
             st.filters.retain(|(f, _)| *f != filter);
             let pkid = st.new_pkid();
             st.queue(codec, Out::Unsubscribe { pkid, filter })?;
@@ -301,11 +328,33 @@ impl Session {
         .map(|_| ())
     }
 
+    /// Waits, until `deadline`, for the broker to take one more QoS 1 or
+    /// 2 publish: MQTT 5 forbids sending more than its Receive Maximum
+    /// unacknowledged. Only publishes the VU gave up on (timed out, their
+    /// acknowledgement still owed) can fill it, as a VU waits for each.
+    async fn room(&self, deadline: tokio::time::Instant) -> Result<(), Error> {
+        loop {
+            let freed = self.shared.arrived.notified();
+            {
+                let st = self.shared.lock();
+                if let Some(e) = &st.closed {
+                    return Err(e.clone());
+                }
+                if st.inflight.len() < usize::from(self.shared.receive_max) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
     /// Queues an operation's packet (through `queue`, under the lock),
-    /// wakes the driver and waits for the completion, within the
-    /// connection's timeout.
+    /// wakes the driver and waits for the completion until `deadline`.
     async fn request(
         &self,
+        deadline: tokio::time::Instant,
         queue: impl FnOnce(&mut State, &Codec) -> Result<Waiting, Error>,
     ) -> Result<Ack, Error> {
         let (tx, rx) = oneshot::channel();
@@ -332,7 +381,7 @@ impl Session {
             w
         };
         self.shared.wake.notify_one();
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => {
                 if let Waiting::Ack(pkid, _) = waiting {
                     // A late answer finds nothing to complete (a QoS 2

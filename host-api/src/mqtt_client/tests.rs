@@ -11,8 +11,21 @@ use super::{Session, Settings};
 use crate::bindings::runner::scenario::mqtt::{Error, Qos};
 use crate::recorder::Recorder;
 
-/// A broker that answers CONNECT with CONNACK, then runs `then`.
+/// A broker that answers CONNECT with an MQTT 3.1.1 CONNACK, then runs
+/// `then`.
 async fn broker<F, Fut>(then: F) -> (u16, tokio::task::JoinHandle<Vec<u8>>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<u8>> + Send,
+{
+    broker_with(&[0x20, 0x02, 0x00, 0x00], then).await
+}
+
+/// A broker that answers CONNECT with `connack`, then runs `then`.
+async fn broker_with<F, Fut>(
+    connack: &'static [u8],
+    then: F,
+) -> (u16, tokio::task::JoinHandle<Vec<u8>>)
 where
     F: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Vec<u8>> + Send,
@@ -24,9 +37,7 @@ where
         let mut b = [0u8; 256];
         let n = s.read(&mut b).await.expect("CONNECT");
         assert_eq!(b[0], 0x10, "CONNECT first: {:?}", &b[..n]);
-        s.write_all(&[0x20, 0x02, 0x00, 0x00])
-            .await
-            .expect("CONNACK");
+        s.write_all(connack).await.expect("CONNACK");
         then(s).await
     });
     (port, task)
@@ -167,4 +178,68 @@ async fn a_broker_that_stops_reading_ends_the_connection_by_timeout() {
         session.closed()
     );
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// An MQTT 5 CONNACK: success, with Receive Maximum 1.
+const CONNACK_RECEIVE_MAX_1: &[u8] = &[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x01];
+
+#[tokio::test]
+async fn no_publish_goes_out_past_the_brokers_receive_maximum() {
+    let (port, seen) = broker_with(CONNACK_RECEIVE_MAX_1, |mut s| async move {
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).await.expect("PUBLISH 1");
+        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
+        // The client gives up on the first publish at 300 ms and on the
+        // second at 600: with one publish allowed unacknowledged, nothing
+        // may come before this PUBACK, however late.
+        let early = tokio::time::timeout(Duration::from_millis(700), s.read(&mut b)).await;
+        assert!(early.is_err(), "a publish past Receive Maximum: {early:?}");
+        s.write_all(&[0x40, 0x02, 0x00, 0x01])
+            .await
+            .expect("late PUBACK");
+        let n = s.read(&mut b).await.expect("PUBLISH 2");
+        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
+        s.write_all(&[0x40, 0x02, 0x00, 0x02])
+            .await
+            .expect("PUBACK");
+        read_all(s, Duration::from_secs(2)).await
+    })
+    .await;
+    let mut s = settings(port, Duration::ZERO, Duration::from_millis(300));
+    s.v5 = true;
+    let session = Session::connect(s, Arc::new(Recorder::new(1)))
+        .await
+        .expect("connect");
+    let first = session
+        .publish("a".into(), b"x".to_vec(), Qos::AtLeastOnce, false)
+        .await;
+    assert!(matches!(first, Err(Error::Timeout)), "{:?}", first.err());
+    // Its acknowledgement is still owed: this one times out unsent.
+    let held = session
+        .publish("a".into(), b"y".to_vec(), Qos::AtLeastOnce, false)
+        .await;
+    assert!(matches!(held, Err(Error::Timeout)), "{:?}", held.err());
+    // The late PUBACK (at ~700 ms) frees the slot within this one's time.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = session
+        .publish("a".into(), b"z".to_vec(), Qos::AtLeastOnce, false)
+        .await;
+    assert!(second.is_ok(), "{:?}", second.err());
+    assert!(session.shared.lock().inflight.is_empty());
+    session.disconnect().await.expect("disconnect");
+    let bytes = seen.await.expect("broker");
+    assert_eq!(bytes, [0xE0, 0x00], "DISCONNECT last");
+}
+
+#[tokio::test]
+async fn a_receive_maximum_of_zero_is_refused_at_connect() {
+    let connack: &[u8] = &[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x00];
+    let (port, _seen) = broker_with(connack, |s| read_all(s, Duration::from_secs(1))).await;
+    let mut s = settings(port, Duration::ZERO, Duration::from_secs(2));
+    s.v5 = true;
+    let got = Session::connect(s, Arc::new(Recorder::new(1))).await;
+    match got {
+        Err(Error::Protocol(why)) => assert!(why.contains("Receive Maximum 0"), "{why}"),
+        other => panic!("expected a protocol error, got {:?}", other.err()),
+    }
 }

@@ -85,6 +85,8 @@ pub(super) struct Accepted {
     pub keep_alive: Option<u16>,
     /// The largest packet it takes.
     pub max_packet: Option<u32>,
+    /// How many QoS 1 and 2 publishes it takes unacknowledged at once.
+    pub receive_max: Option<u16>,
 }
 
 /// One connection's protocol version and packet size limits.

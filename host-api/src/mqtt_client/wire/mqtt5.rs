@@ -93,10 +93,18 @@ pub(super) fn read(p: v5::Packet) -> In {
     use v5::{PubAckReason, PubCompReason, PubRecReason, SubscribeReasonCode as R};
     match p {
         P::ConnAck(a) => In::ConnAck(match a.code {
-            C::Success => Ok(a.properties.map_or_else(Accepted::default, |p| Accepted {
-                keep_alive: p.server_keep_alive,
-                max_packet: p.max_packet_size,
-            })),
+            C::Success => match a.properties {
+                // MQTT 5 §3.2.2.3.3: zero is a protocol error.
+                Some(p) if p.receive_max == Some(0) => {
+                    return In::Invalid("a CONNACK with Receive Maximum 0")
+                }
+                Some(p) => Ok(Accepted {
+                    keep_alive: p.server_keep_alive,
+                    max_packet: p.max_packet_size,
+                    receive_max: p.receive_max,
+                }),
+                None => Ok(Accepted::default()),
+            },
             C::BadUserNamePassword | C::NotAuthorized => Err(refused_login()),
             code => Err(Error::ConnectionRefused(format!(
                 "the broker refused the connection: {code:?}"
