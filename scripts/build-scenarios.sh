@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/wasm-env.sh
-(cd scenarios && cargo component build --release --quiet)
+(cd scenarios && cargo component build --release --quiet --target "$WASM_TARGET")
 mkdir -p target/scenarios
 for dir in scenarios/*/; do
     name=$(basename "$dir")
     [ -f "$dir/Cargo.toml" ] || continue
     [ "$name" = target ] && continue
-    cp "scenarios/target/wasm32-wasip1/release/${name//-/_}.wasm" "target/scenarios/$name.wasm"
+    cp "scenarios/target/$WASM_TARGET/release/${name//-/_}.wasm" "target/scenarios/$name.wasm"
 done
 # Python scenarios, with the Python guest SDK, by componentize-py (from
 # the project's virtualenv, set up by scripts/setup.sh).

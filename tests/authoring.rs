@@ -71,15 +71,19 @@ fn a_new_rust_project_builds_outside_the_repository_and_runs() {
         Duration::from_secs(30),
     );
     assert_eq!(made.code, Some(0), "{}", made.stderr);
-    assert!(made.stdout.contains("cargo component build --release"));
+    assert!(made
+        .stdout
+        .contains("cargo component build --release --target $WASM_TARGET"));
     // Shared by every run of this test, so dependencies build once.
     let target_dir = root().join("target/new-projects");
     build(
         &dir,
-        ". ./wasm-env.sh && cargo component build --release",
+        ". ./wasm-env.sh && cargo component build --release --target $WASM_TARGET \
+         && echo $WASM_TARGET > built-for",
         &[("CARGO_TARGET_DIR", target_dir.display().to_string())],
     );
-    let wasm = target_dir.join("wasm32-wasip1/release/checkout_flow.wasm");
+    let built_for = std::fs::read_to_string(dir.join("built-for")).expect("built-for");
+    let wasm = target_dir.join(format!("{}/release/checkout_flow.wasm", built_for.trim()));
     assert!(wasm.exists(), "{} was not built", wasm.display());
     run_counted(&wasm, tmp.path(), 3, 2);
 

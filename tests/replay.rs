@@ -232,7 +232,7 @@ fn a_runner_at_its_memory_ceiling_stops_starting_iterations_and_says_why() {
     let out = format!("json={}", json.display());
     let base = format!("BASE_URL={}", target.url);
     let c = component("hello-http");
-    // 2,000 VUs need a few hundred MiB; the ceiling is far below that.
+    // 4,000 VUs need about 250 MiB; the ceiling is far below that.
     let r = run(
         &[
             "run",
@@ -241,7 +241,7 @@ fn a_runner_at_its_memory_ceiling_stops_starting_iterations_and_says_why() {
             "--out",
             &out,
             "--vus",
-            "2000",
+            "4000",
             "--ramp-up",
             "3s",
             "--duration",

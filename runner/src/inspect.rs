@@ -119,6 +119,7 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         fuel: false,
         core_instances: 64,
         tables: 64,
+        memories: engine::MAX_MEMORIES_PER_VU,
         table_elements: 1_000_000,
         cow: engine::wants_cow(&bytes),
         wide: true,

@@ -6,7 +6,7 @@ use host_api::{LoadTestPre, VuState};
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
-use super::{EngineSettings, MEMORIES_PER_VU};
+use super::{EngineSettings, MAX_MEMORIES_PER_VU};
 
 /// A compiled, checked scenario component.
 pub struct Scenario {
@@ -23,6 +23,8 @@ pub struct Scenario {
     pub core_instances: u32,
     /// Tables one instantiation creates.
     pub tables: u32,
+    /// Linear memories one instantiation creates.
+    pub memories: u32,
 }
 
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
@@ -58,13 +60,24 @@ pub fn load(
             settings.core_instances
         );
     }
-    let mut tables = 1;
+    let (mut tables, mut memories) = (1, MAX_MEMORIES_PER_VU);
     if let Some(r) = component.resources_required() {
         tables = r.num_tables.max(1);
-        if r.num_memories > MEMORIES_PER_VU {
+        memories = r.num_memories.max(1);
+        if r.num_memories > MAX_MEMORIES_PER_VU {
             bail!(
-                "{shown} needs {} memories per instance; the runner allows {MEMORIES_PER_VU}",
+                "{shown} needs {} memories per instance; the runner allows {MAX_MEMORIES_PER_VU}",
                 r.num_memories
+            );
+        }
+        if r.num_memories > settings.memories {
+            // Only when swapping: the run's pool was sized for the
+            // component it started with.
+            bail!(
+                "{shown} needs {} memories per VU; this run's pool holds {} (built for the \
+                 scenario it started with: build both for the same wasm target)",
+                r.num_memories,
+                settings.memories
             );
         }
         if r.num_tables > settings.tables {
@@ -89,6 +102,7 @@ pub fn load(
         uses_network,
         core_instances,
         tables,
+        memories,
     })
 }
 
@@ -251,7 +265,13 @@ pub fn guest_language(bytes: &[u8]) -> Option<String> {
     {
         return Some("JavaScript (componentize-js)".to_owned());
     }
-    let language = languages.first()?.clone();
+    // A wasm32-wasip2 build with `strip` keeps no language field, only
+    // the tools that processed it.
+    let language = match languages.first() {
+        Some(l) => l.clone(),
+        None if processed.iter().any(|p| p == "wit-bindgen-rust") => "Rust".to_owned(),
+        None => return None,
+    };
     let adapter = has(b"wit-component:adapter:wasi_snapshot_preview1");
     Some(if adapter {
         format!("{language} (wasip1 adapter)")

@@ -17,9 +17,10 @@ pub use ticker::{EpochTicker, TICK};
 use anyhow::{Context, Result};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Memories one component instance may hold (a wasip1-adapted component
-/// has two: the guest's and the adapter's).
-pub(crate) const MEMORIES_PER_VU: u32 = 2;
+/// Memories one component instance may hold: a wasip1-adapted component
+/// has two (the guest's and the adapter's), a wasip2 one one. The pool is
+/// sized for what the component needs ([`EngineSettings::memories`]).
+pub const MAX_MEMORIES_PER_VU: u32 = 2;
 /// Guard after each linear memory in the dense layout. Small, so 100,000
 /// memories fit in the address space; bounds checks are explicit instead.
 const MEMORY_GUARD: u64 = 64 << 10;
@@ -32,7 +33,8 @@ const WIDE_RESERVATION: u64 = 4 << 30;
 /// few MiB).
 const WIDE_GUARD: u64 = 32 << 20;
 /// Address space the wide layout may take for all memories: half of
-/// x86-64's 128 TiB for user space, about 8,000 VUs of two memories.
+/// x86-64's 128 TiB for user space, about 8,000 VUs of two memories or
+/// 16,000 of one.
 const WIDE_BUDGET: u64 = 64 << 40;
 /// Stack of the fiber each VU runs guest code on (address space only).
 const ASYNC_STACK: usize = 1 << 20;
@@ -64,6 +66,8 @@ pub struct EngineSettings {
     pub core_instances: u32,
     /// Tables per VU.
     pub tables: u32,
+    /// Linear memories per VU (at most [`MAX_MEMORIES_PER_VU`]).
+    pub memories: u32,
     /// Elements per table.
     pub table_elements: u32,
     /// Map initial memories copy-on-write from one image (see
@@ -86,14 +90,14 @@ pub fn wants_cow(bytes: &[u8]) -> bool {
 const COW_FROM: u64 = 1 << 20;
 
 impl EngineSettings {
-    /// Whether the wide layout suits `instances` VUs whose memories may
-    /// grow to `memory_limit`: each memory reserves 4 GiB of address space
-    /// and bounds checks vanish from compiled code, while that fits in
-    /// [`WIDE_BUDGET`]; more VUs get the dense layout (a reservation the
-    /// size of the limit, explicit bounds checks).
-    pub fn wide_fits(instances: u32, memory_limit: u64) -> bool {
-        let per_vu = u64::from(MEMORIES_PER_VU) * (WIDE_RESERVATION + WIDE_GUARD);
-        memory_limit <= WIDE_RESERVATION && u64::from(instances) * per_vu <= WIDE_BUDGET
+    /// Whether the wide layout suits these VUs, `memories` each, which
+    /// may grow to `memory_limit`: each memory reserves 4 GiB of address
+    /// space and bounds checks vanish from compiled code, while that fits
+    /// in [`WIDE_BUDGET`]; more VUs get the dense layout (a reservation
+    /// the size of the limit, explicit bounds checks).
+    pub fn wide_fits(&self) -> bool {
+        let per_vu = u64::from(self.memories) * (WIDE_RESERVATION + WIDE_GUARD);
+        self.memory_limit <= WIDE_RESERVATION && u64::from(self.instances) * per_vu <= WIDE_BUDGET
     }
 
     /// Each memory's reservation and guard, bytes.
@@ -112,7 +116,7 @@ impl EngineSettings {
             table_elements: self.table_elements as usize,
             instances: self.core_instances as usize + 1,
             tables: self.tables as usize,
-            memories: MEMORIES_PER_VU as usize,
+            memories: self.memories as usize,
             held: 0,
         }
     }
@@ -128,7 +132,7 @@ impl EngineSettings {
     pub fn address_space_needed(&self) -> u64 {
         let n = u64::from(self.instances);
         let (reservation, guard) = self.reservation();
-        let memories = n * u64::from(MEMORIES_PER_VU) * (reservation + guard);
+        let memories = n * u64::from(self.memories) * (reservation + guard);
         let stacks = n * (ASYNC_STACK as u64 + 4096);
         memories + stacks
     }
@@ -144,11 +148,11 @@ pub fn build(settings: &EngineSettings, pooling: bool) -> Result<Engine> {
         .context("--memory-limit is too large for this machine")?;
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(settings.core_instances))
-        .total_memories(n.saturating_mul(MEMORIES_PER_VU))
+        .total_memories(n.saturating_mul(settings.memories))
         .total_tables(n.saturating_mul(settings.tables))
         .total_stacks(n)
         .max_core_instances_per_component(settings.core_instances)
-        .max_memories_per_component(MEMORIES_PER_VU)
+        .max_memories_per_component(settings.memories)
         .max_tables_per_component(settings.tables)
         .max_memories_per_module(1)
         .max_tables_per_module(settings.tables)
@@ -220,6 +224,7 @@ mod tests {
             fuel: false,
             core_instances: 4,
             tables: 2,
+            memories: 2,
             table_elements: 1000,
             cow: false,
             wide,
@@ -228,10 +233,23 @@ mod tests {
 
     #[test]
     fn the_wide_layout_is_for_runs_whose_memories_fit_and_code_follows_it() {
-        assert!(EngineSettings::wide_fits(1, 32 << 20));
-        assert!(EngineSettings::wide_fits(7_000, 256 << 20));
-        assert!(!EngineSettings::wide_fits(10_000, 32 << 20));
-        assert!(!EngineSettings::wide_fits(1, 8 << 30));
+        let fits = |instances, memories, memory_limit| {
+            EngineSettings {
+                instances,
+                memories,
+                memory_limit,
+                ..settings(1, true)
+            }
+            .wide_fits()
+        };
+        assert!(fits(1, 2, 32 << 20));
+        assert!(fits(7_000, 2, 256 << 20));
+        assert!(!fits(10_000, 2, 32 << 20));
+        // A component with one memory (wasip2) fits twice as many VUs.
+        assert!(fits(10_000, 1, 32 << 20));
+        assert!(fits(15_000, 1, 32 << 20));
+        assert!(!fits(17_000, 1, 32 << 20));
+        assert!(!fits(1, 1, 8 << 30));
         // 4 GiB and a guard per memory, against the limit and 64 KiB.
         assert_eq!(
             settings(1000, true).address_space_needed()

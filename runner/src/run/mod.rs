@@ -117,6 +117,7 @@ pub async fn prepare_as(
         fuel: o.fuel.is_some(),
         core_instances: o.instance_limit,
         tables: o.table_limit,
+        memories: engine::MAX_MEMORIES_PER_VU,
         table_elements: o.table_elements,
         cow: engine::wants_cow(&bytes),
         // Compiled for one VU first; recompiled below if the run has more
@@ -138,6 +139,7 @@ pub async fn prepare_as(
     // The flags are ceilings: the pool holds what this component needs.
     settings.core_instances = scenario.core_instances;
     settings.tables = scenario.tables;
+    settings.memories = scenario.memories;
     spec.scenario.sha256 = scenario.sha256.clone();
     spec.scenario.bytes = scenario.size;
     let o = &spec.options;
@@ -210,8 +212,7 @@ fn wide_layout(settings: &EngineSettings) -> bool {
         wide: true,
         ..*settings
     };
-    EngineSettings::wide_fits(settings.instances, settings.memory_limit)
-        && oslimits::address_space_allows(wide.address_space_needed())
+    settings.wide_fits() && oslimits::address_space_allows(wide.address_space_needed())
 }
 
 fn message(e: &anyhow::Error) -> String {

@@ -149,7 +149,7 @@ mod tests {
         );
         assert!(read("sdk/guest-sdk/Cargo.toml").contains("wit-bindgen = \"0."));
         assert!(read("src/lib.rs").contains("guest_sdk::main!(iteration)"));
-        assert_eq!(made.component, "target/wasm32-wasip1/release/shop.wasm");
+        assert_eq!(made.component, "target/$WASM_TARGET/release/shop.wasm");
     }
 
     #[test]

@@ -53,9 +53,11 @@ pub(super) fn project(name: &str) -> (Vec<File>, String, String) {
     );
     (
         files,
-        "cargo component build --release".to_owned(),
+        // `wasm-env.sh` sets the target: wasip2, or wasip1 on the Debian
+        // fallback.
+        "cargo component build --release --target $WASM_TARGET".to_owned(),
         format!(
-            "target/wasm32-wasip1/release/{}.wasm",
+            "target/$WASM_TARGET/release/{}.wasm",
             name.replace('-', "_")
         ),
     )
@@ -121,14 +123,15 @@ fn readme(name: &str) -> String {
 
 A load-test scenario for `runner`, written by `runner new`.
 
-Build it (`wasm-env.sh` picks the wasm toolchain: rustup's `wasm32-wasip1`
-target, or Debian's Rust building std itself):
+Build it (`wasm-env.sh` picks the wasm toolchain and sets `$WASM_TARGET`:
+rustup's `wasm32-wasip2` target, or Debian's Rust building std itself for
+`wasm32-wasip1`):
 
-    . ./wasm-env.sh && cargo component build --release
+    . ./wasm-env.sh && cargo component build --release --target $WASM_TARGET
 
-Run it:
+Run it (in the same shell, where `$WASM_TARGET` is set):
 
-    runner run target/wasm32-wasip1/release/{crate_name}.wasm --vus 10 --duration 30s -e BASE_URL=http://127.0.0.1:8080
+    runner run target/$WASM_TARGET/release/{crate_name}.wasm --vus 10 --duration 30s -e BASE_URL=http://127.0.0.1:8080
 
 `sdk/` holds the guest SDK and the WIT world of the runner that wrote this
 project; `runner new` in a newer runner writes newer ones.

@@ -1,6 +1,6 @@
 //! A new scenario (what `runner new` writes): edit `iteration`. Build with
-//! `cargo component build --release`; run with
-//! `runner run target/wasm32-wasip1/release/<name>.wasm --vus 10 -d 30s`.
+//! `. ./wasm-env.sh && cargo component build --release --target $WASM_TARGET`;
+//! run with `runner run target/$WASM_TARGET/release/<name>.wasm --vus 10 -d 30s`.
 
 use std::time::Duration;
 
