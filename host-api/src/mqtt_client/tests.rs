@@ -59,6 +59,25 @@ fn settings(port: u16, keep_alive: Duration, timeout: Duration) -> Settings {
     }
 }
 
+/// Reads one PUBLISH from the client.
+async fn expect_publish(s: &mut TcpStream, what: &str) {
+    let mut b = [0u8; 64];
+    let n = s.read(&mut b).await.expect(what);
+    assert_eq!(b[0] & 0xF0, 0x30, "{what}: {:?}", &b[..n]);
+}
+
+/// Sends PUBACK for packet id `id`.
+async fn puback(s: &mut TcpStream, id: u8) {
+    s.write_all(&[0x40, 0x02, 0x00, id]).await.expect("PUBACK");
+}
+
+/// A QoS 1 publish of `payload` to topic `a`.
+async fn publish_qos1(session: &Session, payload: &[u8]) -> Result<(), Error> {
+    session
+        .publish("a".into(), payload.to_vec(), Qos::AtLeastOnce, false)
+        .await
+}
+
 /// Everything the client sends until it closes or `limit` passes.
 async fn read_all(mut s: TcpStream, limit: Duration) -> Vec<u8> {
     let mut got = Vec::new();
@@ -108,19 +127,12 @@ async fn garbage_from_the_broker_is_a_protocol_error() {
 #[tokio::test]
 async fn an_unacknowledged_publish_times_out_and_a_late_ack_is_harmless() {
     let (port, seen) = broker(|mut s| async move {
-        let mut b = [0u8; 64];
-        let n = s.read(&mut b).await.expect("PUBLISH");
-        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
+        expect_publish(&mut s, "PUBLISH").await;
         tokio::time::sleep(Duration::from_millis(600)).await;
         // PUBACK for the publish given up on, then the next one's.
-        s.write_all(&[0x40, 0x02, 0x00, 0x01])
-            .await
-            .expect("late PUBACK");
-        let n = s.read(&mut b).await.expect("PUBLISH 2");
-        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
-        s.write_all(&[0x40, 0x02, 0x00, 0x02])
-            .await
-            .expect("PUBACK");
+        puback(&mut s, 1).await;
+        expect_publish(&mut s, "PUBLISH 2").await;
+        puback(&mut s, 2).await;
         read_all(s, Duration::from_secs(2)).await
     })
     .await;
@@ -128,14 +140,10 @@ async fn an_unacknowledged_publish_times_out_and_a_late_ack_is_harmless() {
     let session = Session::connect(s, Arc::new(Recorder::new(1)))
         .await
         .expect("connect");
-    let first = session
-        .publish("a".into(), b"x".to_vec(), Qos::AtLeastOnce, false)
-        .await;
+    let first = publish_qos1(&session, b"x").await;
     assert!(matches!(first, Err(Error::Timeout)), "{:?}", first.err());
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = session
-        .publish("a".into(), b"y".to_vec(), Qos::AtLeastOnce, false)
-        .await;
+    let second = publish_qos1(&session, b"y").await;
     assert!(second.is_ok(), "{:?}", second.err());
     assert!(session.shared.lock().pending.is_empty());
     session.disconnect().await.expect("disconnect");
@@ -186,22 +194,16 @@ const CONNACK_RECEIVE_MAX_1: &[u8] = &[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00,
 #[tokio::test]
 async fn no_publish_goes_out_past_the_brokers_receive_maximum() {
     let (port, seen) = broker_with(CONNACK_RECEIVE_MAX_1, |mut s| async move {
-        let mut b = [0u8; 64];
-        let n = s.read(&mut b).await.expect("PUBLISH 1");
-        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
+        expect_publish(&mut s, "PUBLISH 1").await;
         // The client gives up on the first publish at 300 ms and on the
         // second at 600: with one publish allowed unacknowledged, nothing
         // may come before this PUBACK, however late.
+        let mut b = [0u8; 64];
         let early = tokio::time::timeout(Duration::from_millis(700), s.read(&mut b)).await;
         assert!(early.is_err(), "a publish past Receive Maximum: {early:?}");
-        s.write_all(&[0x40, 0x02, 0x00, 0x01])
-            .await
-            .expect("late PUBACK");
-        let n = s.read(&mut b).await.expect("PUBLISH 2");
-        assert_eq!(b[0] & 0xF0, 0x30, "{:?}", &b[..n]);
-        s.write_all(&[0x40, 0x02, 0x00, 0x02])
-            .await
-            .expect("PUBACK");
+        puback(&mut s, 1).await;
+        expect_publish(&mut s, "PUBLISH 2").await;
+        puback(&mut s, 2).await;
         read_all(s, Duration::from_secs(2)).await
     })
     .await;
@@ -210,20 +212,14 @@ async fn no_publish_goes_out_past_the_brokers_receive_maximum() {
     let session = Session::connect(s, Arc::new(Recorder::new(1)))
         .await
         .expect("connect");
-    let first = session
-        .publish("a".into(), b"x".to_vec(), Qos::AtLeastOnce, false)
-        .await;
+    let first = publish_qos1(&session, b"x").await;
     assert!(matches!(first, Err(Error::Timeout)), "{:?}", first.err());
     // Its acknowledgement is still owed: this one times out unsent.
-    let held = session
-        .publish("a".into(), b"y".to_vec(), Qos::AtLeastOnce, false)
-        .await;
+    let held = publish_qos1(&session, b"y").await;
     assert!(matches!(held, Err(Error::Timeout)), "{:?}", held.err());
     // The late PUBACK (at ~700 ms) frees the slot within this one's time.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = session
-        .publish("a".into(), b"z".to_vec(), Qos::AtLeastOnce, false)
-        .await;
+    let second = publish_qos1(&session, b"z").await;
     assert!(second.is_ok(), "{:?}", second.err());
     assert!(session.shared.lock().inflight.is_empty());
     session.disconnect().await.expect("disconnect");
