@@ -1,11 +1,10 @@
 //! [`MessagingStats`]: what the recorder keeps per MQTT or NATS metric name,
 //! and the [`Event`]s that feed it.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::hist::Hist;
+use super::Map;
 
 /// The two messaging protocols, which share a statistics shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +45,7 @@ pub struct MessagingStats {
     #[serde(default)]
     pub unread: u64,
     /// Failures by kind (`connection-refused`, `timeout`, `disconnected`, ...).
-    pub errors: HashMap<String, u64>,
+    pub errors: Map<String, u64>,
 }
 
 impl Default for MessagingStats {
@@ -63,7 +62,7 @@ impl Default for MessagingStats {
             requests: 0,
             request_time: Hist::micros(),
             unread: 0,
-            errors: HashMap::new(),
+            errors: Map::default(),
         }
     }
 }

@@ -1,12 +1,11 @@
 //! [`Metrics`]: the mergeable, serializable aggregate of everything
 //! measured over some span of a run, and its parts.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::hist::Hist;
 use super::messaging::MessagingStats;
+use super::Map;
 
 /// Statistics of the requests sharing one name.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -14,9 +13,9 @@ pub struct RequestStats {
     /// Requests that got a response (any status).
     pub responses: u64,
     /// Responses by status code.
-    pub statuses: HashMap<u16, u64>,
+    pub statuses: Map<u16, u64>,
     /// Requests that got no response, by error kind.
-    pub errors: HashMap<String, u64>,
+    pub errors: Map<String, u64>,
     /// Time from start to the last body byte, in microseconds, of requests
     /// that got a response.
     pub latency: Hist,
@@ -38,8 +37,8 @@ impl Default for RequestStats {
     fn default() -> Self {
         Self {
             responses: 0,
-            statuses: HashMap::new(),
-            errors: HashMap::new(),
+            statuses: Map::default(),
+            errors: Map::default(),
             latency: Hist::micros(),
             wait: Hist::micros(),
             corrected: Hist::micros(),
@@ -154,7 +153,7 @@ pub struct ClassUsage {
     /// Fuel consumed, when metered.
     pub fuel: u64,
     /// Iterations ended early, by kind.
-    pub traps: HashMap<String, u64>,
+    pub traps: Map<String, u64>,
     /// The VUs with the most CPU over the run so far: (VU id,
     /// microseconds), most first.
     pub top_cpu: Vec<(u32, u64)>,
@@ -186,10 +185,17 @@ impl ClassUsage {
 /// Keeps `(vu, value)` in `list` if it is among the [`TOP_VUS`] largest
 /// (one entry per VU, its largest value).
 pub fn top(list: &mut Vec<(u32, u64)>, vu: u32, value: u64) {
+    // Called at every iteration's end: most calls change nothing, and
+    // those return before the sort.
     if let Some(e) = list.iter_mut().find(|e| e.0 == vu) {
-        e.1 = e.1.max(value);
+        if value <= e.1 {
+            return;
+        }
+        e.1 = value;
     } else if list.len() < TOP_VUS || list.last().is_some_and(|l| value > l.1) {
         list.push((vu, value));
+    } else {
+        return;
     }
     list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     list.truncate(TOP_VUS);
@@ -199,34 +205,34 @@ pub fn top(list: &mut Vec<(u32, u64)>, vu: u32, value: u64) {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Metrics {
     /// HTTP requests by metric name.
-    pub http: HashMap<String, RequestStats>,
+    pub http: Map<String, RequestStats>,
     /// MQTT connections, topics and subscriptions by metric name.
     #[serde(default)]
-    pub mqtt: HashMap<String, MessagingStats>,
+    pub mqtt: Map<String, MessagingStats>,
     /// NATS connections, subjects and subscriptions by metric name.
     #[serde(default)]
-    pub nats: HashMap<String, MessagingStats>,
+    pub nats: Map<String, MessagingStats>,
     /// Checks by name.
-    pub checks: HashMap<String, CheckStats>,
+    pub checks: Map<String, CheckStats>,
     /// Custom counters.
-    pub counters: HashMap<String, u64>,
+    pub counters: Map<String, u64>,
     /// Custom gauges.
-    pub gauges: HashMap<String, GaugeStats>,
+    pub gauges: Map<String, GaugeStats>,
     /// Custom timings, microseconds.
-    pub timings: HashMap<String, Hist>,
+    pub timings: Map<String, Hist>,
     /// Custom integer histograms.
-    pub histograms: HashMap<String, Hist>,
+    pub histograms: Map<String, Hist>,
     /// Iterations ended early, by kind (`panic`, `cpu-limit`, ...).
-    pub traps: HashMap<String, u64>,
+    pub traps: Map<String, u64>,
     /// Iteration outcomes.
     pub iterations: IterationStats,
     /// Connections refused by the egress rules, by destination
     /// (`host:port`).
     #[serde(default)]
-    pub denied: HashMap<String, u64>,
+    pub denied: Map<String, u64>,
     /// What each VU class cost.
     #[serde(default)]
-    pub usage: HashMap<String, ClassUsage>,
+    pub usage: Map<String, ClassUsage>,
 }
 
 impl Metrics {
@@ -314,7 +320,7 @@ pub(crate) trait EntryRef<V> {
     fn entry_ref(&mut self, k: &str) -> &mut V;
 }
 
-impl<V: Default> EntryRef<V> for HashMap<String, V> {
+impl<V: Default> EntryRef<V> for Map<String, V> {
     /// Like `entry(k.to_owned()).or_default()` without allocating on a hit.
     fn entry_ref(&mut self, k: &str) -> &mut V {
         if !self.contains_key(k) {
@@ -325,14 +331,14 @@ impl<V: Default> EntryRef<V> for HashMap<String, V> {
     }
 }
 
-fn merge_counts<K: Clone + Eq + std::hash::Hash>(a: &mut HashMap<K, u64>, b: &HashMap<K, u64>) {
+fn merge_counts<K: Clone + Eq + std::hash::Hash>(a: &mut Map<K, u64>, b: &Map<K, u64>) {
     for (k, v) in b {
         let n = a.entry(k.clone()).or_default();
         *n = n.saturating_add(*v);
     }
 }
 
-fn merge_hists(a: &mut HashMap<String, Hist>, b: &HashMap<String, Hist>) {
+fn merge_hists(a: &mut Map<String, Hist>, b: &Map<String, Hist>) {
     for (k, v) in b {
         match a.get_mut(k) {
             Some(h) => h.merge(v),

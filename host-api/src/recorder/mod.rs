@@ -21,6 +21,12 @@ pub use hist::Hist;
 pub use keys::{clean_tags, key_label, split_key, tagged_key, TAG_SEPARATOR};
 pub use messaging::{Event, MessagingStats, Protocol};
 use metrics::EntryRef;
+/// The maps of [`Metrics`]: keyed by names a scenario chooses and looked
+/// up several times per request, so hashed with foldhash (seeded per
+/// process) rather than SipHash. A scenario cannot flood them: each family
+/// admits a bounded number of names ([`series`]).
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use metrics::{
     CheckStats, ClassUsage, GaugeStats, IterationStats, Metrics, RequestStats, TOP_VUS,
 };
@@ -111,12 +117,7 @@ impl Recorder {
 
     /// `key` if the shard has it already (the common case, no lock), else
     /// as the series bound admits it.
-    fn key<'a, V>(
-        &self,
-        map: &std::collections::HashMap<String, V>,
-        family: series::Family,
-        key: &'a str,
-    ) -> &'a str {
+    fn key<'a, V>(&self, map: &Map<String, V>, family: series::Family, key: &'a str) -> &'a str {
         if map.contains_key(key) {
             key
         } else {

@@ -2,7 +2,7 @@
 //! (connection, topic or subject, subscription), and the table lines that
 //! show them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use host_api::recorder::Hist;
@@ -58,7 +58,7 @@ fn pct(h: &Hist) -> Option<Percentiles> {
 }
 
 /// The rows of one protocol, sorted by name, empty names left out.
-pub fn rows(m: &HashMap<String, MessagingStats>, secs: f64) -> Vec<MessagingRow> {
+pub fn rows(m: &host_api::recorder::Map<String, MessagingStats>, secs: f64) -> Vec<MessagingRow> {
     let mut rows: Vec<MessagingRow> = m
         .iter()
         .filter(|(_, s)| !s.is_empty())
@@ -94,7 +94,7 @@ pub fn table(
     s: &mut String,
     title: &str,
     rows: &[MessagingRow],
-    raw: &HashMap<String, MessagingStats>,
+    raw: &host_api::recorder::Map<String, MessagingStats>,
     secs: f64,
     stats: &[Aggregate],
 ) {

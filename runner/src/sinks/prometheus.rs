@@ -474,7 +474,7 @@ fn bounded(name: String, used: usize, known: impl Fn(&str) -> bool) -> String {
     }
 }
 
-fn sorted<V>(m: &std::collections::HashMap<String, V>) -> Vec<(&String, &V)> {
+fn sorted<V>(m: &host_api::recorder::Map<String, V>) -> Vec<(&String, &V)> {
     let mut v: Vec<_> = m.iter().collect();
     v.sort_by(|a, b| a.0.cmp(b.0));
     v

@@ -90,7 +90,7 @@ pub struct Record {
 
 /// The non-empty measures of each messaging metric name in an interval.
 fn messaging(
-    m: &std::collections::HashMap<String, MessagingStats>,
+    m: &host_api::recorder::Map<String, MessagingStats>,
     secs: f64,
 ) -> BTreeMap<String, BTreeMap<&'static str, IntervalStats>> {
     let empty = Hist::micros();

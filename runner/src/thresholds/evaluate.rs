@@ -200,7 +200,7 @@ impl Threshold {
                         _ => None,
                     };
                 }
-                let merged = |hists: &std::collections::HashMap<String, Hist>, fresh: Hist| {
+                let merged = |hists: &host_api::recorder::Map<String, Hist>, fresh: Hist| {
                     let mut h = fresh;
                     let mut any = false;
                     for (_, x) in hists.iter().filter(|(k, _)| mine(k)) {
