@@ -90,6 +90,11 @@ async fn iterate_while_wanted(
         }
         let _active = ActiveGuard::new(&shared, &class);
         let _running = Running::new(&class, index);
+        // One watch for the whole stretch of iterations, not one per
+        // iteration: registering and dropping its waiter each time was a
+        // few percent of the CPU per request.
+        let ramped_down = ramped_down(target.clone(), index, grace);
+        tokio::pin!(ramped_down);
         while *target.borrow() > index {
             // Handed to another worker: leave between iterations.
             if !class.owns(index) {
@@ -101,28 +106,32 @@ async fn iterate_while_wanted(
             {
                 return;
             }
-            let mut unwanted = target.clone();
-            // Fires when the count has stayed at or below this VU for the
-            // whole grace period (raised again meanwhile: not unwanted).
-            let ramped_down = async move {
-                loop {
-                    if unwanted.wait_for(|t| *t <= index).await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    tokio::time::sleep(grace).await;
-                    if *unwanted.borrow() <= index {
-                        return;
-                    }
-                }
-            };
             let started = tokio::time::Instant::now();
             tokio::select! {
                 step = vu.iterate(None) => if step == Step::Stop { return },
-                _ = ramped_down => vu.abandon("ramp-down", "cancelled after the ramp-down grace period"),
+                _ = &mut ramped_down => {
+                    vu.abandon("ramp-down", "cancelled after the ramp-down grace period");
+                    // That watch is over: wait to be wanted again.
+                    break;
+                }
             }
             if pause(&shared, &class, started).await == Step::Stop {
                 return;
             }
+        }
+    }
+}
+
+/// Fires when the VU count has stayed at or below `index` for the whole
+/// `grace` (raised again meanwhile: it goes on watching).
+async fn ramped_down(mut target: watch::Receiver<u32>, index: u32, grace: Duration) {
+    loop {
+        if target.wait_for(|t| *t <= index).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+        if *target.borrow() <= index {
+            return;
         }
     }
 }
