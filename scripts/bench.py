@@ -60,12 +60,18 @@ BENCHMARKS.md). Run after scripts/setup.sh:
     half) in the wide memory layout against the dense one, and with
     `--fuel`.
 
+11. Instructions per request (`--only instructions`): user-space
+    instructions of one request of hello-http (10 VUs, no pause, nginx)
+    counted by callgrind, and where they go by component. Repeatable on a
+    noisy machine where CPU time is not; the figure to compare before and
+    after a change to the request path.
+
 The HTTP part runs oha beside wrk when it is installed
 (`scripts/bench-setup.sh` installs both).
 
 `--only messaging`, `--only http`, `--only watch`, `--only federation`,
-`--only adversary`, `--only guests`, `--only connected`, `--only open` or
-`--only sandbox` runs one part.
+`--only adversary`, `--only guests`, `--only connected`, `--only open`,
+`--only sandbox` or `--only instructions` runs one part.
 """
 
 import statistics
@@ -74,6 +80,7 @@ import urllib.request
 
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -595,6 +602,61 @@ def connected(url, tmp):
     print(f"| marginal PSS + page tables per connected VU (10k − 5k) / 5k | {(r[10000] - r[5000]) / 5000:.1f} KiB |")
 
 
+# Where the user-space instructions of a request go, by component, from
+# callgrind's self costs (file paths name the crate).
+GROUPS = [("wasmtime", "wasmtime (component calls, fibers, traps)"), ("tokio", "tokio"),
+          ("malloc.c", "malloc/free"), ("???", "guest code (JIT) and unnamed"),
+          ("httparse", "httparse"), ("memmove", "memcpy"), ("host-api/src/client", "host HTTP client"),
+          ("host-api/src/limits", "CPU budget"), ("host-api/src/recorder", "metrics recorder"),
+          ("hdrhistogram", "histograms"), ("sip.rs", "SipHash"), ("hash", "hashing"),
+          ("time.rs", "std time"), ("clock_gettime", "clock reads"), ("host-api", "host-api, other"),
+          ("runner/src", "runner")]
+
+
+def callgrind_run(url, tmp, seconds):
+    """(instructions, requests, self cost by function) of 10 VUs of
+    hello-http for `seconds` under callgrind."""
+    out = os.path.join(tmp, f"cg.{seconds}.out")
+    summary = os.path.join(tmp, f"cg.{seconds}.json")
+    env = dict(os.environ, TOKIO_WORKER_THREADS="1")
+    p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", RUNNER, "run",
+                        os.path.join(SCENARIOS, "hello-http.wasm"), "--vus", "10", "--duration", f"{seconds}s",
+                        "--ramp-up", "0s", "-e", f"BASE_URL={url}", "-e", "THINK_MS=0", "--quiet",
+                        "--out", f"json={summary}"], env=env, capture_output=True, text=True, timeout=600)
+    m = re.search(r"Collected : (\d+)", p.stderr)
+    if p.returncode != 0 or not m:
+        sys.exit(f"bench: the runner under callgrind failed: {p.stderr[-2000:]}")
+    n = sum(r["requests"] for r in json.load(open(summary))["http"])
+    costs = {}
+    ann = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", out],
+                         capture_output=True, text=True).stdout
+    for line in ann.splitlines():
+        c = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*)", line)
+        if c and "PROGRAM TOTALS" not in line:
+            costs[c.group(2)] = costs.get(c.group(2), 0) + int(c.group(1).replace(",", ""))
+    return int(m.group(1)), n, costs
+
+
+def instructions(url, tmp):
+    """User-space instructions per request: 10 VUs of hello-http with no
+    pause against nginx under callgrind, one tokio worker, for 2 s and for
+    6 s; the difference over the difference in requests leaves start-up
+    out. Repeatable where CPU time is not (a shared 2-core machine)."""
+    if not shutil.which("valgrind"):
+        print("| instructions per request | valgrind missing: run scripts/bench-setup.sh |")
+        return
+    i2, n2, c2 = callgrind_run(url, tmp, 2)
+    i6, n6, c6 = callgrind_run(url, tmp, 6)
+    per = (i6 - i2) / (n6 - n2)
+    print(f"| user-space instructions per request (callgrind, (6 s − 2 s) / requests) | {per:,.0f} |")
+    groups = {}
+    for k in set(c2) | set(c6):
+        name = next((g for pat, g in GROUPS if pat in k), "other")
+        groups[name] = groups.get(name, 0) + c6.get(k, 0) - c2.get(k, 0)
+    for name, v in sorted(groups.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"| … of which {name} | {v / (n6 - n2):,.0f} ({v / (i6 - i2) * 100:.1f}%) |")
+
+
 def with_nginx(tmp, part):
     """Runs `part(url, tmp)` against a fresh local nginx."""
     port = free_port()
@@ -670,12 +732,12 @@ def guests(url, tmp):
 
 
 def main():
-    if ONLY in ("adversary", "watch", "guests", "connected", "open", "sandbox"):
+    if ONLY in ("adversary", "watch", "guests", "connected", "open", "sandbox", "instructions"):
         tmp = tempfile.mkdtemp(prefix="runner-bench-")
         print("| measurement | value |")
         print("|---|---|")
         parts = {"adversary": adversary, "watch": watch, "guests": guests, "connected": connected,
-                 "open": open_fast, "sandbox": sandbox}
+                 "open": open_fast, "sandbox": sandbox, "instructions": instructions}
         with_nginx(tmp, parts[ONLY])
         shutil.rmtree(tmp, ignore_errors=True)
         return

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::clock::{nanos, now, Nanos};
+use super::clock::{now, Nanos};
+use crate::vu::nanos;
 
 /// A gap between iterations at least this long (a think time, pacing)
 /// ends a VU's busy streak.
@@ -44,7 +45,9 @@ pub struct CpuBudget {
     /// Guest calls under way inside a host call: the canonical ABI's
     /// `realloc` while a host call lowers its result. Their crossings are
     /// not measured (the host call goes on around them); a tick that finds
-    /// one running charges it to the guest.
+    /// one running charges it to the guest. (A tick's worth at most may go
+    /// to the wrong side there: the host work just before such a call, or
+    /// an epoch yield inside one.)
     nested: u32,
     /// Charges in a row that found the guest busy for the whole tick.
     streak: u32,

@@ -3,7 +3,8 @@
 //! A VU crosses between guest and host code several times per request, and
 //! each crossing reads the clock; `Instant`'s arithmetic (normalising
 //! seconds and nanoseconds on every subtraction) cost more than the read
-//! itself. The same `CLOCK_MONOTONIC` as `Instant`, kept as one `u64`.
+//! itself. The clock `Instant` reads on Linux, `CLOCK_MONOTONIC`, kept as
+//! one `u64`.
 
 /// Nanoseconds on the monotonic clock.
 pub type Nanos = u64;
@@ -22,14 +23,10 @@ pub fn now() -> Nanos {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
-/// `d` in nanoseconds (saturating: a budget of centuries is no budget).
-pub fn nanos(d: std::time::Duration) -> Nanos {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vu::nanos;
 
     #[test]
     fn the_clock_moves_forward_in_step_with_instant() {

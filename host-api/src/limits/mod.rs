@@ -1,6 +1,6 @@
-//! Per-VU limits: memory, tables and instances ([`Limiter`]), and the CPU
-//! time an iteration may spend running guest code ([`CpuBudget`]), and the
-//! sizes of what the host takes from a guest ([`sizes`]).
+//! Per-VU limits: memory, tables and instances ([`Limiter`]); the CPU time
+//! an iteration may spend, in guest code and host calls ([`CpuBudget`]);
+//! the sizes of what the host takes from a guest ([`sizes`]).
 
 mod budget;
 mod clock;

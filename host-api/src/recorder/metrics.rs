@@ -185,8 +185,8 @@ impl ClassUsage {
 /// Keeps `(vu, value)` in `list` if it is among the [`TOP_VUS`] largest
 /// (one entry per VU, its largest value).
 pub fn top(list: &mut Vec<(u32, u64)>, vu: u32, value: u64) {
-    // Called at every iteration's end: most calls change nothing, and
-    // those return before the sort.
+    // Called at every iteration's end: a call that changes nothing returns
+    // before the sort.
     if let Some(e) = list.iter_mut().find(|e| e.0 == vu) {
         if value <= e.1 {
             return;

@@ -21,15 +21,15 @@ pub use hist::Hist;
 pub use keys::{clean_tags, key_label, split_key, tagged_key, TAG_SEPARATOR};
 pub use messaging::{Event, MessagingStats, Protocol};
 use metrics::EntryRef;
-/// The maps of [`Metrics`]: keyed by names a scenario chooses and looked
-/// up several times per request, so hashed with foldhash (seeded per
-/// process) rather than SipHash. A scenario cannot flood them: each family
-/// admits a bounded number of names ([`series`]).
-pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
 pub use metrics::{
     CheckStats, ClassUsage, GaugeStats, IterationStats, Metrics, RequestStats, TOP_VUS,
 };
+
+/// The maps of [`Metrics`]: keyed by names a scenario chooses and looked
+/// up several times per request, so hashed with foldhash (randomly
+/// seeded) rather than SipHash. A scenario cannot flood them: each family
+/// admits a bounded number of names ([`series`]).
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The outcome of one HTTP request, as the recorder needs it.
 #[derive(Clone, Copy, Debug)]

@@ -93,8 +93,8 @@ async fn iterate_while_wanted(
         // One watch for the whole stretch of iterations, not one per
         // iteration: registering and dropping its waiter each time was a
         // few percent of the CPU per request.
-        let ramped_down = ramped_down(target.clone(), index, grace);
-        tokio::pin!(ramped_down);
+        let unwanted = ramped_down(target.clone(), index, grace);
+        tokio::pin!(unwanted);
         while *target.borrow() > index {
             // Handed to another worker: leave between iterations.
             if !class.owns(index) {
@@ -109,7 +109,7 @@ async fn iterate_while_wanted(
             let started = tokio::time::Instant::now();
             tokio::select! {
                 step = vu.iterate(None) => if step == Step::Stop { return },
-                _ = &mut ramped_down => {
+                _ = &mut unwanted => {
                     vu.abandon("ramp-down", "cancelled after the ramp-down grace period");
                     // That watch is over: wait to be wanted again.
                     break;
@@ -122,16 +122,24 @@ async fn iterate_while_wanted(
     }
 }
 
-/// Fires when the VU count has stayed at or below `index` for the whole
-/// `grace` (raised again meanwhile: it goes on watching).
+/// Fires once the VU count has stayed at or below `index` for a whole
+/// `grace`; raised meanwhile, the grace starts over at the next drop.
 async fn ramped_down(mut target: watch::Receiver<u32>, index: u32, grace: Duration) {
     loop {
         if target.wait_for(|t| *t <= index).await.is_err() {
             std::future::pending::<()>().await;
         }
-        tokio::time::sleep(grace).await;
-        if *target.borrow() <= index {
-            return;
+        let sleep = tokio::time::sleep(grace);
+        tokio::pin!(sleep);
+        tokio::select! {
+            _ = &mut sleep => return,
+            raised = async { target.wait_for(|t| *t > index).await.is_ok() } => {
+                // No more changes can come: the count stays down.
+                if !raised {
+                    sleep.await;
+                    return;
+                }
+            }
         }
     }
 }
@@ -171,5 +179,35 @@ async fn pause(shared: &Shared, class: &Class, started: tokio::time::Instant) ->
     tokio::select! {
         _ = tokio::time::sleep_until(until) => Step::Continue,
         _ = shared.stop.cancelled() => Step::Stop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_ramp_down_grace_starts_over_when_the_count_drops_again() {
+        let (tx, rx) = watch::channel(5u32);
+        let grace = Duration::from_millis(300);
+        let started = tokio::time::Instant::now();
+        let unwanted = tokio::spawn(ramped_down(rx, 2, grace));
+        // Down, up again before the grace is over, then down for good.
+        tx.send_replace(2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send_replace(5);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tx.send_replace(1);
+        let dropped_again = started.elapsed();
+        tokio::time::timeout(Duration::from_secs(10), unwanted)
+            .await
+            .expect("the watch fires once the count stays down")
+            .expect("the watch task ends");
+        // A grace timer kept from the first drop would have fired at 300 ms.
+        assert!(
+            started.elapsed() >= dropped_again + grace,
+            "fired {:?} after the last drop",
+            started.elapsed() - dropped_again
+        );
     }
 }
