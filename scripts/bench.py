@@ -610,7 +610,7 @@ GROUPS = [("wasmtime", "wasmtime (component calls, fibers, traps)"), ("tokio", "
           ("host-api/src/limits", "CPU budget"), ("host-api/src/recorder", "metrics recorder"),
           ("hdrhistogram", "histograms"), ("sip.rs", "SipHash"), ("hash", "hashing"),
           ("time.rs", "std time"), ("clock_gettime", "clock reads"), ("host-api", "host-api, other"),
-          ("runner/src", "runner")]
+          ("runner/src", "runner"), ("/rustc/", "core and std, inlined"), ("libc.so", "libc, other")]
 
 
 def callgrind_run(url, tmp, seconds):
