@@ -67,10 +67,10 @@ fn rlimit(resource: libc::__rlimit_resource_t) -> Option<libc::rlimit> {
     (unsafe { libc::getrlimit(resource, &mut lim) } == 0).then_some(lim)
 }
 
-fn check_files(connecting_vus: u64) -> Result<()> {
-    let Some(mut lim) = rlimit(libc::RLIMIT_NOFILE) else {
-        return Ok(());
-    };
+/// Raises the soft open-file limit to the hard one; returns the limit in
+/// force (soft, hard), or None when it is unlimited or cannot be read.
+fn open_files() -> Option<(u64, u64)> {
+    let mut lim = rlimit(libc::RLIMIT_NOFILE)?;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
@@ -81,14 +81,38 @@ fn check_files(connecting_vus: u64) -> Result<()> {
             lim = raised;
         }
     }
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some((lim.rlim_cur, lim.rlim_max))
+}
+
+/// The files one process of this machine may open (None: no limit).
+pub fn open_file_limit() -> Option<u64> {
+    open_files().map(|(soft, _)| soft)
+}
+
+/// VUs holding a connection each that one process of this machine can
+/// run under its open-files limit (None: no limit).
+pub fn connections_per_process() -> Option<u64> {
+    open_file_limit().map(|soft| soft.saturating_sub(FD_RESERVE).max(1))
+}
+
+/// Processes needed for `connecting_vus` under the open-files limit (1
+/// when there is no limit).
+pub fn processes_for(connecting_vus: u64) -> u64 {
+    connections_per_process().map_or(1, |per| connecting_vus.div_ceil(per).max(1))
+}
+
+fn check_files(connecting_vus: u64) -> Result<()> {
+    let Some((soft, hard)) = open_files() else {
+        return Ok(());
+    };
     let needed = connecting_vus + FD_RESERVE;
-    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < needed {
+    if soft < needed {
+        let processes = connecting_vus.div_ceil(soft.saturating_sub(FD_RESERVE).max(1));
         bail!(
             "{connecting_vus} VUs that may each hold a connection need about {needed} open files, but this process \
-             may open only {} (hard limit {}); raise it with `ulimit -n {needed}` (as root, or in \
-             /etc/security/limits.conf), or split the load over several runner processes",
-            lim.rlim_cur,
-            lim.rlim_max
+             may open only {soft} (hard limit {hard}); run them in several processes with `--processes {processes}` \
+             (or `--processes auto`), or raise the limit with `ulimit -n {needed}` (as root, or in \
+             /etc/security/limits.conf)"
         );
     }
     Ok(())

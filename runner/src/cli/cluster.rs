@@ -54,6 +54,43 @@ pub struct JoinArgs {
     /// Where they may never connect (repeatable).
     #[arg(long = "block-host", value_name = "RULE")]
     pub block_hosts: Vec<String>,
+
+    /// Leave after one run (a Kubernetes Job's worker, a script's):
+    /// exit once the coordinator closes the connection.
+    #[arg(long)]
+    pub once: bool,
+
+    /// A process of `runner run --processes` on this machine: the run's
+    /// own egress rules hold (it is this machine's own run), and it leaves
+    /// after the run.
+    #[arg(long, hide = true, conflicts_with_all = ["allow_hosts", "block_hosts"])]
+    pub local: bool,
+}
+
+/// How many processes a run uses on this machine (`runner run
+/// --processes`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Processes {
+    /// One per CPU core, more if the open-files limit needs them.
+    Auto,
+    /// This many.
+    Count(u32),
+}
+
+/// Most processes one run starts on a machine.
+pub const MAX_PROCESSES: u32 = 256;
+
+/// Parses `--processes`: `auto` or a count.
+pub fn parse_processes(s: &str) -> Result<Processes, String> {
+    if s == "auto" {
+        return Ok(Processes::Auto);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=MAX_PROCESSES).contains(&n) => Ok(Processes::Count(n)),
+        _ => Err(format!(
+            "{s:?} is not a process count: `auto` or a number from 1 to {MAX_PROCESSES}"
+        )),
+    }
 }
 
 /// A worker's capacity.

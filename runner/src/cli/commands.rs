@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::{Capacity, Command, JoinArgs, KeygenArgs, RunArgs, ServeArgs};
+use super::cluster::MAX_PROCESSES;
+use super::{Capacity, Command, JoinArgs, KeygenArgs, Processes, RunArgs, ServeArgs};
 use crate::agent::Agent;
+use crate::federation::coordinator::{ClusterOptions, OnLoss};
 use crate::federation::token::{check_secret, new_secret, Token};
-use crate::federation::{self, coordinator::ClusterOptions, tls::Identity, tls::Trust};
+use crate::federation::{self, tls::Identity, tls::Trust};
 use crate::run::{self, Controller, StopBy};
 use crate::sinks::progress::Progress;
 use crate::sinks::timeseries::Series;
@@ -59,24 +61,34 @@ async fn run(args: RunArgs) -> Result<i32> {
     // before it starts.
     let series = Series::open(&spec.outputs)?;
     let bytes: Arc<[u8]> = Arc::from(bytes);
-    let role = match args.workers {
-        Some(_) => run::Role::Coordinator,
-        None => run::Role::Local,
+    // `--processes 1` is this process.
+    let processes = args.processes.filter(|p| *p != Processes::Count(1));
+    let role = match (args.workers, processes) {
+        (None, None) => run::Role::Local,
+        _ => run::Role::Coordinator,
     };
-    let prepared = run::prepare_as(spec, bytes.clone(), role)
+    let mut prepared = run::prepare_as(spec, bytes.clone(), role)
         .await
         .map_err(|e| anyhow!(e).context("cannot start the run"))?;
     let mut sinks: Vec<Box<dyn run::Sink>> = vec![Box::new(Progress::new(args.quiet))];
     if series.is_active() {
         sinks.push(Box::new(series));
     }
-    let handle = match args.workers {
-        None => prepared.start(sinks)?,
-        Some(k) => {
+    let handle = match (args.workers, processes) {
+        (None, None) => prepared.start(sinks)?,
+        (Some(k), _) => {
             let opts = cluster_options(&args, k)?;
             federation::coordinator::coordinate(prepared, bytes, opts, sinks)
                 .await
                 .context("the distributed run did not start")?
+        }
+        (None, Some(p)) => {
+            let n = process_count(p, &prepared)?;
+            prepared.share_memory(n);
+            let opts = local_options(&args, n, prepared.connecting_vus())?;
+            federation::coordinator::coordinate(prepared, bytes, opts, sinks)
+                .await
+                .context("the run's processes did not start")?
         }
     };
     let signals = tokio::spawn(stop_on_signals(handle.controller()));
@@ -164,6 +176,66 @@ fn cluster_options(args: &RunArgs, workers: u32) -> Result<ClusterOptions> {
         secret,
         secret_generated,
         lease: federation::LEASE,
+        local: 0,
+    })
+}
+
+/// How many processes `--processes` means for this run: never more than
+/// it has VUs, never fewer than the open-files limit allows.
+fn process_count(p: Processes, prepared: &run::Prepared) -> Result<u32> {
+    let connecting = prepared.connecting_vus();
+    let needed = crate::oslimits::processes_for(connecting);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let most = u64::from(prepared.plan().pool_vus()).max(1);
+    let n = match p {
+        Processes::Auto => cores.max(needed).min(most),
+        Processes::Count(n) => u64::from(n).min(most),
+    };
+    if n < needed {
+        bail!(
+            "{connecting} VUs that may each hold a connection need at least {needed} processes here \
+             (each may open only {} files); use --processes {needed} or --processes auto",
+            crate::oslimits::open_file_limit().unwrap_or(0)
+        );
+    }
+    if n > u64::from(MAX_PROCESSES) {
+        bail!(
+            "this run needs {n} processes, more than one machine runs ({MAX_PROCESSES}); \
+             spread it over several machines with --workers"
+        );
+    }
+    Ok(n as u32)
+}
+
+/// The coordinator's options for worker processes on this machine.
+fn local_options(args: &RunArgs, processes: u32, connecting: u64) -> Result<ClusterOptions> {
+    let n = processes as usize;
+    let mut on_loss = args.on_worker_loss;
+    // Taking over a lost process's VUs needs room for twice a share's
+    // connections in each survivor.
+    let share = connecting.div_ceil(u64::from(processes));
+    let room = crate::oslimits::connections_per_process();
+    if on_loss == OnLoss::Rebalance && processes > 1 && room.is_some_and(|r| 2 * share > r) {
+        tracing::info!(
+            "a lost process's VUs will not be taken over by the others (--on-worker-loss continue): \
+             they have no open files to spare; more processes (--processes {}) would let them",
+            (2 * connecting).div_ceil(room.unwrap_or(1).max(1))
+        );
+        on_loss = OnLoss::Continue;
+    }
+    Ok(ClusterOptions {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        advertise: None,
+        workers: n,
+        min_workers: n,
+        quorum: 1,
+        join_timeout: args.join_timeout,
+        on_loss,
+        identity: Identity::generate()?,
+        secret: new_secret()?,
+        secret_generated: true,
+        lease: federation::LEASE,
+        local: n,
     })
 }
 
@@ -180,17 +252,23 @@ async fn join(args: JoinArgs) -> Result<i32> {
         (None, Some(ca), Some(cert), Some(key)) => (Trust::ca(ca, cert, key)?, String::new()),
         _ => bail!("give --token, or --ca with --cert and --key"),
     };
-    let enforced = crate::spec::Enforced {
-        allow: args.allow_hosts.clone(),
-        block: args.block_hosts.clone(),
+    let enforced = if args.local {
+        None
+    } else {
+        let enforced = crate::spec::Enforced {
+            allow: args.allow_hosts.clone(),
+            block: args.block_hosts.clone(),
+        };
+        let egress = enforced.egress().map_err(|e| anyhow!(e))?;
+        tracing::info!("this worker's VUs may connect to: {}", egress.describe());
+        Some(enforced)
     };
-    let egress = enforced.egress().map_err(|e| anyhow!(e))?;
-    tracing::info!("this worker's VUs may connect to: {}", egress.describe());
     let opts = federation::worker::JoinOptions {
         coordinator: args.coordinator,
         trust,
         secret,
         enforced,
+        once: args.once || args.local,
         capacity,
         name: args.name.unwrap_or_else(host_name),
     };

@@ -5,7 +5,7 @@
 mod cluster;
 pub mod commands;
 
-pub use cluster::{Capacity, JoinArgs, KeygenArgs};
+pub use cluster::{Capacity, JoinArgs, KeygenArgs, Processes};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -264,6 +264,14 @@ pub struct RunArgs {
     /// Bearer token the API requires (needed to bind --web off loopback).
     #[arg(long, env = "RUNNER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Run the VUs in this many processes of this machine instead of this
+    /// one (`auto`: one per CPU core, more if the open-files limit needs
+    /// them): each has its own open-files limit and its own scheduler.
+    /// This process coordinates them over loopback as it would --workers,
+    /// and merges their results into one summary.
+    #[arg(long, value_name = "N", value_parser = cluster::parse_processes, conflicts_with_all = ["workers", "listen", "advertise", "secret", "cert", "ca"], help_heading = "Distributed runs")]
+    pub processes: Option<Processes>,
 
     /// Run across this many workers (`runner join`) instead of here: this
     /// process coordinates, splits the load by the workers' capacity, and

@@ -1,6 +1,7 @@
 //! One test across many machines, over QUIC: a coordinator
 //! ([`coordinator`], `runner run ... --workers K`) and long-running
-//! workers ([`worker`], `runner join`). The token ([`token`]) pins the
+//! workers ([`worker`], `runner join`), or worker processes on this
+//! machine ([`local`], `runner run ... --processes N`). The token ([`token`]) pins the
 //! coordinator's certificate ([`tls`]) and carries the secret that admits
 //! workers; every frame is length-prefixed, size-limited and validated
 //! ([`wire`], [`protocol`]). Shares of the plan add up exactly to the
@@ -8,6 +9,7 @@
 //! loses its coordinator stops its load when its lease runs out.
 
 pub mod coordinator;
+pub mod local;
 pub mod protocol;
 pub mod tls;
 pub mod token;

@@ -283,6 +283,26 @@ impl Prepared {
         &self.options
     }
 
+    /// The most VUs of the run that may hold a network connection at
+    /// once (0 if the scenario imports no networking interface).
+    pub fn connecting_vus(&self) -> u64 {
+        if self.scenario.uses_network {
+            u64::from(self.plan.pool_vus())
+        } else {
+            0
+        }
+    }
+
+    /// Shares this machine's default memory ceiling among `processes`
+    /// processes of the run (`--processes`), when `--max-memory` was not
+    /// given: each would otherwise take 80% of the machine for itself.
+    pub fn share_memory(&mut self, processes: u32) {
+        let o = &mut self.spec.options;
+        if o.max_memory.is_none() && processes > 1 {
+            o.max_memory = memory::ceiling(None).map(|m| m / u64::from(processes));
+        }
+    }
+
     /// What checks a replacement component for this run when no local
     /// run's engine is at hand (a coordinator's): an engine of its own.
     pub fn checker(&self) -> Result<Arc<swap::Swapper>> {

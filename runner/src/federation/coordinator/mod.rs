@@ -73,6 +73,9 @@ pub struct ClusterOptions {
     pub secret_generated: bool,
     /// How long a worker may go on without hearing from the coordinator.
     pub lease: Duration,
+    /// Worker processes to start on this machine once listening (all of
+    /// `workers`), or 0 to wait for workers started elsewhere.
+    pub local: usize,
 }
 
 /// A worker taking part, with what the coordinator knows of it.
@@ -106,12 +109,15 @@ pub async fn coordinate(
                 opts.listen
             )
         })?;
-    let local = endpoint.local_addr().context("the endpoint's address")?;
+    let local_addr = endpoint.local_addr().context("the endpoint's address")?;
     let token = Token {
         fingerprint: opts.identity.fingerprint,
         secret: opts.secret.clone(),
     };
-    let shown = opts.advertise.clone().unwrap_or_else(|| local.to_string());
+    let shown = opts
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local_addr.to_string());
     let ca = opts.identity.client_ca.is_some();
     let credentials = if ca {
         "--ca CA.crt --cert WORKER.crt --key WORKER.key".to_owned()
@@ -123,11 +129,22 @@ pub async fn coordinate(
             super::token::hex(&token.fingerprint)
         )
     };
-    tracing::info!(
-        "waiting for {} worker(s) (up to {}); on each machine run: runner join --coordinator {shown} {credentials}",
-        opts.workers,
-        crate::units::format_duration(opts.join_timeout)
-    );
+    let mut local = None;
+    if opts.local > 0 {
+        tracing::info!("starting {} worker processes", opts.local);
+        let launch = super::local::Launch {
+            count: opts.local,
+            coordinator: local_addr,
+            token: token.clone(),
+        };
+        local = Some(super::local::LocalWorkers::spawn(&launch)?);
+    } else {
+        tracing::info!(
+            "waiting for {} worker(s) (up to {}); on each machine run: runner join --coordinator {shown} {credentials}",
+            opts.workers,
+            crate::units::format_duration(opts.join_timeout)
+        );
+    }
     let (etx, mut events) = mpsc::channel(4096);
     let resumable: session::Resumable = Arc::default();
     let gate = session::Gate {
@@ -138,7 +155,7 @@ pub async fn coordinate(
     };
     let accept = tokio::spawn(session::accept(endpoint.clone(), gate, etx));
     let run = new_run_id();
-    let sessions = gather(&mut events, &opts).await;
+    let sessions = gather(&mut events, &opts, local.as_mut()).await;
     let sessions = match sessions {
         Ok(s) => s,
         Err(e) => {
@@ -172,6 +189,7 @@ pub async fn coordinate(
         min_workers: opts.quorum,
         endpoint,
         accept,
+        local,
     });
     Ok(handle)
 }
@@ -189,6 +207,7 @@ async fn close(endpoint: &quinn::Endpoint, why: &str) {
 async fn gather(
     events: &mut mpsc::Receiver<Event>,
     opts: &ClusterOptions,
+    mut local: Option<&mut super::local::LocalWorkers>,
 ) -> Result<BTreeMap<u32, Session>> {
     let deadline = tokio::time::Instant::now() + opts.join_timeout;
     let mut joined: BTreeMap<u32, Session> = BTreeMap::new();
@@ -212,6 +231,12 @@ async fn gather(
                 Some(_) => {}
                 None => bail!("the coordinator's endpoint closed"),
             },
+            exit = async {
+                match local.as_deref_mut() {
+                    Some(l) => l.next_exit().await,
+                    None => std::future::pending().await,
+                }
+            } => bail!("{} {} before it joined", exit.name, exit.why),
             _ = tokio::time::sleep_until(deadline) => break,
             _ = super::signal() => bail!("stopped while waiting for workers"),
         }

@@ -51,7 +51,7 @@ impl Worker {
                 tracing::info!("run {run}: assigned {}", describe(&share));
                 let lease = Duration::from_millis(lease_ms.clamp(1_000, 600_000));
                 let mut spec = *spec;
-                spec.enforced = Some(self.opts.enforced.clone());
+                spec.enforced = self.opts.enforced.clone();
                 let mut slot = Slot {
                     run,
                     spec,

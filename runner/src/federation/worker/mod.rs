@@ -44,8 +44,12 @@ pub struct JoinOptions {
     pub trust: tls::Trust,
     /// The token's secret (empty with a CA: the certificate tells).
     pub secret: String,
-    /// The operator's egress rules, held for every run.
-    pub enforced: crate::spec::Enforced,
+    /// The operator's egress rules, held for every run (None for a
+    /// process of `runner run --processes`: the run is this machine's
+    /// own, and its rules are the operator's).
+    pub enforced: Option<crate::spec::Enforced>,
+    /// Leave once a run is over (or the coordinator closes).
+    pub once: bool,
     /// Relative capacity (shares are proportional to it).
     pub capacity: f64,
     /// A name for the coordinator's logs and table.
@@ -177,6 +181,12 @@ impl Worker {
                         Some(Stage::Running { .. })
                     ) {
                         self.slot = None;
+                    }
+                    if self.opts.once {
+                        tracing::info!(
+                            "the coordinator closed the connection ({why}); leaving (--once)"
+                        );
+                        return self.shutdown().await;
                     }
                     tracing::info!(
                         "the coordinator closed the connection ({why}); waiting for the next one at {}",

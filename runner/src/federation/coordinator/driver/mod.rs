@@ -26,6 +26,7 @@ use super::session::Resumable;
 use super::{Member, OnLoss};
 use crate::events::{ControlEvent, EventKind, StopBy};
 use crate::exec::{lock, Class};
+use crate::federation::local::LocalWorkers;
 use crate::federation::protocol::{Down, Up, WireCommand};
 use crate::federation::worker::unix_ns;
 use crate::plan::Plan;
@@ -59,6 +60,8 @@ pub(crate) struct Setup {
     pub min_workers: usize,
     pub endpoint: quinn::Endpoint,
     pub accept: tokio::task::JoinHandle<()>,
+    /// The worker processes started on this machine, if any.
+    pub local: Option<LocalWorkers>,
 }
 
 /// Starts driving the run; the handle is the same as a local run's.
@@ -128,6 +131,7 @@ pub(crate) fn start(s: Setup) -> RunHandle {
         missed_pending: 0,
         endpoint: s.endpoint,
         accept: s.accept,
+        local: s.local,
     };
     let swapper = match s.prepared.checker() {
         Ok(c) => Some(c),
@@ -270,6 +274,7 @@ struct Driver {
     missed_pending: u64,
     endpoint: quinn::Endpoint,
     accept: tokio::task::JoinHandle<()>,
+    local: Option<LocalWorkers>,
 }
 
 impl Driver {
@@ -328,6 +333,11 @@ impl Driver {
         );
         self.accept.abort();
         super::close(&self.endpoint, "the run is over").await;
+        if let Some(local) = self.local.take() {
+            for e in local.finish().await {
+                tracing::warn!("{} {}", e.name, e.why);
+            }
+        }
         summary
     }
 
