@@ -91,6 +91,46 @@ async fn read_within<T: DeserializeOwned>(
     decode_body(&body).map(|t| Some((t, n + 4)))
 }
 
+/// Frames read from a stream by a task of their own, for a loop that
+/// waits on other things too. [`read`] itself must not be a branch of a
+/// `select!` that loops: when another branch wins half-way through a frame
+/// that spans several packets (the share of thousands of VUs), the bytes
+/// read so far are lost and every later frame is read from the middle of
+/// the stream. [`Frames::next`] is cancel-safe.
+pub struct Frames<T> {
+    rx: tokio::sync::mpsc::Receiver<Result<Option<T>, WireError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> Frames<T> {
+    /// Starts reading `recv`.
+    pub fn spawn(mut recv: quinn::RecvStream) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(async move {
+            loop {
+                let frame = read::<T>(&mut recv).await;
+                let last = !matches!(frame, Ok(Some(_)));
+                if tx.send(frame).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Self { rx, task }
+    }
+
+    /// The next frame, as [`read`] returns it; `Ok(None)` once the stream
+    /// has ended.
+    pub async fn next(&mut self) -> Result<Option<T>, WireError> {
+        self.rx.recv().await.unwrap_or(Ok(None))
+    }
+}
+
+impl<T> Drop for Frames<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 // The pure half of reading, apart from the stream so that it can be
 // fuzzed (tests/fuzz.rs): what a peer's bytes decode to.
 
@@ -136,4 +176,75 @@ pub fn decode<T: DeserializeOwned>(
         ))
     })?;
     decode_body(body).map(|t| Some((t, n + 4)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::federation::tls::{client_config, Identity, Trust};
+
+    /// A QUIC connection over loopback: (the server's end, the client's).
+    async fn pair() -> (quinn::Connection, quinn::Connection) {
+        let id = Identity::generate().expect("identity");
+        let server = quinn::Endpoint::server(
+            id.server_config().expect("server config"),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .expect("server");
+        let addr = server.local_addr().expect("addr");
+        let mut client =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+        client.set_default_client_config(
+            client_config(&Trust::Pinned(id.fingerprint)).expect("client config"),
+        );
+        let name = Trust::Pinned(id.fingerprint).server_name(&addr.to_string());
+        let (accepted, connected) = tokio::join!(
+            async { server.accept().await.expect("incoming").await.expect("accept") },
+            async { client.connect(addr, &name).expect("connect").await.expect("connected") }
+        );
+        (accepted, connected)
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_arrives_in_pieces_survives_a_loop_that_waits_on_a_timer() {
+        let (server, client) = pair().await;
+        let big: Vec<u32> = (0..200_000).collect();
+        let writer = tokio::spawn(async move {
+            let mut send = server.open_uni().await.expect("open");
+            let body = serde_json::to_vec(&big).expect("json");
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            // In pieces, with pauses longer than the reader's timer.
+            for piece in frame.chunks(frame.len() / 8 + 1) {
+                send.write_all(piece).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            write(&mut send, &vec![7u32]).await.expect("write");
+            send.finish().expect("finish");
+            let _ = send.stopped().await;
+            server
+        });
+        let recv = client.accept_uni().await.expect("accept");
+        let mut frames = Frames::<Vec<u32>>::spawn(recv);
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let mut got = Vec::new();
+        let mut ticks = 0;
+        loop {
+            tokio::select! {
+                f = frames.next() => match f.expect("a whole frame") {
+                    Some(v) => got.push(v),
+                    None => break,
+                },
+                _ = tick.tick() => ticks += 1,
+            }
+        }
+        assert!(ticks > 10, "the timer won many times mid-frame: {ticks}");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), 200_000);
+        assert_eq!(got[0][199_999], 199_999);
+        assert_eq!(got[1], vec![7]);
+        let _server = writer.await.expect("writer");
+    }
 }

@@ -109,10 +109,11 @@ impl Worker {
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let (fetched_tx, mut fetched_rx) = mpsc::channel::<Fetched>(4);
+        let mut downs = wire::Frames::<Down>::spawn(recv);
         loop {
             let outbox = self.slot.as_ref().map(|s| s.outbox.clone());
             tokio::select! {
-                frame = wire::read::<Down>(&mut recv) => match frame {
+                frame = downs.next() => match frame {
                     Ok(Some(down)) => {
                         if let Err(e) = self.handle(down, &mut send).await {
                             return e;
@@ -248,3 +249,4 @@ impl Worker {
         Ok(())
     }
 }
+
