@@ -15,7 +15,7 @@ use crate::run::Snapshot;
 use crate::spec::RunSpec;
 
 /// The protocol's version; both sides refuse another.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// Largest component a coordinator ships.
 pub const MAX_COMPONENT: u64 = 512 << 20;
@@ -87,6 +87,13 @@ pub enum Up {
         sha256: String,
         /// Why the swap failed here (the run goes on unchanged here).
         error: Option<String>,
+    },
+    /// Answer to a [`Down::Lease`], from the worker's control thread: it
+    /// is there and hears the coordinator, even while its VUs saturate
+    /// it and its snapshots come late (thousands of VUs starting at once).
+    Alive {
+        /// The run.
+        run: u64,
     },
     /// The worker's part of the run is over; `last_seq` was its last
     /// snapshot.

@@ -201,8 +201,21 @@ mod tests {
         );
         let name = Trust::Pinned(id.fingerprint).server_name(&addr.to_string());
         let (accepted, connected) = tokio::join!(
-            async { server.accept().await.expect("incoming").await.expect("accept") },
-            async { client.connect(addr, &name).expect("connect").await.expect("connected") }
+            async {
+                server
+                    .accept()
+                    .await
+                    .expect("incoming")
+                    .await
+                    .expect("accept")
+            },
+            async {
+                client
+                    .connect(addr, &name)
+                    .expect("connect")
+                    .await
+                    .expect("connected")
+            }
         );
         (accepted, connected)
     }

@@ -81,6 +81,7 @@ impl Worker {
                 if let Some(s) = self.slot.as_ref().filter(|s| s.run == run) {
                     let by_receipt = Instant::now() + Duration::from_millis(ms.min(600_000));
                     *lock(&s.lease_until) = by_receipt.min(instant_of(until_unix_ns));
+                    wire::write(send, &Up::Alive { run }).await.map_err(retry)?;
                 }
             }
             Down::Ack { run, seq } => {

@@ -194,6 +194,17 @@ impl Worker {
                     );
                     self.quiet = true;
                 }
+                // A one-run worker whose run is over and whose coordinator
+                // is gone has nothing left to wait for.
+                SessionEnd::Retry(why)
+                    if self.opts.once && self.worker_id.is_some() && self.run_over() =>
+                {
+                    tracing::info!(
+                        "coordinator {}: {why}; leaving (--once)",
+                        self.opts.coordinator
+                    );
+                    return self.shutdown().await;
+                }
                 SessionEnd::Retry(why) if !self.quiet || self.slot.is_some() => {
                     tracing::warn!(
                         "coordinator {}: {why}; retrying in {}",
@@ -226,6 +237,13 @@ impl Worker {
                 self.backoff = self.backoff.min(Duration::from_secs(2));
             }
         }
+    }
+
+    /// Whether no run is under way here (none, or its part is over).
+    fn run_over(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_none_or(|s| matches!(s.stage, Stage::Over))
     }
 
     /// Stops the current run (if any) gracefully and waits for it.

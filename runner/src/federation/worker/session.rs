@@ -249,4 +249,3 @@ impl Worker {
         Ok(())
     }
 }
-

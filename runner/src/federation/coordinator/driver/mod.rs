@@ -562,8 +562,10 @@ impl Driver {
     }
 
     /// Renews the leases of the workers heard from lately (a worker sends a
-    /// snapshot every second; one silent for longer may be cut off, and is
-    /// not given more time to generate load unseen).
+    /// snapshot every second and answers each lease from its control
+    /// thread, so one saturated by its VUs is still heard; one silent for
+    /// longer may be cut off, and is not given more time to generate load
+    /// unseen).
     fn renew_leases(&mut self) {
         let (run, lease) = (self.run, self.lease);
         let ms = lease.as_millis() as u64;
