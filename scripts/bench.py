@@ -66,12 +66,20 @@ BENCHMARKS.md). Run after scripts/setup.sh:
     noisy machine where CPU time is not; the figure to compare before and
     after a change to the request path.
 
+12. 100,000 connected VUs (`--only connected-100k`): hello-http looping
+    "GET, then sleep 10 s" in one run with `--processes auto` (the
+    open-files limit is 20,000 per process here) and 49 source addresses,
+    against nginx (7 workers): the time until nginx counts 100,000
+    connections, the memory of all the runner's processes, and the
+    runner's request count beside nginx's.
+
 The HTTP part runs oha beside wrk when it is installed
 (`scripts/bench-setup.sh` installs both).
 
 `--only messaging`, `--only http`, `--only watch`, `--only federation`,
 `--only adversary`, `--only guests`, `--only connected`, `--only open`,
-`--only sandbox` or `--only instructions` runs one part.
+`--only sandbox`, `--only instructions` or `--only connected-100k` runs one
+part.
 """
 
 import statistics
@@ -602,6 +610,111 @@ def connected(url, tmp):
     print(f"| marginal PSS + page tables per connected VU (10k − 5k) / 5k | {(r[10000] - r[5000]) / 5000:.1f} KiB |")
 
 
+def descendants(pid):
+    """`pid` and every process below it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def nginx_status(port):
+    """(active connections, requests served) from nginx's stub_status."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read().decode()
+    active = int(re.search(r"Active connections:\s*(\d+)", text).group(1))
+    requests = int(text.split("\n")[2].split()[2])
+    return active, requests
+
+
+def connected_100k(tmp):
+    """The scale goal: 100,000 VUs that each keep an HTTP connection, in
+    one run on this machine. One process may open 20,000 files here, so the
+    run uses `--processes auto` (six), and 100,000 connections to one
+    address need several source addresses (`--local-addr`: ~2,000 ports
+    each, where the kernel's port search stays fast). nginx runs 7 workers
+    on one reuseport address; its stub_status is the ground truth of
+    connections and requests. VUs loop "GET, then sleep 10 s" (10,000
+    requests/s at full strength; a 1 s pause would ask 100,000/s of 2
+    cores)."""
+    vus = 100_000
+    with open("/proc/sys/vm/max_map_count") as f:
+        have = int(f.read())
+    if have < 1_000_000:
+        print(f"| {vus:,} connected VUs | skipped: vm.max_map_count is {have:,} "
+              f"(`sudo sysctl -w vm.max_map_count=1048576`) |")
+        return
+    raise_nofile()
+    port = free_port()
+    conf = os.path.join(tmp, "nginx-100k.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 7;
+daemon off;
+pid {tmp}/nginx-100k.pid;
+error_log {tmp}/nginx-100k-error.log;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 19000; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 600s;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+        location = /status {{ stub_status; }}
+    }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, "nginx")
+        polls = 0
+        out = os.path.join(tmp, "connected-100k.json")
+        t0 = time.monotonic()
+        p = subprocess.Popen(
+            [RUNNER, "run", os.path.join(SCENARIOS, "hello-http.wasm"), "--vus", str(vus),
+             "--duration", "60s", "--grace", "1s", "--processes", "auto",
+             "--local-addr", "127.0.0.2-127.0.0.50", "-e", f"BASE_URL=http://127.0.0.1:{port}",
+             "-e", "THINK_MS=10000", "--quiet", "--out", f"json={out}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        all_in = None
+        while time.monotonic() - t0 < 55:
+            active, _ = nginx_status(port)
+            polls += 1
+            if active - 1 >= vus:
+                all_in = time.monotonic() - t0
+                break
+            time.sleep(0.25)
+        time.sleep(5)
+        procs = descendants(p.pid)
+        pss = sum(pss_kib(q) for q in procs)
+        _, err = p.communicate(timeout=300)
+        if p.returncode != 0:
+            sys.exit(f"bench: runner failed: {err.decode()[-3000:]}")
+        _, served = nginx_status(port)
+        polls += 1
+        s = json.load(open(out))
+        counted = sum(r["requests"] for r in s["http"])
+        failed = sum(r.get("failed", 0) for r in s["http"])
+        shown = f"{all_in:.1f} s" if all_in else "not within 55 s"
+        print(f"| {vus:,} connected VUs (GET + sleep 10 s), {len(procs) - 1} processes | all connected "
+              f"(nginx's count) {shown} after the runner started |")
+        print(f"| … PSS + page tables of all the runner's processes, 5 s later | {pss / 1024 / 1024:.2f} GiB "
+              f"({pss / vus:.1f} KiB per VU) |")
+        print(f"| … requests: the runner counted / nginx served | {counted:,} / {served - polls:,} "
+              f"({failed:,} failed) |")
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+
 # Where the user-space instructions of a request go, by component, from
 # callgrind's self costs (file paths name the crate).
 GROUPS = [("wasmtime", "wasmtime (component calls, fibers, traps)"), ("tokio", "tokio"),
@@ -739,6 +852,13 @@ def main():
         parts = {"adversary": adversary, "watch": watch, "guests": guests, "connected": connected,
                  "open": open_fast, "sandbox": sandbox, "instructions": instructions}
         with_nginx(tmp, parts[ONLY])
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if ONLY == "connected-100k":
+        tmp = tempfile.mkdtemp(prefix="runner-bench-")
+        print("| measurement | value |")
+        print("|---|---|")
+        connected_100k(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         return
     if ONLY == "federation":
