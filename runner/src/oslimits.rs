@@ -92,7 +92,12 @@ pub fn open_file_limit() -> Option<u64> {
 /// VUs holding a connection each that one process of this machine can
 /// run under its open-files limit (None: no limit).
 pub fn connections_per_process() -> Option<u64> {
-    open_file_limit().map(|soft| soft.saturating_sub(FD_RESERVE).max(1))
+    open_file_limit().map(connections_within)
+}
+
+/// VUs holding a connection each that a limit of `files` leaves room for.
+fn connections_within(files: u64) -> u64 {
+    files.saturating_sub(FD_RESERVE).max(1)
 }
 
 /// Processes needed for `connecting_vus` under the open-files limit (1
@@ -107,7 +112,7 @@ fn check_files(connecting_vus: u64) -> Result<()> {
     };
     let needed = connecting_vus + FD_RESERVE;
     if soft < needed {
-        let processes = connecting_vus.div_ceil(soft.saturating_sub(FD_RESERVE).max(1));
+        let processes = connecting_vus.div_ceil(connections_within(soft));
         bail!(
             "{connecting_vus} VUs that may each hold a connection need about {needed} open files, but this process \
              may open only {soft} (hard limit {hard}); run them in several processes with `--processes {processes}` \
