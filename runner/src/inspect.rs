@@ -122,6 +122,7 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         memories: engine::MAX_MEMORIES_PER_VU,
         table_elements: 1_000_000,
         cow: engine::wants_cow(&bytes),
+        eager_tables: engine::wants_eager_tables(&bytes),
         wide: true,
     };
     let engine = engine::build(&settings, false)?;

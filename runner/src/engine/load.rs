@@ -197,6 +197,20 @@ pub(crate) fn initial_data_bytes(bytes: &[u8]) -> u64 {
     n
 }
 
+/// Elements of all tables a component's core modules define, at their
+/// initial sizes.
+pub(crate) fn initial_table_elements(bytes: &[u8]) -> u64 {
+    let mut n = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Ok(wasmparser::Payload::TableSection(reader)) = payload {
+            for table in reader.into_iter().flatten() {
+                n = n.saturating_add(table.ty.initial);
+            }
+        }
+    }
+    n
+}
+
 /// The largest initial linear memory among a component's core modules,
 /// bytes: what each VU starts with.
 pub fn initial_memory_bytes(bytes: &[u8]) -> u64 {

@@ -120,6 +120,7 @@ pub async fn prepare_as(
         memories: engine::MAX_MEMORIES_PER_VU,
         table_elements: o.table_elements,
         cow: engine::wants_cow(&bytes),
+        eager_tables: engine::wants_eager_tables(&bytes),
         // Compiled for one VU first; recompiled below if the run has more
         // VUs than the wide layout fits.
         wide: true,
