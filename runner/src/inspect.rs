@@ -113,6 +113,7 @@ impl From<ScenarioOptions> for OptionsView {
 pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read scenario {shown}"))?;
+    let small_tables = engine::small_tables(&bytes);
     let settings = EngineSettings {
         instances: 1,
         memory_limit: 256 << 20,
@@ -122,7 +123,8 @@ pub async fn inspect(path: &Path, env: &[(String, String)]) -> Result<Report> {
         memories: engine::MAX_MEMORIES_PER_VU,
         table_elements: 1_000_000,
         cow: engine::wants_cow(&bytes),
-        eager_tables: engine::wants_eager_tables(&bytes),
+        eager_tables: small_tables,
+        pool: !small_tables,
         wide: true,
     };
     let engine = engine::build(&settings, false)?;

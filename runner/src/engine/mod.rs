@@ -77,9 +77,13 @@ pub struct EngineSettings {
     /// compiled for one layout runs only in an engine of that layout.
     pub wide: bool,
     /// Fill tables at instantiation rather than at each element's first
-    /// indirect call (see [`wants_eager_tables`]). Compiled code follows
-    /// the choice.
+    /// indirect call (see [`small_tables`]). Compiled code follows the
+    /// choice.
     pub eager_tables: bool,
+    /// Take the run's instances from wasmtime's pooling allocator (see
+    /// [`small_tables`]); otherwise each VU maps its own memories and
+    /// stack, and its tables live in the heap.
+    pub pool: bool,
 }
 
 /// Whether a component's initial memories are big enough to share: an
@@ -93,21 +97,24 @@ pub fn wants_cow(bytes: &[u8]) -> bool {
 /// Initial data, bytes, from which memories are mapped copy-on-write.
 const COW_FROM: u64 = 1 << 20;
 
-/// Whether a component's tables are small enough to fill at
-/// instantiation. Filled lazily, a table page is first read (the kernel
-/// maps its shared zero page) and then written at the first indirect
-/// call through it: a second page fault, whose TLB flush interrupts every
-/// core running the process. That cost 7% of the CPU of starting 10,000
-/// connected VUs. A Rust guest's few dozen elements are cheaper stored up
-/// front (and its indirect calls skip a check); an interpreter's thousands
-/// are mostly never called, so they stay lazy.
-pub fn wants_eager_tables(bytes: &[u8]) -> bool {
-    load::initial_table_elements(bytes) <= EAGER_TABLES_UP_TO
+/// Whether a component's tables are small: a Rust guest's few dozen
+/// elements, against an interpreter's thousands. Small tables are filled
+/// at instantiation and kept in the heap, out of wasmtime's pool:
+/// - the pool gives every table a slot of whole pages, so a Rust guest's
+///   two tables of a few hundred bytes took 8 KiB per VU (and a page
+///   first mapped read-only, from the kernel's zero page, faulted again at
+///   the first indirect call, with a TLB flush that interrupts every core
+///   running the process: 7% of the CPU of starting 10,000 VUs);
+/// - an interpreter's tables are mostly never called: in the pool, filled
+///   lazily, their untouched pages cost nothing (and its copy-on-write
+///   heap image maps as cheaply there).
+pub fn small_tables(bytes: &[u8]) -> bool {
+    load::initial_table_elements(bytes) <= SMALL_TABLES_UP_TO
 }
 
-/// Table elements, all tables together, up to which tables are filled at
-/// instantiation: one page of them.
-const EAGER_TABLES_UP_TO: u64 = 512;
+/// Table elements, all tables together, up to which a component's tables
+/// count as small: one page of them.
+const SMALL_TABLES_UP_TO: u64 = 512;
 
 impl EngineSettings {
     /// Whether the wide layout suits these VUs, `memories` each, which
@@ -141,14 +148,15 @@ impl EngineSettings {
         }
     }
 
-    /// Kernel memory mappings the pooling allocator will need, roughly.
+    /// Kernel memory mappings the VUs will need, roughly.
     pub fn map_count_needed(&self) -> u64 {
-        // Measured: ~2 per async stack slot (guard page) and ~2 per live
-        // instance's memory and tables; plus a margin for the runtime.
+        // Measured: ~2 per async stack (guard page) and ~2 per live
+        // instance's memory and pooled tables; plus a margin for the
+        // runtime.
         u64::from(self.instances) * if self.cow { 7 } else { 5 } + 4_096
     }
 
-    /// Virtual address space the pools reserve, bytes.
+    /// Virtual address space the VUs' memories and stacks reserve, bytes.
     pub fn address_space_needed(&self) -> u64 {
         let n = u64::from(self.instances);
         let (reservation, guard) = self.reservation();
@@ -250,11 +258,12 @@ mod tests {
             cow: false,
             wide,
             eager_tables: true,
+            pool: false,
         }
     }
 
     #[test]
-    fn a_rust_guests_tables_are_filled_up_front_and_an_interpreters_lazily() {
+    fn a_rust_guests_tables_are_small_and_an_interpreters_are_not() {
         const HEADER: [u8; 8] = [0, b'a', b's', b'm', 1, 0, 0, 0];
         // Table sections: hello-http's two tables (55 and 12 funcrefs),
         // and CPython's 5,714.
@@ -262,8 +271,8 @@ mod tests {
         let python = [&HEADER[..], &[4, 5, 1, 0x70, 0, 0xD2, 0x2C]].concat();
         assert_eq!(load::initial_table_elements(&rust), 67);
         assert_eq!(load::initial_table_elements(&python), 5_714);
-        assert!(wants_eager_tables(&rust));
-        assert!(!wants_eager_tables(&python));
+        assert!(small_tables(&rust));
+        assert!(!small_tables(&python));
     }
 
     #[test]

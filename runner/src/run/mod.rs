@@ -111,6 +111,7 @@ pub async fn prepare_as(
         let local = host_api::source::expand(&o.local_addrs).map_err(PrepareError::Spec)?;
         host_api::source::check(&local).map_err(PrepareError::Spec)?;
     }
+    let small_tables = engine::small_tables(&bytes);
     let mut settings = EngineSettings {
         instances: 1,
         memory_limit,
@@ -120,7 +121,8 @@ pub async fn prepare_as(
         memories: engine::MAX_MEMORIES_PER_VU,
         table_elements: o.table_elements,
         cow: engine::wants_cow(&bytes),
-        eager_tables: engine::wants_eager_tables(&bytes),
+        eager_tables: small_tables,
+        pool: !small_tables,
         // Compiled for one VU first; recompiled below if the run has more
         // VUs than the wide layout fits.
         wide: true,
@@ -353,7 +355,7 @@ impl Prepared {
             settings,
             options: _,
         } = self;
-        let engine = engine::build(&settings, true)?;
+        let engine = engine::build(&settings, settings.pool)?;
         let component = engine::transfer(&scenario.component, &engine)?;
         let pre = engine::link(&engine, &component, &spec.scenario.name)?;
         let ticker = engine::EpochTicker::start(engine.clone())?;
