@@ -369,8 +369,9 @@ fn a_worker_at_its_memory_ceiling_is_named_in_the_run_s_one_line_reason() {
     let out = scratch("fed-memory").join("r.json");
     let base = format!("BASE_URL={}", target.url);
     let json = format!("json={}", out.display());
-    // 2,000 VUs on each of two workers need a few hundred MiB each; the
-    // ceiling every worker gets (the run's spec) is far below that.
+    // 2,000 connected VUs on each of two workers need over 100 MiB each
+    // (about 55 KiB a VU, and the process); the ceiling every worker
+    // gets (the run's spec) is well below that.
     let mut coord = Coordinator::start(
         &hello(),
         "127.0.0.1:0",
@@ -384,7 +385,7 @@ fn a_worker_at_its_memory_ceiling_is_named_in_the_run_s_one_line_reason() {
             "--ramp-up",
             "3s",
             "--max-memory",
-            "120MiB",
+            "80MiB",
             "-e",
             &base,
             "--quiet",
@@ -402,7 +403,7 @@ fn a_worker_at_its_memory_ceiling_is_named_in_the_run_s_one_line_reason() {
         .find(|l| l.contains("error: the run ended early"))
         .unwrap_or_else(|| panic!("no one-line reason:\n{log}\n{}", worker_logs.join("\n")));
     assert!(
-        line.contains("worker ") && line.contains("--max-memory (120.0 MiB)"),
+        line.contains("worker ") && line.contains("--max-memory (80.0 MiB)"),
         "{line}"
     );
     // The results are written, the stopped workers named in them.
