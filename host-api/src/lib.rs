@@ -81,7 +81,29 @@ pub struct RunContext {
     pub log_limit: Arc<stdio::LogLimit>,
     /// The run's seed: each VU's random streams derive from it and its id.
     pub seed: u64,
+    /// The tasks that drive VUs' MQTT connections. A VU that ends leaves
+    /// its connection saying DISCONNECT from its task; the run waits for
+    /// them (see [`RunContext::connections_closed`]) so that the process
+    /// does not exit with goodbyes unsent.
+    pub connections: tokio_util::task::TaskTracker,
 }
+
+impl RunContext {
+    /// Waits, at most [`CLOSE_WAIT`], until every connection task has
+    /// ended; call it once every VU is gone. Returns how many were still
+    /// open when the wait ran out.
+    pub async fn connections_closed(&self) -> usize {
+        self.connections.close();
+        match tokio::time::timeout(CLOSE_WAIT, self.connections.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.connections.len(),
+        }
+    }
+}
+
+/// The longest a run waits at its end for its VUs' connections to close:
+/// a connection's task is aborted 2 s after its VU let go of it.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Per-VU store data: everything a host call of this VU can touch.
 pub struct VuState {

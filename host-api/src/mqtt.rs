@@ -40,8 +40,7 @@ pub struct Connection {
 fn settings(
     o: ConnectOptions,
     vu: u32,
-    tls: &crate::http::ClientConfig,
-    egress: Arc<crate::egress::Egress>,
+    run: &crate::RunContext,
 ) -> Result<(Settings, Arc<str>), Error> {
     let bad = |m: String| Error::InvalidArgument(m);
     let url = url::Url::parse(&o.url)
@@ -101,7 +100,7 @@ fn settings(
     let s = Settings {
         host,
         port,
-        tls: secure.then(|| tls.tls_plain()),
+        tls: secure.then(|| run.http.tls_plain()),
         client_id,
         clean_session: o.clean_session,
         keep_alive,
@@ -109,7 +108,8 @@ fn settings(
         v5,
         timeout,
         name: name.clone(),
-        egress,
+        egress: run.egress.clone(),
+        tasks: run.connections.clone(),
     };
     Ok((s, name))
 }
@@ -124,14 +124,13 @@ impl Host for VuState {
         options: ConnectOptions,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
         let recorder = self.run.recorder.clone();
-        let (settings, name) =
-            match settings(options, self.vu_id, &self.run.http, self.run.egress.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    record(&recorder, "invalid", Event::Error(error_kind(&e)));
-                    return Ok(Err(e));
-                }
-            };
+        let (settings, name) = match settings(options, self.vu_id, &self.run) {
+            Ok(s) => s,
+            Err(e) => {
+                record(&recorder, "invalid", Event::Error(error_kind(&e)));
+                return Ok(Err(e));
+            }
+        };
         if self.mqtt_connections >= MAX_CONNECTIONS_PER_VU {
             let e = Error::InvalidArgument(format!(
                 "this VU already holds {MAX_CONNECTIONS_PER_VU} MQTT connections"

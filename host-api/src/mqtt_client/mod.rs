@@ -199,6 +199,9 @@ pub(crate) struct Settings {
     pub name: Arc<str>,
     /// Where the VU may connect.
     pub egress: Arc<crate::egress::Egress>,
+    /// Where the connection's driver task is tracked, so the run can
+    /// wait for it to say DISCONNECT.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// An open connection: the VU's side of it.
@@ -235,7 +238,9 @@ impl Session {
             keep_alive: opened.keep_alive,
             write_timeout: s.timeout,
         };
-        let driver = tokio::spawn(driver::drive(shared.clone(), link, opened.rest));
+        let driver = s
+            .tasks
+            .spawn(driver::drive(shared.clone(), link, opened.rest));
         Ok(Self {
             shared,
             driver: driver.abort_handle(),

@@ -56,6 +56,7 @@ fn settings(port: u16, keep_alive: Duration, timeout: Duration) -> Settings {
         timeout,
         name: "t".into(),
         egress: Arc::new(crate::egress::Egress::loopback_only()),
+        tasks: tokio_util::task::TaskTracker::new(),
     }
 }
 

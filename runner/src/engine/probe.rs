@@ -52,6 +52,7 @@ pub async fn options(
         egress: limits.egress.clone(),
         log_limit: Arc::new(host_api::stdio::LogLimit::new(100)),
         seed: limits.seed,
+        connections: Default::default(),
     });
     let state = VuState::new(
         ctx,

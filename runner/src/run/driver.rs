@@ -157,6 +157,15 @@ impl Driver {
                 }
             }
         }
+        // Every VU is gone; their connections say goodbye from tasks of
+        // their own, which must not be cut off by the process's exit.
+        let open = self.shared.ctx.connections_closed().await;
+        if open > 0 {
+            tracing::warn!(
+                "{open} connections were still closing {:?} after the last VU ended",
+                host_api::CLOSE_WAIT
+            );
+        }
         let elapsed = started.elapsed();
         seq += 1;
         let last = self.collect(

@@ -373,6 +373,7 @@ impl Prepared {
             egress: egress.clone(),
             log_limit: Arc::new(host_api::stdio::LogLimit::new(spec.options.log_rate)),
             seed: spec.options.seed.unwrap_or(0),
+            connections: Default::default(),
         });
         let started_wall = SystemTime::now();
         let shared = Arc::new(Shared {
