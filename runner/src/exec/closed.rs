@@ -62,18 +62,22 @@ pub async fn run_vu(
         _ = tokio::time::sleep_until(start_at) => {}
         _ = shared.stop.cancelled() => return,
     }
-    let vu = Vu::new(shared.clone(), id, class.clone(), initial);
+    let mut vu = Vu::new(shared.clone(), id, class.clone(), initial);
     let busy = vu.busy();
-    super::busy::contain(
-        busy,
-        iterate_while_wanted(vu, shared, class, index, target, grace),
-    )
-    .await;
+    let life = {
+        let shared = shared.clone();
+        async move {
+            iterate_while_wanted(&mut vu, shared, class, index, target, grace).await;
+            vu
+        }
+    };
+    let vu = super::busy::contain(busy, life).await;
+    shared.retire(vu);
 }
 
 /// The life of a closed-model VU once started: see [`run_vu`].
 async fn iterate_while_wanted(
-    mut vu: Vu,
+    vu: &mut Vu,
     shared: Arc<Shared>,
     class: Arc<Class>,
     index: u32,

@@ -125,13 +125,21 @@ impl Drop for Starting<'_> {
 /// handed until the run stops. `initial` VUs are the ones allocated up
 /// front (the run's start-up time counts them).
 async fn run_vu(shared: Arc<Shared>, pool: Arc<Pool>, id: u32, class: Arc<Class>, initial: bool) {
-    let vu = Vu::new(shared.clone(), id, class.clone(), initial);
+    let mut vu = Vu::new(shared.clone(), id, class.clone(), initial);
     let busy = vu.busy();
-    super::busy::contain(busy, run_tickets(vu, shared, pool, class)).await;
+    let life = {
+        let shared = shared.clone();
+        async move {
+            run_tickets(&mut vu, shared, pool, class).await;
+            vu
+        }
+    };
+    let vu = super::busy::contain(busy, life).await;
+    shared.retire(vu);
 }
 
 /// The life of an open-model VU: see [`run_vu`].
-async fn run_tickets(mut vu: Vu, shared: Arc<Shared>, pool: Arc<Pool>, class: Arc<Class>) {
+async fn run_tickets(vu: &mut Vu, shared: Arc<Shared>, pool: Arc<Pool>, class: Arc<Class>) {
     let _active = ActiveGuard::new(&shared, &class);
     let starting = Starting(&pool);
     let step = vu.prepare().await;

@@ -151,6 +151,12 @@ pub enum Step {
     Stop,
 }
 
+/// What is left of an ended VU: its store and instance, holding its
+/// memory and its connections until dropped.
+pub struct Remains {
+    _instance: Instance,
+}
+
 /// One virtual user: its instance (created on demand, replaced after a
 /// trap) and its iteration count.
 pub struct Vu {
@@ -182,6 +188,12 @@ impl Vu {
             cpu_us: 0,
             counted_ready: !initial,
         }
+    }
+
+    /// Ends the VU, handing back its instance (if it has one) to be torn
+    /// down later.
+    pub fn remains(mut self) -> Option<Remains> {
+        self.instance.take().map(|i| Remains { _instance: i })
     }
 
     /// The flag its instances raise when they keep the CPU busy.

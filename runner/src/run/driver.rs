@@ -157,8 +157,10 @@ impl Driver {
                 }
             }
         }
-        // Every VU is gone; their connections say goodbye from tasks of
-        // their own, which must not be cut off by the process's exit.
+        // Every VU is done; the ones that ended during the stop are torn
+        // down now. Their connections say goodbye from tasks of their
+        // own, which must not be cut off by the process's exit.
+        self.shared.bury().await;
         let open = self.shared.ctx.connections_closed().await;
         if open > 0 {
             tracing::warn!(

@@ -394,6 +394,7 @@ impl Prepared {
             total: plan.local_vus() as usize,
             started: at.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
             trap_log: exec::vu::TrapLog::default(),
+            retired: Default::default(),
         });
         let exec = exec::start(&plan, &shared);
         let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
