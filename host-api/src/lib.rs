@@ -102,8 +102,10 @@ impl RunContext {
 }
 
 /// The longest a run waits at its end for its VUs' connections to close:
-/// a connection's task is aborted 2 s after its VU let go of it.
-pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// a connection's task is aborted `CLOSE_GRACE` (2 s) after its
+/// VU let go of it; one second more covers the abort itself.
+pub const CLOSE_WAIT: std::time::Duration =
+    mqtt_client::CLOSE_GRACE.saturating_add(std::time::Duration::from_secs(1));
 
 /// Per-VU store data: everything a host call of this VU can touch.
 pub struct VuState {

@@ -58,7 +58,7 @@ const MAX_PACKET: usize = 1 << 20;
 const MAX_QUEUED: usize = 2 * MAX_PACKET;
 
 /// How long a dropped connection may take to send its DISCONNECT.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A message received for the VU.
 pub(crate) struct Inbound {
